@@ -1,0 +1,55 @@
+// vaqf kernel library: integer rounding, saturation and requantization.
+// Bit-exact twin of vaqf/sim/qarith.py; mode numbers follow vaqf.sim.qarith.Rounding.
+#ifndef VAQF_QARITH_H
+#define VAQF_QARITH_H
+
+#include <ap_int.h>
+
+namespace vaqf {
+
+enum Rounding {
+    HALF_EVEN = 0, HALF_UP = 1, HALF_DOWN = 2, HALF_CEIL = 3, CEIL = 4, FLOOR = 5, UP = 6, DOWN = 7
+};
+
+typedef ap_int<64> wide_t;
+
+// x / 2^shift rounded with `mode`; 0 <= shift <= 62.
+inline wide_t rshift_round(wide_t x, int shift, int mode) {
+#pragma HLS INLINE
+    if (shift == 0) return x;
+    wide_t q = x >> shift;  // arithmetic shift: floor
+    ap_uint<64> r = x - (q << shift);
+    ap_uint<64> half = ap_uint<64>(1) << (shift - 1);
+    bool neg = x < 0;
+    bool nonzero = r != 0;
+    bool above = r > half;
+    bool tie = r == half;
+    bool inc;
+    switch (mode) {
+    case FLOOR: inc = false; break;
+    case CEIL: inc = nonzero; break;
+    case DOWN: inc = nonzero && neg; break;
+    case UP: inc = nonzero && !neg; break;
+    case HALF_UP: inc = above || (tie && !neg); break;
+    case HALF_DOWN: inc = above || (tie && neg); break;
+    case HALF_CEIL: inc = above || tie; break;
+    default: inc = above || (tie && (q & 1) == 1); break;  // HALF_EVEN
+    }
+    return inc ? wide_t(q + 1) : q;
+}
+
+inline wide_t clamp(wide_t x, wide_t lo, wide_t hi) {
+#pragma HLS INLINE
+    return x < lo ? lo : (x > hi ? hi : x);
+}
+
+// saturate(round(acc * mantissa / 2^shift) + zero_point) to [lo, hi]
+inline wide_t requantize(wide_t acc, int mantissa, int shift, int zero_point, int lo, int hi, int mode) {
+#pragma HLS INLINE
+    wide_t prod = acc * wide_t(mantissa);
+    return clamp(rshift_round(prod, shift, mode) + zero_point, lo, hi);
+}
+
+}  // namespace vaqf
+
+#endif

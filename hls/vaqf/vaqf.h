@@ -1,0 +1,10 @@
+// vaqf kernel library: everything a generated project includes.
+#ifndef VAQF_VAQF_H
+#define VAQF_VAQF_H
+
+#include "vaqf/qarith.h"
+#include "vaqf/ddr.h"
+#include "vaqf/dense.h"
+#include "vaqf/eltwise.h"
+
+#endif

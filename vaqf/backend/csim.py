@@ -1,0 +1,121 @@
+"""Build a generated project with g++ and run it: the C-simulation that must equal the simulator."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vaqf.backend.emit import random_int_inputs, read_io_file, write_io_file
+from vaqf.errors import ToolchainError, VaqfError
+from vaqf.ir import Graph
+from vaqf.ir.serialize import load_graph
+from vaqf.sim.simulator import Simulator
+
+log = logging.getLogger(__name__)
+
+CXXFLAGS = ["-O2", "-std=c++14", "-w"]
+
+
+def ap_include_dir() -> Path:
+    """``$XILINX_HLS/include`` when set, else the Apache-2.0 ap_types headers shipped by hls4ml."""
+    xil = os.environ.get("XILINX_HLS")
+    if xil:
+        p = Path(xil) / "include"
+        if (p / "ap_int.h").is_file():
+            return p
+        raise ToolchainError(f"XILINX_HLS is set to {xil}, but {p}/ap_int.h does not exist")
+    spec = importlib.util.find_spec("hls4ml")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            p = Path(loc) / "templates" / "vivado" / "ap_types"
+            if (p / "ap_int.h").is_file():
+                return p
+    raise ToolchainError("no ap_int.h headers found: set XILINX_HLS to a Vivado/Vitis HLS install, or install "
+                         "the C-simulation extra: pip install 'vaqf[csim]' (hls4ml ships the Apache-2.0 headers)")
+
+
+def compiler() -> str:
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise ToolchainError(f"C++ compiler '{cxx}' not found; install g++ (or set CXX)")
+    return cxx
+
+
+def build(project: Path) -> Path:
+    """Compile the testbench and top into ``project/build/csim`` (reused while the sources are unchanged)."""
+    project = Path(project)
+    sources = [project / "tb" / "testbench.cpp", project / "src" / "vaqf_top.cpp"]
+    for s in sources:
+        if not s.is_file():
+            raise VaqfError(f"{project} is not a vaqf project: {s.relative_to(project)} is missing")
+    inc = ap_include_dir()
+    cxx = compiler()
+    h = hashlib.sha256()
+    for f in sorted((project / "src").rglob("*")) + [sources[0]]:
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    h.update(str(inc).encode())
+    h.update(cxx.encode())
+    digest = h.hexdigest()[:16]
+    exe = project / "build" / "csim"
+    stamp = project / "build" / "csim.sha"
+    if exe.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        return exe
+    exe.parent.mkdir(exist_ok=True)
+    cmd = [cxx, *CXXFLAGS, f"-I{project / 'src'}", f"-I{inc}", *map(str, sources), "-o", str(exe)]
+    log.info("building C-simulation: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        raise ToolchainError(f"g++ failed to build {project}:\n{tail}")
+    stamp.write_text(digest)
+    return exe
+
+
+@dataclass
+class CsimResult:
+    inputs: int
+    bit_exact: int              # samples whose every output equals the simulator's
+    mismatched_values: int
+    outputs: list[np.ndarray]   # C++ integer outputs
+    expected: list[np.ndarray]  # simulator integer outputs
+
+    def to_json(self) -> dict:
+        return {"inputs": self.inputs, "bit_exact": self.bit_exact, "mismatched_values": self.mismatched_values}
+
+
+def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: int = 100, seed: int = 0,
+             graph: Graph | None = None) -> CsimResult:
+    """Run the C-simulation on integer inputs (random over the input types by default) and compare."""
+    project = Path(project)
+    graph = graph or load_graph(project)
+    exe = build(project)
+    if int_inputs is None:
+        int_inputs = random_int_inputs(graph, count, seed)
+    n = int(int_inputs[0].shape[0])
+    expected = Simulator(graph).run_int(int_inputs).outputs
+    with tempfile.TemporaryDirectory(prefix="vaqf-csim-") as td:
+        tdp = Path(td)
+        write_io_file(tdp / "in.bin", int_inputs, np.int32)
+        proc = subprocess.run([str(exe), str(project / "data" / "weights.bin"), str(tdp / "in.bin"),
+                               str(tdp / "out.bin"), str(n)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolchainError(f"the C-simulation exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        got = read_io_file(tdp / "out.bin", graph.outputs, n, np.int64)
+    per_sample = np.ones(n, dtype=bool)
+    mism = 0
+    for g, e in zip(got, expected, strict=True):
+        diff = g.reshape(n, -1) != np.asarray(e, dtype=np.int64).reshape(n, -1)
+        per_sample &= ~diff.any(axis=1)
+        mism += int(diff.sum())
+    return CsimResult(n, int(per_sample.sum()), mism, got, expected)

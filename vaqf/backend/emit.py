@@ -1,0 +1,242 @@
+"""Render a Vivado/Vitis HLS project for a Graph and a Design.
+
+The emitter knows nothing op-specific: ops give plain values (``OpSpec.template_params``,
+``unit_params``, ``ddr_blobs``) and each op's Jinja2 template turns them into a config struct and a
+call. The project is written to a temporary folder next to the destination and moved into place, so a
+failed or interrupted compile never leaves a half-written project.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from vaqf import __version__
+from vaqf.backend.names import NameTable
+from vaqf.backend.resources import hls_dir, templates_dir
+from vaqf.dse.design import Design
+from vaqf.errors import OutputExists, VaqfError
+from vaqf.hw.board import get_board
+from vaqf.hw.memory import BufferPlan, plan_buffers
+from vaqf.hw.model import units_of
+from vaqf.ir import Graph
+from vaqf.ir.serialize import save_graph
+from vaqf.ops import EmitContext, get_spec
+
+log = logging.getLogger(__name__)
+
+MARKER = ".vaqf-project"
+TB_VECTORS = 16
+
+
+@dataclass
+class DdrImage:
+    lanes: np.ndarray                    # uint32 lanes, little-endian, whole words
+    offsets: dict[tuple[str, str], int]  # (node, blob) -> word offset
+    word_bits: int
+
+    @property
+    def words(self) -> int:
+        return self.lanes.size * 32 // self.word_bits
+
+
+def build_ddr_image(graph: Graph, word_bits: int) -> DdrImage:
+    lanes_per_word = word_bits // 32
+    parts: list[np.ndarray] = []
+    offsets: dict[tuple[str, str], int] = {}
+    pos = 0
+    for node in graph.topo():
+        for blob, arr in get_spec(node.op).ddr_blobs(node, word_bits).items():
+            if arr.size % lanes_per_word:
+                raise VaqfError(f"blob {blob} of {node.name} is not whole words")  # pragma: no cover
+            offsets[(node.name, blob)] = pos
+            parts.append(arr.astype(np.uint32))
+            pos += arr.size // lanes_per_word
+    lanes = np.concatenate(parts) if parts else np.zeros(lanes_per_word, dtype=np.uint32)
+    return DdrImage(lanes, offsets, word_bits)
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=False, lstrip_blocks=False,
+                              autoescape=False)
+
+
+def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrImage, BufferPlan]:
+    """Text of every generated source file, the DDR image and the buffer plan."""
+    env = _env()
+    word_bits = design.word_bits
+    if word_bits % 32 or not 32 <= word_bits <= 1024:
+        raise VaqfError(f"word width {word_bits} must be a multiple of 32 in 32..1024")
+    plan = plan_buffers(graph)
+    image = build_ddr_image(graph, word_bits)
+    names = NameTable()
+    ident = {n.name: f"l{i}_{names(n.name)}" for i, n in enumerate(graph.topo())}
+    buffers = {v: plan.name(v) for v in plan.kind_of}
+    ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"})
+
+    units = units_of(graph)
+    unit_structs = []
+    for u, nodes in units.items():
+        if u not in design.knobs:
+            raise VaqfError(f"the design has no knobs for unit '{u}'")
+        spec = get_spec(nodes[0].op)
+        params = spec.unit_params(u, nodes, design.knobs[u], word_bits)
+        tmpl = env.get_template(f"ops/{nodes[0].op}.j2")
+        unit_structs.append(tmpl.module.unit_config(u, params))
+    layers = []
+    for node in graph.topo():
+        p = get_spec(node.op).template_params(node, ctx)
+        tmpl = env.get_template(f"ops/{node.op}.j2")
+        layers.append({"ident": ident[node.name], "op": node.op, "config": str(tmpl.module.config(p)).strip(),
+                       "call": str(tmpl.module.call(p)).strip()})
+    io_in = [{"ident": f"in{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape)}
+             for i, v in enumerate(graph.inputs)]
+    io_out = [{"ident": f"out{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape)}
+              for i, v in enumerate(graph.outputs)]
+    board = get_board(design.board)
+    values: dict[str, Any] = {
+        "version": __version__,
+        "word_bits": word_bits,
+        "ddr_words": max(image.words, 1),
+        "act_bits": plan.bits.get("act", 2),
+        "acc_bits": plan.bits.get("acc", 32),
+        "buffers": [{"kind": k, "name": f"{k}_buf{i}", "size": plan.size[k]}
+                    for k in sorted(plan.count) for i in range(plan.count[k])],
+        "partition": max((k.get("simd", 1) for k in design.knobs.values()), default=1),
+        "units": unit_structs,
+        "layers": layers,
+        "inputs": io_in,
+        "outputs": io_out,
+        "part": board.part,
+        "clock_ns": round(1000.0 / design.clock_mhz, 3),
+        "board": board.name,
+        "tb_vectors": TB_VECTORS,
+        "top": "vaqf_top",
+    }
+    files = {
+        "src/vaqf_top.h": "project/vaqf_top.h.j2",
+        "src/vaqf_params.h": "project/vaqf_params.h.j2",
+        "src/vaqf_top.cpp": "project/vaqf_top.cpp.j2",
+        "tb/testbench.cpp": "project/testbench.cpp.j2",
+        "scripts/build_vivado_hls.tcl": "project/build_vivado_hls.tcl.j2",
+        "scripts/build_vitis_hls.tcl": "project/build_vitis_hls.tcl.j2",
+        "scripts/hls_config.cfg": "project/hls_config.cfg.j2",
+        "Makefile": "project/Makefile.j2",
+        "README.md": "project/README.md.j2",
+    }
+    out = {path: env.get_template(t).render(**values) for path, t in files.items()}
+    return out, image, plan
+
+
+def _is_vaqf_project(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise OutputExists(f"{out_dir} exists and is not a folder")
+        if any(out_dir.iterdir()) and not _is_vaqf_project(out_dir) and not force:
+            raise OutputExists(f"{out_dir} exists and was not created by vaqf; choose another folder or pass "
+                               "--force to replace it")
+
+
+def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool = False,
+                  tb_inputs: np.ndarray | None = None, extra: dict[str, bytes] | None = None) -> Path:
+    """Render and atomically install the project at ``out_dir``."""
+    from vaqf.sim.simulator import Simulator
+
+    out = Path(out_dir)
+    check_output_dir(out, force)
+    sources, image, _ = render_sources(graph, design)
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        for rel, text in sources.items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        kernel_dst = tmp / "src" / "vaqf"
+        kernel_dst.mkdir(parents=True)
+        for h in sorted(hls_dir().glob("*.h")):
+            shutil.copyfile(h, kernel_dst / h.name)
+        (tmp / "data").mkdir()
+        (tmp / "data" / "weights.bin").write_bytes(image.lanes.astype("<u4").tobytes())
+        # self-checking testbench vectors for the vendor C-simulation and co-simulation
+        sim = Simulator(graph)
+        ins = tb_inputs if tb_inputs is not None else random_int_inputs(graph, TB_VECTORS, seed=0)
+        res = sim.run_int(ins)
+        write_io_file(tmp / "data" / "tb_inputs.bin", ins, np.int32)
+        write_io_file(tmp / "data" / "tb_expected.bin", res.outputs, np.int64)
+        save_graph(graph, tmp)
+        design.save(tmp / "design.json")
+        for rel, data in (extra or {}).items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        (tmp / MARKER).write_text(json.dumps({"tool": "vaqf", "version": __version__,
+                                              "note": "created by vaqf; vaqf may replace this folder"}) + "\n")
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s (%d DDR words of %d bits)", out, image.words, image.word_bits)
+    return out
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``; an existing ``out`` is moved aside first and deleted only afterwards."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
+        os.rmdir(old)
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def random_int_inputs(graph: Graph, count: int, seed: int = 0) -> list[np.ndarray]:
+    """Uniform random integers over each input's type (exercises the whole range, saturation included)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for v in graph.inputs:
+        shape = (count,) + v.info.shape[1:]
+        out.append(rng.integers(int(v.info.qtype.min), int(v.info.qtype.max) + 1, size=shape, dtype=np.int64))
+    return out
+
+
+def write_io_file(path: Path, arrays: list[np.ndarray], dtype: type) -> None:
+    """Samples one after another; within a sample, each input (or output) in order, row-major."""
+    n = arrays[0].shape[0]
+    flat = [np.asarray(a).reshape(n, -1).astype(dtype) for a in arrays]
+    path.write_bytes(np.concatenate(flat, axis=1).astype(np.dtype(dtype).newbyteorder("<")).tobytes())
+
+
+def read_io_file(path: Path, graph_values: list, count: int, dtype: type) -> list[np.ndarray]:
+    data = np.frombuffer(path.read_bytes(), dtype=np.dtype(dtype).newbyteorder("<")).astype(np.int64)
+    sizes = [v.info.size for v in graph_values]
+    per = sum(sizes)
+    if data.size != per * count:
+        raise VaqfError(f"{path.name} holds {data.size} values, expected {per * count}")
+    data = data.reshape(count, per)
+    out, pos = [], 0
+    for v, s in zip(graph_values, sizes, strict=True):
+        out.append(data[:, pos : pos + s].reshape((count,) + v.info.shape[1:]))
+        pos += s
+    return out

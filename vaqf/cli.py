@@ -1,0 +1,264 @@
+"""The ``vaqf`` command. Thin: parses arguments, calls the API, prints.
+
+Exit codes: 0 success, 2 user error (bad input, infeasible target, missing toolchain), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vaqf import __version__
+from vaqf.errors import InfeasibleDesign, VaqfError
+
+log = logging.getLogger("vaqf")
+
+EPILOG_COMPILE = """examples:
+  vaqf compile --example mlp -o out/mlp                     built-in QONNX MLP, fastest design on a ZCU102
+  vaqf compile model.onnx -o out/m --board zcu104 --fps 1000  cheapest design meeting 1000 FPS
+  vaqf compile float.onnx -o out/f --weights binary --act-bits 6 --calib calib.npy
+  vaqf compile model.onnx -o out/m --design pinned.json     reuse the knobs of a saved design
+"""
+EPILOG_CSIM = """examples:
+  vaqf csim out/mlp                     200 random inputs, compare g++ C-simulation with the simulator
+  vaqf csim out/mlp --input x.npy       float inputs (quantized as the host would)
+  vaqf csim out/mlp --inputs 1000 --json
+"""
+EPILOG_SIM = """examples:
+  vaqf simulate model.onnx --input x.npy --output y.npy     the model's own quantization (QONNX/QDQ)
+  vaqf simulate out/mlp --input x.npy --output y.npy        the compiled design
+"""
+EPILOG_EXPLORE = """examples:
+  vaqf explore --example mlp --board ultra96v2
+  vaqf explore model.onnx --board zcu102 --fps 500 --json
+"""
+
+
+def _add_model_args(p: argparse.ArgumentParser, with_model: bool = True) -> None:
+    if with_model:
+        p.add_argument("model", nargs="?", help="ONNX, QONNX or QDQ model file")
+        p.add_argument("--example", metavar="NAME", help="use a built-in example model instead (mlp)")
+    p.add_argument("--weights", default="keep", choices=["keep", "binary", "int8", "int4"],
+                   help="weight quantization: keep the model's quantizers (float weights -> int8), or "
+                        "quantize post-training (default: keep)")
+    p.add_argument("--act-bits", type=int, metavar="N",
+                   help="activation bits for post-training quantization of float activations (default 8)")
+    p.add_argument("--calib", metavar="X.npy", help="calibration inputs [N, ...] for post-training quantization")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vaqf", description="Compile quantized neural networks to FPGA HLS "
+                                 "accelerators, simulate them bit-accurately and check the C++ against it.")
+    ap.add_argument("--version", action="version", version=f"vaqf {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress and details")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print only results and errors")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add_parser(name: str, **kw) -> argparse.ArgumentParser:  # -v/-q also accepted after the command
+        return sub.add_parser(name, parents=[common], **kw)
+
+    c = add_parser("compile", help="compile a model to an HLS project", epilog=EPILOG_COMPILE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_args(c)
+    c.add_argument("-o", "--output", required=True, metavar="DIR", help="project folder to write")
+    c.add_argument("--board", default="zcu102", help="board name or board file (.json/.yaml); see `vaqf boards`")
+    c.add_argument("--fps", type=float, help="target frame rate; without it, the fastest design that fits")
+    c.add_argument("--cap", type=float, default=0.8, help="fraction of each resource the design may use (0.8)")
+    c.add_argument("--design", metavar="FILE", help="design JSON whose knobs to reuse instead of searching")
+    c.add_argument("--force", action="store_true", help="replace DIR even if vaqf did not create it")
+    c.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    s = add_parser("csim", help="build a project with g++ and compare it with the simulator",
+                       epilog=EPILOG_CSIM, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("project", help="project folder written by `vaqf compile`")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--inputs", type=int, default=200, metavar="N", help="random inputs to run (default 200)")
+    g.add_argument("--input", metavar="X.npy", help="float inputs [N, ...] to run instead")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    s.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    m = add_parser("simulate", help="bit-accurate simulation of a model or project", epilog=EPILOG_SIM,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("target", help="model file or compiled project folder")
+    m.add_argument("--input", required=True, metavar="X.npy", help="float inputs [N, ...]")
+    m.add_argument("--output", required=True, metavar="Y.npy", help="where to write the float outputs")
+    _add_model_args(m, with_model=False)
+
+    e = add_parser("explore", help="Pareto front of designs on a board", epilog=EPILOG_EXPLORE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_args(e)
+    e.add_argument("--board", default="zcu102", help="board name or board file")
+    e.add_argument("--fps", type=float, help="target frame rate for the chosen design")
+    e.add_argument("--cap", type=float, default=0.8, help="fraction of each resource a design may use")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    b = add_parser("boards", help="list the built-in boards")
+    b.add_argument("--json", action="store_true", help="print JSON")
+    return ap
+
+
+def _model_source(args: argparse.Namespace):  # -> path or ModelProto
+    if getattr(args, "example", None):
+        if args.model:
+            raise VaqfError("give either a model file or --example, not both")
+        from vaqf.examples import example_model
+
+        return example_model(args.example)
+    if not args.model:
+        raise VaqfError("no model given: pass a model file or --example mlp")
+    return args.model
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise VaqfError(f"{what} file {p} does not exist")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise VaqfError(f"{what} file {p} is not a readable .npy array: {e}") from e
+
+
+def _fmt_resources(est: dict) -> str:
+    util = est.get("utilization", {})
+    return ", ".join(f"{k.upper()} {v} ({util.get(k, 0) * 100:.1f}%)" for k, v in est["resources"].items())
+
+
+def cmd_compile(args: argparse.Namespace) -> dict:
+    from vaqf.api import compile_model
+
+    res = compile_model(_model_source(args), args.output, board=args.board, fps=args.fps, act_bits=args.act_bits,
+                        weights=args.weights, calib=args.calib, force=args.force, design=args.design, cap=args.cap)
+    out = res.to_json()
+    if not args.json:
+        est = res.design.estimate
+        print(f"project   {res.project}")
+        print(f"design    {res.design.act_bits}-bit activations, knobs {json.dumps(res.design.knobs)}")
+        print(f"estimate  {est['fps']:.2f} FPS ({est['cycles']} cycles at {res.design.clock_mhz:g} MHz)")
+        print(f"resources {_fmt_resources(est)}")
+        print(f"next      vaqf csim {res.project}")
+    return out
+
+
+def cmd_csim(args: argparse.Namespace) -> dict:
+    from vaqf.backend.csim import run_csim
+    from vaqf.ir.serialize import load_graph
+    from vaqf.sim.simulator import Simulator
+
+    project = Path(args.project)
+    graph = load_graph(project)
+    ints = None
+    if args.input:
+        ints = Simulator(graph).quantize_inputs([_load_npy(args.input, "input")])
+    if not args.json and not args.quiet:
+        print("building the C-simulation with g++ ...", flush=True)
+    res = run_csim(project, ints, count=args.inputs, seed=args.seed, graph=graph)
+    out = res.to_json()
+    if not args.json:
+        verdict = "bit-exact" if res.bit_exact == res.inputs else "MISMATCH"
+        print(f"C-simulation {verdict}: {res.bit_exact}/{res.inputs} inputs identical to the simulator "
+              f"({res.mismatched_values} differing values)")
+    if res.bit_exact != res.inputs:
+        raise VaqfError(f"C-simulation differs from the simulator on {res.inputs - res.bit_exact} inputs")
+    return out
+
+
+def cmd_simulate(args: argparse.Namespace) -> dict:
+    from vaqf.api import simulate
+
+    x = _load_npy(args.input, "input").astype(np.float32)
+    res = simulate(args.target, x, weights=args.weights, act_bits=args.act_bits, calib=args.calib)
+    y = res.dequantized[0] if len(res.dequantized) == 1 else res.dequantized[0]
+    np.save(args.output, y.astype(np.float32))
+    if not args.quiet:
+        print(f"wrote {args.output}: {list(y.shape)} float outputs")
+    return {"output": args.output, "shape": list(y.shape)}
+
+
+def cmd_explore(args: argparse.Namespace) -> dict:
+    from vaqf.api import explore
+
+    front, chosen = explore(_model_source(args), board=args.board, fps=args.fps, weights=args.weights,
+                            act_bits=args.act_bits, calib=args.calib, cap=args.cap)
+
+    def row(d):
+        e = d.estimate
+        return {"act_bits": d.act_bits, "knobs": d.knobs,
+                "estimate": {k: e[k] for k in ("fps", "cycles", "resources", "utilization")}}
+
+    out = {"designs": [row(d) for d in front], "chosen": row(chosen) if chosen else None}
+    if not args.json:
+        print(f"{'FPS':>12} {'bits':>4} {'LUT':>8} {'FF':>8} {'DSP':>6} {'BRAM18':>6}  knobs")
+        for d in front:
+            e = d.estimate
+            r = e["resources"]
+            print(f"{e['fps']:12.2f} {d.act_bits:4d} {r['lut']:8d} {r['ff']:8d} {r['dsp']:6d} {r['bram18']:6d}  "
+                  f"{json.dumps(d.knobs)}")
+        if chosen:
+            print(f"chosen: {chosen.estimate['fps']:.2f} FPS ({chosen.objective})")
+    return out
+
+
+def cmd_boards(args: argparse.Namespace) -> dict:
+    from vaqf.hw.board import BOARDS
+
+    out = {"boards": [b.to_json() for b in BOARDS.values()]}
+    if not args.json:
+        print(f"{'name':<10} {'part':<22} {'LUT':>9} {'FF':>9} {'DSP':>6} {'BRAM18':>6} {'URAM':>5} {'MHz':>5} "
+              f"{'DDR GB/s':>8}")
+        for b in BOARDS.values():
+            print(f"{b.name:<10} {b.part:<22} {b.lut:9d} {b.ff:9d} {b.dsp:6d} {b.bram18:6d} {b.uram:5d} "
+                  f"{b.clock_mhz:5.0f} {b.ddr_gbps:8.1f}")
+    return out
+
+
+COMMANDS = {"compile": cmd_compile, "csim": cmd_csim, "simulate": cmd_simulate, "explore": cmd_explore,
+            "boards": cmd_boards}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    level = logging.DEBUG if args.verbose else (logging.ERROR if args.quiet else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    tempfile.tempdir = None
+    try:
+        out = COMMANDS[args.command](args)
+        if getattr(args, "json", False):
+            print(json.dumps(out, indent=2))
+        return 0
+    except InfeasibleDesign as e:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(e), "best": e.best}, indent=2))
+        print(f"vaqf: error: {e}", file=sys.stderr)
+        return 2
+    except VaqfError as e:
+        print(f"vaqf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaqf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so, keep the traceback for --verbose
+        if args.verbose:
+            raise
+        print(f"vaqf: internal error: {type(e).__name__}: {e} (run with --verbose for the traceback; "
+              "please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

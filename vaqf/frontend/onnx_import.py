@@ -1,0 +1,696 @@
+"""ONNX, QONNX and QDQ models to the vaqf IR.
+
+The importer walks the ONNX graph in order and keeps, for every ONNX tensor, what it means in vaqf:
+
+- ``Const``: a float (or raw integer) constant;
+- ``QConst``: a quantized constant, ``scale * ints`` (weights after Quant/BipolarQuant/DequantizeLinear);
+- ``Raw``: the integer output of QuantizeLinear, waiting for its DequantizeLinear;
+- ``FloatInput``: a graph input not yet quantized (possibly reshaped);
+- ``Act``: a runtime integer tensor of the IR, exact in meaning (``scale * (q - zp)``).
+
+Quantizers on activations become ``requant`` nodes (or define the graph input's type); MatMul/Gemm with a
+constant weight become ``dense``; a following Add of a constant folds into the dense bias. Float tensors
+that feed a dense layer without a quantizer are quantized post-training from calibration ranges.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from vaqf.errors import CalibrationRequired, ModelError, UnsupportedOpError, VaqfError
+from vaqf.frontend.calibrate import collect_ranges
+from vaqf.frontend.ptq import WEIGHT_MODES, activation_quant, f32, quantize_weight
+from vaqf.ir import BinaryType, Graph, IntType, QType, TensorInfo, Value, int_type_for_range
+from vaqf.ops.common import requant_params
+from vaqf.ops.dense import finalize_dense_attrs
+from vaqf.sim.qarith import Rounding, round_real
+
+log = logging.getLogger(__name__)
+
+QONNX_DOMAINS = {"qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas", "finn"}
+MAX_MODEL_BYTES = 4 * 2**30
+MAX_TENSOR_ELEMENTS = 2**31
+
+_ONNX_INT_TYPES = {
+    onnx.TensorProto.INT8: IntType(8, True), onnx.TensorProto.UINT8: IntType(8, False),
+    onnx.TensorProto.INT16: IntType(16, True), onnx.TensorProto.UINT16: IntType(16, False),
+    onnx.TensorProto.INT4: IntType(4, True), onnx.TensorProto.UINT4: IntType(4, False),
+    onnx.TensorProto.INT32: IntType(32, True),
+}
+
+
+# ---- tensor states ----------------------------------------------------------------------------
+@dataclass
+class Const:
+    array: np.ndarray
+
+
+@dataclass
+class QConst:
+    ints: np.ndarray      # integer meaning (zero point already subtracted)
+    scale: np.ndarray     # broadcastable to ints
+    qtype: QType
+
+    def real(self) -> np.ndarray:
+        return self.ints.astype(np.float64) * self.scale
+
+
+@dataclass
+class Raw:
+    inner: Any            # Act or QConst after quantization
+    scale: np.ndarray
+    zero_point: np.ndarray
+
+
+@dataclass
+class FloatInput:
+    name: str
+    shape: tuple[int, ...]
+    reshapes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+@dataclass
+class Act:
+    value: Value
+    quantized: bool       # produced by a quantizer (activation precision), not a wide accumulator
+    dense_without_bias: Any = None  # the dense node whose bias an Add may still fold in
+
+
+@dataclass
+class ImportOptions:
+    weights: str = "keep"         # keep | binary | int8 | int4
+    act_bits: int | None = None   # bits for post-training activation quantization (default 8)
+    calib: np.ndarray | None = None
+
+
+# ---- loading ----------------------------------------------------------------------------------
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Read an ONNX file, with external data from the model's own folder only."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file {p} does not exist")
+    if not p.is_file():
+        raise ModelError(f"{p} is not a file")
+    if p.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelError(f"{p} is larger than {MAX_MODEL_BYTES >> 30} GiB")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:
+        raise ModelError(f"{p} is not a valid ONNX file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+            from e
+    if not model.HasField("graph") or not model.graph.node:
+        raise ModelError(f"{p} holds no ONNX graph")
+    base = p.resolve().parent
+    for t in _all_tensors(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            target = (base / loc).resolve()
+            if not loc or os.path.isabs(loc) or base not in target.parents:
+                raise ModelError(f"tensor '{t.name}' of {p.name} points at external data '{loc}' outside the "
+                                 "model's folder; refusing to read it")
+            if not target.is_file():
+                raise ModelError(f"external data file '{loc}' of tensor '{t.name}' is missing next to {p.name}")
+    try:
+        onnx.load_external_data_for_model(model, str(base))
+    except Exception as e:
+        raise ModelError(f"cannot read the external data of {p}: {e}") from e
+    return model
+
+
+def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    out = list(model.graph.initializer)
+    for n in model.graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                out.append(a.t)
+    return out
+
+
+def model_format(model: onnx.ModelProto) -> str:
+    ops = {(n.domain, n.op_type) for n in model.graph.node}
+    if any(d in QONNX_DOMAINS for d, _ in ops):
+        return "qonnx"
+    if any(t in ("QuantizeLinear", "DequantizeLinear") for _, t in ops):
+        return "qdq"
+    return "onnx"
+
+
+# ---- the importer -----------------------------------------------------------------------------
+class Importer:
+    def __init__(self, model: onnx.ModelProto, options: ImportOptions, name: str = "model") -> None:
+        if options.weights not in WEIGHT_MODES:
+            raise VaqfError(f"--weights must be one of {', '.join(WEIGHT_MODES)}, got {options.weights!r}")
+        if options.act_bits is not None and not 2 <= options.act_bits <= 16:
+            raise VaqfError(f"--act-bits must be within 2..16, got {options.act_bits}")
+        self.model = model
+        self.opt = options
+        self.graph = Graph(name)
+        self.env: dict[str, Any] = {}
+        self.input_rounding: dict[str, str] = {}
+        self._ranges: dict[str, tuple[float, float]] | None = None
+        self._ptq_tensors: list[str] = []
+
+    # -- entry --
+    def run(self) -> Graph:
+        g = self.model.graph
+        init_names = {t.name for t in g.initializer}
+        for t in g.initializer:
+            self.env[t.name] = Const(self._tensor(t))
+        for inp in g.input:
+            if inp.name in init_names:
+                continue
+            self.env[inp.name] = FloatInput(inp.name, self._input_shape(inp))
+        if not any(isinstance(s, FloatInput) for s in self.env.values()):
+            raise ModelError("the model has no runtime input")
+        for node in self._ordered_nodes():
+            self._lower(node)
+        for out in g.output:
+            st = self.env.get(out.name)
+            if not isinstance(st, Act):
+                raise ModelError(f"graph output '{out.name}' is not computed from the input at run time")
+            self.graph.outputs.append(st.value)
+        self.graph.metadata["input_rounding"] = self.input_rounding
+        self.graph.metadata["weights"] = self.opt.weights
+        # every declared input must have been quantized by now
+        for v in self.graph.inputs:
+            self.input_rounding.setdefault(v.name, "HALF_EVEN")
+        self.graph.verify()
+        return self.graph
+
+    def _ordered_nodes(self) -> list[onnx.NodeProto]:
+        known = set(self.env)
+        pending = list(self.model.graph.node)
+        ordered: list[onnx.NodeProto] = []
+        while pending:
+            progress = False
+            rest = []
+            for n in pending:
+                if all(i == "" or i in known for i in n.input):
+                    ordered.append(n)
+                    known.update(o for o in n.output if o)
+                    progress = True
+                else:
+                    rest.append(n)
+            if not progress:
+                missing = sorted({i for n in rest for i in n.input if i and i not in known})
+                raise ModelError(f"node '{rest[0].name or rest[0].op_type}' reads undefined tensors "
+                                 f"{missing[:5]} (or the graph has a cycle)")
+            pending = rest
+        return ordered
+
+    def _tensor(self, t: onnx.TensorProto) -> np.ndarray:
+        n = int(np.prod(t.dims, dtype=np.float64)) if t.dims else 1
+        if n > MAX_TENSOR_ELEMENTS:
+            raise ModelError(f"tensor '{t.name}' has {n} elements; refusing absurd sizes")
+        try:
+            return numpy_helper.to_array(t)
+        except Exception as e:
+            raise ModelError(f"tensor '{t.name}' cannot be decoded: {e}") from e
+
+    def _input_shape(self, inp: onnx.ValueInfoProto) -> tuple[int, ...]:
+        tt = inp.type.tensor_type
+        if not tt.HasField("shape"):
+            raise ModelError(f"input '{inp.name}' has no shape; export the model with a static input shape")
+        dims = []
+        for i, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif i == 0:
+                dims.append(1)  # symbolic batch
+            else:
+                raise ModelError(f"input '{inp.name}' has a symbolic dimension {i} ('{d.dim_param}'); "
+                                 "only the batch axis may be dynamic")
+        if not dims:
+            raise ModelError(f"input '{inp.name}' is a scalar; expected [batch, ...]")
+        if dims[0] != 1:
+            raise ModelError(f"input '{inp.name}' has a fixed batch of {dims[0]}; export the model with batch 1 "
+                             "or a dynamic batch axis")
+        if int(np.prod(dims, dtype=np.float64)) > 2**28:
+            raise ModelError(f"input '{inp.name}' shape {dims} is absurdly large")
+        return tuple(dims)
+
+    # -- helpers --
+    @staticmethod
+    def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def _state(self, node: onnx.NodeProto, i: int) -> Any:
+        if i >= len(node.input) or node.input[i] == "":
+            return None
+        return self.env[node.input[i]]
+
+    def _const(self, node: onnx.NodeProto, i: int, what: str) -> np.ndarray:
+        st = self._state(node, i)
+        if isinstance(st, QConst):
+            return st.real()
+        if not isinstance(st, Const):
+            raise UnsupportedOpError(self._name(node), node.op_type, f"its {what} must be a constant")
+        return st.array
+
+    @staticmethod
+    def _name(node: onnx.NodeProto) -> str:
+        return node.name or f"{node.op_type}({node.output[0] if node.output else ''})"
+
+    def _set(self, node: onnx.NodeProto, state: Any, i: int = 0) -> None:
+        self.env[node.output[i]] = state
+
+    # -- calibration / PTQ --
+    def _act_bits(self) -> int:
+        return self.opt.act_bits or 8
+
+    def _calibrated_range(self, tensor: str, consumer: onnx.NodeProto) -> tuple[float, float]:
+        if self.opt.calib is None:
+            raise CalibrationRequired(
+                f"tensor '{tensor}' feeding node '{self._name(consumer)}' ({consumer.op_type}) is float with no "
+                "quantizer; give calibration inputs with --calib FILE.npy (an array [N, ...input shape]) so "
+                "vaqf can quantize it post-training")
+        if self._ranges is None:
+            fmt = model_format(self.model)
+            if fmt == "qonnx":
+                raise CalibrationRequired(
+                    f"tensor '{tensor}' feeding node '{self._name(consumer)}' has no quantizer; QONNX models "
+                    "must quantize every activation that feeds a matrix product (add a Quant node)")
+            self._ranges = collect_ranges(self.model, self.opt.calib, self._float_tensors())
+        if tensor not in self._ranges:
+            self._ranges.update(collect_ranges(self.model, self.opt.calib, [tensor]))
+        return self._ranges[tensor]
+
+    def _float_tensors(self) -> list[str]:
+        names = []
+        for n in self.model.graph.node:
+            names.extend(o for o in n.output if o)
+        names.extend(i.name for i in self.model.graph.input
+                     if i.name not in {t.name for t in self.model.graph.initializer})
+        return names
+
+    def _ptq(self, tensor: str, consumer: onnx.NodeProto) -> Act:
+        lo, hi = self._calibrated_range(tensor, consumer)
+        qt, scale = activation_quant(lo, hi, self._act_bits())
+        st = self.env[tensor]
+        log.info("post-training quantization of '%s': %s, scale %.4g", tensor, qt, scale)
+        act = self._quantize_act(st, np.asarray([scale]), 0, qt, "HALF_EVEN", consumer)
+        self.env[tensor] = act
+        return act
+
+    def _act_input(self, node: onnx.NodeProto, i: int, need_quantized: bool) -> Act:
+        st = self._state(node, i)
+        if isinstance(st, Act) and (st.quantized or not need_quantized):
+            return st
+        if isinstance(st, (Act, FloatInput)):
+            return self._ptq(node.input[i], node)
+        raise UnsupportedOpError(self._name(node), node.op_type,
+                                 f"input '{node.input[i]}' is a constant where a run-time tensor is expected")
+
+    # -- quantizing activations --
+    def _quantize_act(self, st: Any, scale: np.ndarray, zp: int, qt: IntType, rounding: str,
+                      node: onnx.NodeProto) -> Act:
+        scale = f32(np.asarray(scale, dtype=np.float64).reshape(-1))
+        if scale.size != 1:
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     "per-channel activation quantization is not supported; use a per-tensor scale")
+        if not np.all(scale > 0) or not np.all(np.isfinite(scale)):
+            raise ModelError(f"node '{self._name(node)}' has a non-positive or non-finite scale")
+        if isinstance(st, FloatInput):
+            existing = next((v for v in self.graph.inputs if v.name == st.name), None)
+            if existing is None:
+                existing = self.graph.add_input(st.name, TensorInfo(st.shape, qt, scale, zp))
+                self.input_rounding[st.name] = Rounding.parse(rounding).value
+                defined_here = True
+            else:
+                defined_here = False
+            act = Act(existing, True)
+            for shape in st.reshapes:
+                act = self._reshape(act, shape, node)
+            if defined_here:
+                return act
+            st = act
+        assert isinstance(st, Act)
+        src = st.value
+        channels = src.info.shape[-1] if src.info.per_channel else 1
+        rq = requant_params(src.info.scale, float(scale[0]), channels, qt, zp,
+                            Rounding.parse(rounding).value, self._name(node))
+        out = self.graph.new_value(node.output[0] if node.output else "q", TensorInfo(src.info.shape, qt, scale, zp))
+        self.graph.add_node("requant", [src], [out], rq, name=self._name(node), source=self._name(node))
+        return Act(out, True)
+
+    def _reshape(self, act: Act, shape: tuple[int, ...], node: onnx.NodeProto) -> Act:
+        info = act.value.info
+        out = self.graph.new_value(node.output[0], TensorInfo(shape, info.qtype, info.scale, info.zero_point))
+        self.graph.add_node("reshape", [act.value], [out], {"shape": list(shape)}, name=self._name(node),
+                            source=self._name(node))
+        return Act(out, act.quantized)
+
+    # -- per-op lowering --
+    def _lower(self, node: onnx.NodeProto) -> None:
+        op = node.op_type
+        if node.domain in QONNX_DOMAINS:
+            handler = {"Quant": self._quant, "IntQuant": self._quant, "BipolarQuant": self._bipolar}.get(op)
+        elif node.domain in ("", "ai.onnx"):
+            handler = getattr(self, f"_op_{op}", None)
+        else:
+            handler = None
+        states = [self._state(node, i) for i in range(len(node.input))]
+        if handler is None:
+            if node.domain in ("", "ai.onnx") and all(isinstance(s, Const) or s is None for s in states):
+                self._fold_constant(node)
+                return
+            raise UnsupportedOpError(self._name(node), f"{node.domain + '.' if node.domain else ''}{op}")
+        handler(node)
+
+    def _fold_constant(self, node: onnx.NodeProto) -> None:
+        """Evaluate a node whose inputs are all constants with ONNX's reference implementation."""
+        from onnx.reference import ReferenceEvaluator
+
+        inputs = {i: self.env[i].array for i in node.input if i}
+        try:
+            ev = ReferenceEvaluator(onnx.helper.make_graph(
+                [node], "fold",
+                [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                 for i, a in inputs.items()],
+                [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]),
+                )
+            results = ev.run(None, inputs)
+        except Exception as e:
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     f"constant folding failed ({type(e).__name__}: {e})") from e
+        for o, r in zip([o for o in node.output if o], results, strict=True):
+            self.env[o] = Const(np.asarray(r))
+
+    def _op_Constant(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        if "value" in a:
+            self._set(node, Const(numpy_helper.to_array(a["value"])))
+        elif "value_float" in a:
+            self._set(node, Const(np.asarray(a["value_float"], dtype=np.float32)))
+        elif "value_int" in a:
+            self._set(node, Const(np.asarray(a["value_int"], dtype=np.int64)))
+        elif "value_floats" in a:
+            self._set(node, Const(np.asarray(a["value_floats"], dtype=np.float32)))
+        elif "value_ints" in a:
+            self._set(node, Const(np.asarray(a["value_ints"], dtype=np.int64)))
+        else:
+            raise UnsupportedOpError(self._name(node), "Constant", "unsupported value attribute")
+
+    def _op_Identity(self, node: onnx.NodeProto) -> None:
+        self._set(node, self._state(node, 0))
+
+    def _op_Dropout(self, node: onnx.NodeProto) -> None:
+        self._set(node, self._state(node, 0))  # inference: identity (mask output unused)
+
+    # QONNX
+    def _quant(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        zeropt = np.asarray(self._const(node, 2, "zero point"), dtype=np.float64)
+        bits_a = np.asarray(self._const(node, 3, "bit width"), dtype=np.float64).reshape(-1)
+        if bits_a.size != 1 or bits_a[0] != np.floor(bits_a[0]) or not 2 <= bits_a[0] <= 16:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"bit width {bits_a.tolist()} (need 2..16)")
+        bits = int(bits_a[0])
+        signed = bool(a.get("signed", 1))
+        narrow = bool(a.get("narrow", 0))
+        mode = a.get("rounding_mode", b"ROUND")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        try:
+            rounding = Rounding.parse(mode)
+        except ValueError as e:
+            raise UnsupportedOpError(self._name(node), node.op_type, str(e)) from None
+        if np.any(zeropt != np.floor(zeropt)):
+            raise UnsupportedOpError(self._name(node), node.op_type, "zero point must be an integer")
+        qt = IntType(bits, signed, narrow and signed)
+        lo, hi = qt.min, qt.max
+        if narrow and not signed:
+            hi -= 1
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
+            q = np.clip(round_real(x / scale + zeropt, rounding), lo, hi)
+            ints = q - zeropt.astype(np.int64)
+            qt_w = int_type_for_range(int(ints.min(initial=0)), int(ints.max(initial=0)))
+            self._set(node, QConst(ints.astype(np.int64), f32(scale), qt_w))
+            return
+        if zeropt.size != 1:
+            raise UnsupportedOpError(self._name(node), node.op_type, "per-channel zero points on activations")
+        out_qt = qt if not (narrow and not signed) else int_type_for_range(0, hi)
+        self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), out_qt, rounding.value, node))
+
+    def _bipolar(self, node: onnx.NodeProto) -> None:
+        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        st = self._state(node, 0)
+        if not isinstance(st, (Const, QConst)):
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     "bipolar activations are not supported (only bipolar weights)")
+        x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
+        self._set(node, QConst(np.where(x >= 0, 1, -1).astype(np.int64), f32(scale), BinaryType()))
+
+    # QDQ
+    def _op_QuantizeLinear(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        zp_state = self._state(node, 2)
+        if zp_state is None:
+            out_type = a.get("output_dtype", onnx.TensorProto.UINT8) or onnx.TensorProto.UINT8
+            zp = np.zeros((), dtype=np.int64)
+        else:
+            zarr = self._const(node, 2, "zero point")
+            out_type = onnx.helper.np_dtype_to_tensor_dtype(zarr.dtype)
+            zp = zarr.astype(np.int64)
+        if out_type not in _ONNX_INT_TYPES:
+            raise UnsupportedOpError(self._name(node), node.op_type, "only integer outputs are supported")
+        qt = _ONNX_INT_TYPES[out_type]
+        axis = int(a.get("axis", 1))
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
+            s_b, z_b = _per_axis(scale, x.ndim, axis), _per_axis(zp, x.ndim, axis)
+            q = np.clip(round_real(x / s_b, Rounding.HALF_EVEN) + z_b, qt.min, qt.max)
+            ints = q - z_b
+            self._set(node, Raw(QConst(ints, f32(s_b), int_type_for_range(int(ints.min(initial=0)),
+                                                                           int(ints.max(initial=0)))), scale, zp))
+            return
+        if zp.size != 1:
+            raise UnsupportedOpError(self._name(node), node.op_type, "per-channel zero points on activations")
+        act = self._quantize_act(st, scale, int(zp.reshape(-1)[0]), qt, "HALF_EVEN", node)
+        self._set(node, Raw(act, scale, zp))
+
+    def _op_DequantizeLinear(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        zp = (np.asarray(self._const(node, 2, "zero point"), dtype=np.int64)
+              if self._state(node, 2) is not None else np.zeros((), np.int64))
+        st = self._state(node, 0)
+        axis = int(a.get("axis", 1))
+        if isinstance(st, Raw):
+            if st.scale.shape != scale.shape or np.any(st.scale != scale) or np.any(st.zero_point != zp):
+                raise UnsupportedOpError(self._name(node), node.op_type,
+                                         "its scale/zero point differ from the QuantizeLinear before it")
+            self._set(node, st.inner)
+            return
+        if isinstance(st, Const) and np.issubdtype(st.array.dtype, np.integer):
+            x = st.array.astype(np.int64)
+            s_b, z_b = _per_axis(scale, x.ndim, axis), _per_axis(zp, x.ndim, axis)
+            ints = x - z_b
+            self._set(node, QConst(ints, f32(s_b), int_type_for_range(int(ints.min(initial=0)),
+                                                                      int(ints.max(initial=0)))))
+            return
+        raise UnsupportedOpError(self._name(node), node.op_type,
+                                 "its input must be an integer initializer or a QuantizeLinear output")
+
+    # compute
+    def _op_Gemm(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        if a.get("transA", 0):
+            raise UnsupportedOpError(self._name(node), "Gemm", "transA=1 is not supported")
+        w_state = self._state(node, 1)
+        trans_b = bool(a.get("transB", 0))
+        self._dense(node, w_state, trans_b=trans_b, alpha=float(a.get("alpha", 1.0)),
+                    bias=self._state(node, 2), beta=float(a.get("beta", 1.0)))
+
+    def _op_MatMul(self, node: onnx.NodeProto) -> None:
+        w_state = self._state(node, 1)
+        if not isinstance(w_state, (Const, QConst)):
+            raise UnsupportedOpError(self._name(node), "MatMul",
+                                     "both operands are run-time tensors (activation x activation products "
+                                     "are not supported in this op set)")
+        self._dense(node, w_state, trans_b=False, alpha=1.0, bias=None, beta=1.0)
+
+    def _dense(self, node: onnx.NodeProto, w_state: Any, trans_b: bool, alpha: float, bias: Any,
+               beta: float) -> None:
+        if not isinstance(w_state, (Const, QConst)):
+            raise UnsupportedOpError(self._name(node), node.op_type, "the weight operand must be a constant")
+        if alpha <= 0:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"alpha={alpha} (must be positive)")
+        x = self._act_input(node, 0, need_quantized=True)
+        # weights as [N, K] integers with a per-row scale
+        if isinstance(w_state, QConst) and self.opt.weights == "keep":
+            ints = np.asarray(w_state.ints)
+            scale_full = np.broadcast_to(np.asarray(w_state.scale, dtype=np.float64), ints.shape)
+            if ints.ndim != 2:
+                raise UnsupportedOpError(self._name(node), node.op_type, f"weight of rank {ints.ndim}")
+            if not trans_b:
+                ints, scale_full = ints.T, scale_full.T
+            if np.any(scale_full != scale_full[:, :1]):
+                raise UnsupportedOpError(self._name(node), node.op_type,
+                                         "weight scale varies along the input axis (need per-output-channel)")
+            w_scale = scale_full[:, 0] * alpha
+            qtype = w_state.qtype
+        else:
+            wf = w_state.real() if isinstance(w_state, QConst) else np.asarray(w_state.array, dtype=np.float64)
+            if wf.ndim != 2:
+                raise UnsupportedOpError(self._name(node), node.op_type, f"weight of rank {wf.ndim}")
+            wf = (wf if trans_b else wf.T) * alpha
+            mode = self.opt.weights if self.opt.weights != "keep" else "int8"
+            if self.opt.weights == "keep":
+                log.info("node '%s': float weights without a quantizer are quantized to int8", self._name(node))
+            ints, w_scale, qtype = quantize_weight(wf, mode)
+        if isinstance(qtype, IntType) and qtype.bits > 16:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"{qtype.bits}-bit weights (max 16)")
+        n_out, k = ints.shape
+        if x.value.info.shape[-1] != k:
+            raise ModelError(f"node '{self._name(node)}': input has {x.value.info.shape[-1]} features, "
+                             f"weight expects {k}")
+        attrs = {"weight": ints.astype(np.int8 if (isinstance(qtype, BinaryType) or qtype.bits <= 8) else np.int16),
+                 "w_type": qtype, "w_scale": f32(w_scale), "bias": np.zeros(n_out, dtype=np.int64),
+                 "relu": False, "requant": None}
+        out_info = TensorInfo(x.value.info.shape[:-1] + (n_out,), IntType(32), x.value.info.scale[0] * attrs["w_scale"])
+        out = self.graph.new_value(node.output[0], out_info)
+        dn = self.graph.add_node("dense", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
+        finalize_dense_attrs(dn, x.value.info)
+        act = Act(out, False, dense_without_bias=dn)
+        if bias is not None:
+            self._fold_bias(dn, bias, beta, node)
+            act.dense_without_bias = None
+        out.info = self._dense_out_info(dn, x.value.info)
+        self._set(node, act)
+
+    def _dense_out_info(self, dn: Any, x: TensorInfo) -> TensorInfo:
+        from vaqf.ops import get_spec
+
+        return get_spec("dense").infer(dn, [x])[0]
+
+    def _fold_bias(self, dn: Any, bias_state: Any, beta: float, node: onnx.NodeProto) -> None:
+        b = bias_state.real() if isinstance(bias_state, QConst) else np.asarray(bias_state.array, dtype=np.float64)
+        n_out = dn.attrs["weight"].shape[0]
+        try:
+            b = np.broadcast_to(b.astype(np.float64) * beta, (n_out,)) if b.size in (1, n_out) else None
+        except ValueError:
+            b = None
+        if b is None:
+            raise UnsupportedOpError(self._name(node), node.op_type, "bias must be a vector over output channels")
+        acc_scale = dn.inputs[0].info.scale[0] * dn.attrs["w_scale"]
+        ints = round_real(b / acc_scale, Rounding.HALF_EVEN)
+        if np.any(np.abs(ints) > 2**31 - 1):
+            raise VaqfError(f"node '{self._name(node)}': bias does not fit 32 bits at the accumulator's scale")
+        dn.attrs["bias"] = ints.astype(np.int64)
+        finalize_dense_attrs(dn, dn.inputs[0].info)
+
+    def _op_Add(self, node: onnx.NodeProto) -> None:
+        s0, s1 = self._state(node, 0), self._state(node, 1)
+        act, const = (s0, s1) if isinstance(s0, Act) else (s1, s0)
+        if isinstance(act, Act) and isinstance(const, (Const, QConst)) and act.dense_without_bias is not None:
+            dn = act.dense_without_bias
+            self._fold_bias(dn, const, 1.0, node)
+            dn.outputs[0].info = self._dense_out_info(dn, dn.inputs[0].info)
+            self._set(node, Act(act.value, act.quantized))
+            return
+        raise UnsupportedOpError(self._name(node), "Add",
+                                 "only a bias added to a matrix product is supported in this op set")
+
+    def _op_Relu(self, node: onnx.NodeProto) -> None:
+        x = self._act_input(node, 0, need_quantized=False)
+        info = x.value.info
+        out = self.graph.new_value(node.output[0], TensorInfo(info.shape, info.qtype, info.scale, info.zero_point))
+        self.graph.add_node("relu", [x.value], [out], {}, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, x.quantized))
+
+    def _shape_of(self, st: Any) -> tuple[int, ...]:
+        if isinstance(st, Act):
+            return st.value.info.shape
+        if isinstance(st, FloatInput):
+            return st.reshapes[-1] if st.reshapes else st.shape
+        raise AssertionError(st)
+
+    def _reshape_state(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> None:
+        st = self._state(node, 0)
+        if shape[0] != 1:
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     f"result shape {list(shape)} merges or splits the batch axis")
+        if isinstance(st, FloatInput):
+            self._set(node, FloatInput(st.name, st.shape, st.reshapes + [shape]))
+        else:
+            self._set(node, self._reshape(st, shape, node))
+
+    def _op_Flatten(self, node: onnx.NodeProto) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        shape = self._shape_of(st)
+        axis = int(self._attrs(node).get("axis", 1))
+        axis = axis + len(shape) if axis < 0 else axis
+        if axis < 1:
+            raise UnsupportedOpError(self._name(node), "Flatten", "axis 0 would merge the batch axis")
+        new = (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
+        self._reshape_state(node, new)
+
+    def _op_Reshape(self, node: onnx.NodeProto) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        shape = self._shape_of(st)
+        target = [int(d) for d in self._const(node, 1, "shape").reshape(-1)]
+        allow_zero = int(self._attrs(node).get("allowzero", 0))
+        out = []
+        for i, d in enumerate(target):
+            out.append(shape[i] if d == 0 and not allow_zero else d)
+        if out.count(-1) > 1:
+            raise ModelError(f"node '{self._name(node)}': more than one -1 in the target shape")
+        total = int(np.prod(shape))
+        if -1 in out:
+            known = int(np.prod([d for d in out if d != -1]))
+            if known <= 0 or total % known:
+                raise ModelError(f"node '{self._name(node)}': cannot reshape {list(shape)} to {target}")
+            out[out.index(-1)] = total // known
+        if int(np.prod(out)) != total or any(d <= 0 for d in out):
+            raise ModelError(f"node '{self._name(node)}': cannot reshape {list(shape)} to {target}")
+        self._reshape_state(node, tuple(out))
+
+    def _op_Shape(self, node: onnx.NodeProto) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        shape = np.asarray(self._shape_of(st), dtype=np.int64)
+        a = self._attrs(node)
+        start, end = a.get("start", 0), a.get("end", None)
+        self._set(node, Const(shape[start:end]))
+
+
+def _per_axis(arr: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """Broadcast a per-axis scale/zero point (1-D) against a tensor of rank ``ndim`` along ``axis``."""
+    a = np.asarray(arr)
+    if a.ndim == 0 or a.size == 1:
+        return a.reshape(())
+    axis = axis + ndim if axis < 0 else axis
+    shape = [1] * ndim
+    shape[axis] = a.size
+    return a.reshape(shape)
+
+
+def import_onnx(model: str | Path | onnx.ModelProto, options: ImportOptions | None = None) -> Graph:
+    """Import an ONNX/QONNX/QDQ model (path or ModelProto) into a verified vaqf Graph."""
+    opt = options or ImportOptions()
+    if isinstance(model, (str, Path)):
+        name = Path(model).stem
+        proto = load_model(model)
+    else:
+        name = model.graph.name or "model"
+        proto = model
+    graph = Importer(proto, opt, name=name).run()
+    graph.metadata["format"] = model_format(proto)
+    return graph

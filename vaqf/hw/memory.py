@@ -1,0 +1,98 @@
+"""On-chip activation buffers: which buffer holds each value (liveness-based reuse).
+
+Buffers come in two kinds: "act" (activation precision, read by the GEMM unit) and "acc"
+(accumulators). All buffers of a kind have the size of the largest value of that kind, so any free one
+can be reused. Values of aliasing ops (reshape) share their input's buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vaqf.hw.cost import bram18_for
+from vaqf.ir import Graph, IntType, Value
+from vaqf.ops import get_spec
+
+
+@dataclass
+class BufferPlan:
+    kind_of: dict[str, str] = field(default_factory=dict)     # value name -> kind
+    buffer_of: dict[str, int] = field(default_factory=dict)   # value name -> buffer index within kind
+    count: dict[str, int] = field(default_factory=dict)       # kind -> number of buffers
+    size: dict[str, int] = field(default_factory=dict)        # kind -> elements per buffer
+    bits: dict[str, int] = field(default_factory=dict)        # kind -> container bits (signed)
+
+    def name(self, value: str) -> str:
+        return f"{self.kind_of[value]}_buf{self.buffer_of[value]}"
+
+    def bram18(self, partition: int = 1) -> int:
+        total = 0
+        for kind, n in self.count.items():
+            part = max(1, partition) if kind == "act" else 1
+            total += n * part * bram18_for(-(-self.size[kind] // part), self.bits[kind])
+        return total
+
+
+def signed_bits(v: Value) -> int:
+    qt = v.info.qtype
+    if isinstance(qt, IntType):
+        return qt.bits + (0 if qt.signed else 1)
+    return 2
+
+
+def plan_buffers(graph: Graph) -> BufferPlan:
+    plan = BufferPlan()
+    order = list(graph.topo())
+    for v in graph.inputs:
+        plan.kind_of[v.name] = "act"
+    for node in order:
+        kinds = get_spec(node.op).buffer_kinds(node, [plan.kind_of[v.name] for v in node.inputs])
+        for v, k in zip(node.outputs, kinds, strict=True):
+            plan.kind_of[v.name] = k
+    # sizes and widths per kind
+    for name, kind in plan.kind_of.items():
+        v = graph.value(name)
+        plan.size[kind] = max(plan.size.get(kind, 1), v.info.size)
+        plan.bits[kind] = max(plan.bits.get(kind, 2), signed_bits(v))
+    for node in order:  # the GEMM units write accumulators of their own width
+        if "acc_bits" in node.attrs:
+            plan.bits["acc"] = max(plan.bits.get("acc", 2), int(node.attrs["acc_bits"]))
+    # liveness: last use index of each value (graph outputs live to the end)
+    last_use: dict[str, int] = {}
+    alias_root: dict[str, str] = {}
+    for i, node in enumerate(order):
+        for v in node.inputs:
+            last_use[alias_root.get(v.name, v.name)] = i
+        if get_spec(node.op).aliases_input:
+            for v in node.outputs:
+                alias_root[v.name] = alias_root.get(node.inputs[0].name, node.inputs[0].name)
+    for v in graph.outputs:
+        last_use[alias_root.get(v.name, v.name)] = len(order)
+    free: dict[str, list[int]] = {}
+    busy: dict[str, int] = {}   # root value -> buffer index
+    for v in graph.inputs:
+        plan.buffer_of[v.name] = _take(plan, free, "act")
+        busy[v.name] = plan.buffer_of[v.name]
+    for i, node in enumerate(order):
+        spec = get_spec(node.op)
+        for v in node.outputs:
+            if spec.aliases_input:
+                plan.buffer_of[v.name] = plan.buffer_of[node.inputs[0].name]
+            else:
+                plan.buffer_of[v.name] = _take(plan, free, plan.kind_of[v.name])
+                busy[v.name] = plan.buffer_of[v.name]
+        # release buffers whose root value is dead after this node
+        for root in list(busy):
+            if last_use.get(root, -1) <= i and root not in {o.name for o in node.outputs}:
+                free.setdefault(plan.kind_of[root], []).append(busy.pop(root))
+    return plan
+
+
+def _take(plan: BufferPlan, free: dict[str, list[int]], kind: str) -> int:
+    pool = free.setdefault(kind, [])
+    if pool:
+        pool.sort()
+        return pool.pop(0)
+    idx = plan.count.get(kind, 0)
+    plan.count[kind] = idx + 1
+    return idx

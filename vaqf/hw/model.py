@@ -1,0 +1,132 @@
+"""The accelerator cost model: a layer-sequential engine of shared units.
+
+Resources = sum over units of (max over the layers a unit runs of what each needs) + activation buffers
++ the fixed shell (AXI masters, AXI-lite control). Latency = sum over layers of each layer's cycles
+(op cost models, which already take max(compute, memory) where the kernel overlaps them) + moving the
+input in and the output out. Frame rate = clock / latency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import RESOURCE_KEYS, Cost
+from vaqf.hw.memory import BufferPlan, plan_buffers
+from vaqf.ir import Graph, Node
+from vaqf.ops import get_spec
+
+#: two AXI4 masters with burst logic plus the AXI4-Lite control slave, as reported for small HLS
+#: designs on Zynq UltraScale+ (order of magnitude: ~1.5k LUT / 2k FF per master)
+SHELL = Cost(0, lut=3_500, ff=4_500, dsp=0, bram18=4, uram=0)
+
+
+@dataclass
+class LayerEstimate:
+    node: str
+    op: str
+    unit: str
+    cycles: int
+    ddr_bytes: int
+
+    def to_json(self) -> dict:
+        return {"node": self.node, "op": self.op, "unit": self.unit, "cycles": self.cycles,
+                "ddr_bytes": self.ddr_bytes}
+
+
+@dataclass
+class Estimate:
+    cycles: int
+    fps: float
+    resources: dict[str, int]
+    utilization: dict[str, float]
+    layers: list[LayerEstimate] = field(default_factory=list)
+    units: dict[str, dict[str, int]] = field(default_factory=dict)  # unit -> its resources
+
+    def to_json(self, layers: bool = True) -> dict:
+        d = {"fps": round(self.fps, 3), "cycles": self.cycles, "resources": dict(self.resources),
+             "utilization": {k: round(v, 4) for k, v in self.utilization.items()}}
+        if layers:
+            d["layers"] = [layer.to_json() for layer in self.layers]
+            d["units"] = self.units
+        return d
+
+
+def units_of(graph: Graph) -> dict[str, list[Node]]:
+    units: dict[str, list[Node]] = {}
+    for node in graph.topo():
+        u = get_spec(node.op).unit(node)
+        if u != "none":
+            units.setdefault(u, []).append(node)
+    return units
+
+
+def unit_knob_space(nodes: list[Node]) -> dict[str, list[int]]:
+    """Knob values legal for every layer of a unit: the union, since the kernels pad partial blocks."""
+    space: dict[str, set[int]] = {}
+    for n in nodes:
+        for k, vals in get_spec(n.op).knobs(n).items():
+            space.setdefault(k, set()).update(vals)
+    return {k: sorted(v) for k, v in space.items()}
+
+
+def unit_cost(nodes: list[Node], knobs: dict[str, int], board: Board) -> tuple[int, Cost, list[LayerEstimate]]:
+    """Total cycles of a unit's layers, the unit's hardware (max over layers), and per-layer figures."""
+    hw = Cost()
+    cycles = 0
+    layers = []
+    for n in nodes:
+        c = get_spec(n.op).cost(n, knobs, board)
+        if c is None:
+            raise VaqfError(f"op {n.op} of node {n.name} has no cost model")
+        hw = hw.max(c.hardware_only())
+        cycles += c.cycles
+        layers.append(LayerEstimate(n.name, n.op, get_spec(n.op).unit(n), c.cycles, c.ddr_bytes))
+    return cycles, hw, layers
+
+
+def io_cycles(graph: Graph) -> int:
+    """The top function copies inputs in and outputs out, one element per cycle."""
+    return sum(v.info.size for v in graph.inputs) + sum(v.info.size for v in graph.outputs) + 2 * 64
+
+
+def buffers_cost(plan: BufferPlan, units: dict[str, dict[str, int]]) -> Cost:
+    partition = max((k.get("simd", 1) for k in units.values()), default=1)
+    return Cost(0, 0, 0, 0, plan.bram18(partition), 0, 0)
+
+
+def combine(board: Board, unit_hw: dict[str, Cost], unit_cycles: dict[str, int], buffers: Cost,
+            fixed_cycles: int) -> tuple[int, Cost]:
+    total = SHELL + buffers
+    for c in unit_hw.values():
+        total = total + c
+    cycles = fixed_cycles + sum(unit_cycles.values())
+    return cycles, total
+
+
+def utilization(res: Cost, board: Board) -> dict[str, float]:
+    cap = board.resources()
+    return {k: (getattr(res, k) / cap[k] if cap[k] else (0.0 if getattr(res, k) == 0 else float("inf")))
+            for k in RESOURCE_KEYS}
+
+
+def estimate(graph: Graph, board: Board, knobs: dict[str, dict[str, int]]) -> Estimate:
+    """Cycles, frame rate and resources of ``graph`` on ``board`` with the given unit knobs."""
+    units = units_of(graph)
+    missing = [u for u in units if u not in knobs]
+    if missing:
+        raise VaqfError(f"the design gives no knobs for unit(s) {', '.join(missing)}")
+    hw: dict[str, Cost] = {}
+    cyc: dict[str, int] = {}
+    layers: list[LayerEstimate] = []
+    for u, nodes in units.items():
+        cyc[u], hw[u], ls = unit_cost(nodes, knobs[u], board)
+        layers.extend(ls)
+    order = {n.name: i for i, n in enumerate(graph.topo())}
+    layers.sort(key=lambda layer: order[layer.node])
+    plan = plan_buffers(graph)
+    cycles, total = combine(board, hw, cyc, buffers_cost(plan, knobs), io_cycles(graph))
+    res = total.resources()
+    return Estimate(cycles, board.clock_hz / max(cycles, 1), res, utilization(total, board), layers,
+                    {u: c.resources() for u, c in hw.items()})

@@ -1,0 +1,97 @@
+"""Save and load a Graph: structure as JSON, arrays in a compressed .npz beside it."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.ir.graph import Graph
+from vaqf.ir.qtype import BinaryType, FixedType, IntType, qtype_from_json
+from vaqf.ir.tensor import TensorInfo
+
+FORMAT_VERSION = 1
+
+
+def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
+    if isinstance(obj, np.ndarray):
+        key = f"{prefix}"
+        arrays[key] = obj
+        return {"__array__": key}
+    if isinstance(obj, (IntType, BinaryType, FixedType)):
+        return {"__qtype__": obj.to_json()}
+    if isinstance(obj, dict):
+        return {k: _encode(v, arrays, f"{prefix}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v, arrays, f"{prefix}.{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    return obj
+
+
+def _decode(obj: Any, arrays: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__array__" in obj:
+            return arrays[obj["__array__"]]
+        if "__qtype__" in obj:
+            return qtype_from_json(obj["__qtype__"])
+        return {k: _decode(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v, arrays) for v in obj]
+    return obj
+
+
+def graph_to_data(graph: Graph) -> tuple[dict, dict[str, np.ndarray]]:
+    arrays: dict[str, np.ndarray] = {}
+    nodes = []
+    for i, n in enumerate(graph.topo()):
+        nodes.append({"name": n.name, "op": n.op, "inputs": [v.name for v in n.inputs],
+                      "outputs": [{"name": v.name, "info": v.info.to_json()} for v in n.outputs],
+                      "attrs": _encode(n.attrs, arrays, f"n{i}"), "source": n.source})
+    data = {"format": FORMAT_VERSION, "name": graph.name,
+            "inputs": [{"name": v.name, "info": v.info.to_json()} for v in graph.inputs],
+            "outputs": [v.name for v in graph.outputs], "nodes": nodes,
+            "metadata": _encode(graph.metadata, arrays, "meta")}
+    return data, arrays
+
+
+def save_graph(graph: Graph, folder: Path, stem: str = "graph") -> list[Path]:
+    data, arrays = graph_to_data(graph)
+    jpath, npath = folder / f"{stem}.json", folder / f"{stem}.npz"
+    jpath.write_text(json.dumps(data, indent=1, sort_keys=True))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    npath.write_bytes(buf.getvalue())
+    return [jpath, npath]
+
+
+def load_graph(folder: Path, stem: str = "graph") -> Graph:
+    jpath, npath = folder / f"{stem}.json", folder / f"{stem}.npz"
+    if not jpath.is_file() or not npath.is_file():
+        raise VaqfError(f"{folder} holds no compiled graph ({jpath.name}, {npath.name}); is it a vaqf project?")
+    try:
+        data = json.loads(jpath.read_text())
+        arrays = dict(np.load(npath, allow_pickle=False))
+    except Exception as e:
+        raise VaqfError(f"cannot read the graph in {folder}: {e}") from e
+    if data.get("format") != FORMAT_VERSION:
+        raise VaqfError(f"{jpath} has graph format {data.get('format')}, this vaqf reads {FORMAT_VERSION}")
+    g = Graph(data["name"])
+    for v in data["inputs"]:
+        g.add_input(v["name"], TensorInfo.from_json(v["info"]))
+    for nd in data["nodes"]:
+        ins = [g.value(name) for name in nd["inputs"]]
+        outs = [g._new_value(o["name"], TensorInfo.from_json(o["info"])) for o in nd["outputs"]]
+        g.add_node(nd["op"], ins, outs, _decode(nd["attrs"], arrays), name=nd["name"], source=nd["source"])
+    g.outputs = [g.value(n) for n in data["outputs"]]
+    g.metadata = _decode(data["metadata"], arrays)
+    g.verify()
+    return g

@@ -1,0 +1,50 @@
+"""relu: y = max(q, zero_point), elementwise, same type and scale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost
+from vaqf.ir import Node, TensorInfo
+from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
+from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
+
+
+@register
+class Relu(OpSpec):
+    name = "relu"
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        (x,) = inputs
+        return [TensorInfo(x.shape, x.qtype, x.scale, x.zero_point)]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.maximum(inputs[0], node.inputs[0].info.zero_point)]
+
+    def unit(self, node: Node) -> str:
+        return "eltwise"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        return {"lanes": list(LANE_CHOICES)}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """See ops.eltwise.eltwise_cost: a compare-and-select per element, ~1 LUT per bit."""
+        x = node.inputs[0].info
+        return eltwise_cost(x.size, int(knobs["lanes"]), x.qtype.bits, 1.0, 0)
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {"lanes": int(knobs["lanes"])}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        return list(in_kinds)
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        x = node.inputs[0].info
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": x.size, "zp": x.zero_point,
+                "in_buf": ctx.buffer(node.inputs[0].name), "out_buf": ctx.buffer(node.outputs[0].name)}
+
+    def as_epilogue(self, node: Node) -> Epilogue | None:
+        return Epilogue("relu")

@@ -1,0 +1,63 @@
+"""Pass contract (after onnx_ir): ``call(graph) -> PassResult(graph, modified)``, in place.
+
+``modified`` is truthful, a second run returns ``modified=False``, and the manager verifies the graph
+after every pass, naming the pass sequence when verification fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from vaqf.errors import IRError
+from vaqf.ir import Graph
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassResult:
+    graph: Graph
+    modified: bool
+
+
+class Pass:
+    """A graph transformation. Subclasses implement ``call``; they edit the graph in place."""
+
+    in_place = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def call(self, graph: Graph) -> PassResult:
+        raise NotImplementedError
+
+    def __call__(self, graph: Graph) -> PassResult:
+        return self.call(graph)
+
+
+class PassManager:
+    def __init__(self, passes: list[Pass], max_iterations: int = 1) -> None:
+        self.passes = passes
+        self.max_iterations = max_iterations
+
+    def __call__(self, graph: Graph) -> PassResult:
+        done: list[str] = []
+        any_modified = False
+        for _ in range(self.max_iterations):
+            modified = False
+            for p in self.passes:
+                result = p.call(graph)
+                graph = result.graph
+                done.append(p.name)
+                try:
+                    graph.verify()
+                except IRError as e:
+                    raise IRError(f"graph invalid after passes [{' -> '.join(done)}]: {e}") from e
+                log.debug("pass %s: modified=%s", p.name, result.modified)
+                modified |= result.modified
+            any_modified |= modified
+            if not modified:
+                break
+        return PassResult(graph, any_modified)

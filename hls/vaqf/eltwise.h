@@ -59,6 +59,59 @@ void requant(const ap_uint<WB>* ddr, const requant_desc& d, const in_t* in, out_
     }
 }
 
+struct add_desc {
+    int n;
+    int ma, mb, shift;
+    int zp_a, zp_b, zp_out, out_lo, out_hi;
+};
+
+// q = saturate(round(((a - zp_a) * ma + (b - zp_b) * mb) / 2^shift) + zp_out)
+template <class CFG, class a_t, class b_t, class out_t>
+void add(const add_desc& d, const a_t* a, const b_t* b, out_t* out) {
+#pragma HLS INLINE off
+    for (int i0 = 0; i0 < d.n; i0 += CFG::LANES) {
+#pragma HLS PIPELINE II=1
+        for (int l = 0; l < CFG::LANES; l++) {
+#pragma HLS UNROLL
+            int i = i0 + l;
+            if (i < d.n) {
+                wide_t s = (wide_t(a[i]) - d.zp_a) * wide_t(d.ma) + (wide_t(b[i]) - d.zp_b) * wide_t(d.mb);
+                out[i] = clamp(rshift_round(s, d.shift, HALF_EVEN) + d.zp_out, d.out_lo, d.out_hi);
+            }
+        }
+    }
+}
+
+struct lut_config {
+    static const int LANES = 1;
+    static const int MAX_TABLE = 4096;
+};
+
+struct lut_desc {
+    int n, table_offset, table_size, in_min;
+};
+
+// y = table[x - in_min]; the table (already requantized outputs) comes from DDR
+template <class CFG, int WB, class in_t, class out_t>
+void lut(const ap_uint<WB>* ddr, const lut_desc& d, const in_t* in, out_t* out) {
+#pragma HLS INLINE off
+    out_t table[CFG::MAX_TABLE];
+load_table:
+    for (int i = 0; i < d.table_size; i++) {
+#pragma HLS PIPELINE II=1
+        table[i] = read_lane32<WB>(ddr, d.table_offset, i);
+    }
+lookup:
+    for (int i0 = 0; i0 < d.n; i0 += CFG::LANES) {
+#pragma HLS PIPELINE II=1
+        for (int l = 0; l < CFG::LANES; l++) {
+#pragma HLS UNROLL
+            int i = i0 + l;
+            if (i < d.n) out[i] = table[int(in[i]) - d.in_min];
+        }
+    }
+}
+
 }  // namespace vaqf
 
 #endif

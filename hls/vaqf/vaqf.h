@@ -6,5 +6,9 @@
 #include "vaqf/ddr.h"
 #include "vaqf/dense.h"
 #include "vaqf/eltwise.h"
+#include "vaqf/move.h"
+#include "vaqf/matmul.h"
+#include "vaqf/softmax.h"
+#include "vaqf/layernorm.h"
 
 #endif

@@ -82,6 +82,14 @@ class OpSpec:
     def as_epilogue(self, node: Node) -> Epilogue | None:
         return None
 
+    def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
+        """Attributes of one node of this op doing ``node`` then ``consumer``, if that exists."""
+        return None
+
+    def is_identity(self, node: Node) -> bool:
+        """Whether the node returns its single input unchanged (same integers, same meaning)."""
+        return False
+
     def absorb_epilogue(self, node: Node, epilogue: Epilogue) -> bool:
         """Fold ``epilogue`` into this node's output stage if it can; return whether it did."""
         return False

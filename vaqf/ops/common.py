@@ -46,8 +46,15 @@ def max_abs(qt_min: int, qt_max: int, zero_point: int) -> int:
     return max(abs(qt_min - zero_point), abs(qt_max - zero_point))
 
 
-def requant_json(rq: dict | None) -> dict | None:
-    if rq is None:
-        return None
-    return {"mantissa": rq["mantissa"], "shift": rq["shift"], "zero_point": rq["zero_point"],
-            "qtype": rq["qtype"].to_json(), "scale": rq["scale"], "rounding": rq["rounding"]}
+def absorb_gemm_epilogue(node, epilogue) -> bool:
+    """Relu and requantization epilogues of the GEMM-like ops (dense, matmul)."""
+    if epilogue.kind == "relu" and not node.attrs.get("relu"):
+        # relu after requantization equals relu before it: requant(0) is the zero point and requant
+        # is monotone, so max(requant(a), zp) == requant(max(a, 0)).
+        node.attrs["relu"] = True
+        return True
+    if epilogue.kind == "requant" and node.attrs.get("requant") is None:
+        check_product_fits(int(node.attrs["acc_bits"]), epilogue.params["mantissa"], node.name)
+        node.attrs["requant"] = dict(epilogue.params)
+        return True
+    return False

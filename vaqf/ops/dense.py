@@ -17,7 +17,7 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost, bram18_for
 from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
 from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
-from vaqf.ops.common import check_product_fits, max_abs, requant_out_info
+from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
 from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows, row_words
 from vaqf.sim.qarith import Rounding, requantize
 
@@ -201,18 +201,9 @@ class Dense(OpSpec):
             "out_acc": ctx.dummy["acc"] if rq is not None else ctx.buffer(out),
         }
 
-    # ---- fusion -----------------------------------------------------------------------------
+    # ---- fusion ----
     def absorb_epilogue(self, node: Node, epilogue: Epilogue) -> bool:
-        if epilogue.kind == "relu" and not node.attrs.get("relu"):
-            # relu after requantization equals relu before it: requant(0) is the zero point and requant
-            # is monotone, so max(requant(a), zp) == requant(max(a, 0)).
-            node.attrs["relu"] = True
-            return True
-        if epilogue.kind == "requant" and node.attrs.get("requant") is None:
-            check_product_fits(int(node.attrs["acc_bits"]), epilogue.params["mantissa"], node.name)
-            node.attrs["requant"] = dict(epilogue.params)
-            return True
-        return False
+        return absorb_gemm_epilogue(node, epilogue)
 
 
 def finalize_dense_attrs(node: Node, x: TensorInfo) -> None:

@@ -29,7 +29,7 @@ class Reshape(OpSpec):
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
-        return [x.reshape((x.shape[0],) + tuple(node.attrs["shape"])[1:])]
+        return [x.reshape((x.shape[0],) + tuple(node.attrs["shape"]))]
 
     def unit(self, node: Node) -> str:
         return "none"
@@ -47,6 +47,14 @@ class Reshape(OpSpec):
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         return list(in_kinds)
+
+    def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
+        if consumer.op != node.op:
+            return None
+        return {"shape": list(consumer.attrs["shape"])}
+
+    def is_identity(self, node: Node) -> bool:
+        return tuple(node.attrs["shape"]) == node.inputs[0].info.shape
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         return {"ident": ctx.ident[node.name]}

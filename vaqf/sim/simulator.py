@@ -1,7 +1,9 @@
 """Bit-accurate interpreter over the IR: the oracle for the generated C++.
 
 Shaped like torch.fx's Interpreter: ``run_node`` looks up the op's OpSpec and calls its ``reference``.
-Arrays carry the real batch as the leading axis where the IR shapes have 1.
+The IR describes one sample; the simulator runs many at once, so every array carries an extra leading
+axis (the samples) in front of the IR shape: an IR value of shape [1, N, D] is an array [B, 1, N, D].
+References therefore address axes from the end, or shift IR axes by one.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Simulator:
         self.order: list[Node] = list(graph.topo())
 
     def _check_inputs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """User arrays [B, *sample] (the IR's batch axis of 1 dropped) to simulator arrays [B, *IR shape]."""
         if len(arrays) != len(self.graph.inputs):
             raise VaqfError(f"the model takes {len(self.graph.inputs)} input(s), got {len(arrays)}")
         out = []
@@ -52,13 +55,18 @@ class Simulator:
                 else:
                     raise VaqfError(f"input '{v.name}' must be shaped [batch, {', '.join(map(str, want))}], "
                                     f"got {list(a.shape)}")
-            out.append(a)
+            out.append(a.reshape((a.shape[0],) + v.info.shape))
         return out
 
+    @staticmethod
+    def _user_shape(v: Value, a: np.ndarray) -> np.ndarray:
+        return a.reshape((a.shape[0],) + v.info.shape[1:])
+
     def quantize_inputs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Float inputs [B, *sample] to integer inputs of the same shape."""
         arrays = self._check_inputs(arrays)
         roundings = self.graph.metadata.get("input_rounding", {})
-        return [quantize_input(v, a, Rounding(roundings.get(v.name, "HALF_EVEN")))
+        return [self._user_shape(v, quantize_input(v, a, Rounding(roundings.get(v.name, "HALF_EVEN"))))
                 for v, a in zip(self.graph.inputs, arrays, strict=True)]
 
     def run_node(self, node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -92,7 +100,7 @@ class Simulator:
                     uses[v.name] -= 1
                     if uses[v.name] == 0 and v.name not in keep:
                         env.pop(v.name, None)
-        outs = [env[v.name] for v in self.graph.outputs]
+        outs = [self._user_shape(v, env[v.name]) for v in self.graph.outputs]
         deq = [v.info.dequantize(o) for v, o in zip(self.graph.outputs, outs, strict=True)]
         return SimResult(outs, deq, dict(env) if trace else {})
 

@@ -1,0 +1,82 @@
+// vaqf kernel library: activation x activation products (Q.K^T, A.V), batched over heads.
+#ifndef VAQF_MATMUL_H
+#define VAQF_MATMUL_H
+
+#include <ap_int.h>
+#include "vaqf/qarith.h"
+
+namespace vaqf {
+
+struct matmul_desc {
+    int batch, m, k, n;
+    int zp_a, zp_b;
+    int mant, shift, zp_out, out_lo, out_hi, rounding;
+    int relu, requant;
+};
+
+struct matmul_config {
+    static const int PE = 1;     // output columns in parallel
+    static const int SIMD = 1;   // products per column per cycle
+    static const int ACC_BITS = 32;
+};
+
+template <class CFG, class act_t, class acc_t>
+void matmul(const matmul_desc& d, const act_t* a, const act_t* b, act_t* out_act, acc_t* out_acc) {
+#pragma HLS INLINE off
+    typedef ap_int<CFG::ACC_BITS> sum_t;
+    typedef ap_int<act_t::width + 1> opd_t;
+heads:
+    for (int h = 0; h < d.batch; h++) {
+        const act_t* ah = a + h * d.m * d.k;
+        const act_t* bh = b + h * d.k * d.n;
+    cols:
+        for (int n0 = 0; n0 < d.n; n0 += CFG::PE) {
+        rows:
+            for (int r = 0; r < d.m; r++) {
+                sum_t acc[CFG::PE];
+#pragma HLS ARRAY_PARTITION variable=acc complete
+                for (int p = 0; p < CFG::PE; p++) {
+#pragma HLS UNROLL
+                    acc[p] = 0;
+                }
+            mac:
+                for (int k0 = 0; k0 < d.k; k0 += CFG::SIMD) {
+#pragma HLS PIPELINE II=1
+                    for (int p = 0; p < CFG::PE; p++) {
+#pragma HLS UNROLL
+                        sum_t partial = 0;
+                        for (int s = 0; s < CFG::SIMD; s++) {
+#pragma HLS UNROLL
+                            int kk = k0 + s, c = n0 + p;
+                            if (kk < d.k && c < d.n) {
+                                opd_t x = opd_t(ah[r * d.k + kk]) - d.zp_a;
+                                opd_t y = opd_t(bh[kk * d.n + c]) - d.zp_b;
+                                partial += sum_t(x * y);
+                            }
+                        }
+                        acc[p] += partial;
+                    }
+                }
+            epilogue:
+                for (int p = 0; p < CFG::PE; p++) {
+#pragma HLS PIPELINE II=1
+                    int c = n0 + p;
+                    if (c < d.n) {
+                        wide_t v = acc[p];
+                        if (d.relu && v < 0) v = 0;
+                        int o = h * d.m * d.n + r * d.n + c;
+                        if (d.requant) {
+                            out_act[o] = requantize(v, d.mant, d.shift, d.zp_out, d.out_lo, d.out_hi, d.rounding);
+                        } else {
+                            out_acc[o] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace vaqf
+
+#endif

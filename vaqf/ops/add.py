@@ -1,0 +1,84 @@
+"""add: elementwise sum of two integer tensors on different scales (residual connections).
+
+  q = saturate(round(((a - zp_a) * m_a + (b - zp_b) * m_b) / 2**S) + zp_out)
+with m_a = round(s_a / s_out * 2**S), m_b likewise; S is as large as keeps both multipliers below 2**31.
+Inputs broadcast NumPy-style over leading axes (a constant position embedding over samples).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost
+from vaqf.ir import IntType, Node, TensorInfo
+from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
+from vaqf.sim.qarith import Rounding, round_real, rshift_round, saturate
+
+
+def add_attrs(sa: float, sb: float, out_scale: float, out_qtype: IntType, out_zp: int, where: str) -> dict[str, Any]:
+    ratio = max(sa, sb) / out_scale
+    shift = 30 - max(0, math.ceil(math.log2(ratio)) + 1) if ratio > 0 else 30
+    if shift < 0:
+        raise VaqfError(f"{where}: output scale {out_scale:g} is too fine for its inputs")
+    ma = int(round_real(np.float64(sa / out_scale * 2.0**shift)))
+    mb = int(round_real(np.float64(sb / out_scale * 2.0**shift)))
+    return {"ma": ma, "mb": mb, "shift": shift, "qtype": out_qtype, "scale": np.array([out_scale]),
+            "zero_point": int(out_zp)}
+
+
+@register
+class Add(OpSpec):
+    name = "add"
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        a, b = inputs
+        if a.shape != b.shape:
+            raise VaqfError(f"{node.name}: cannot add {list(a.shape)} and {list(b.shape)}")
+        if a.per_channel or b.per_channel:
+            raise VaqfError(f"{node.name}: adding per-channel tensors is not supported")
+        for x in (a, b):
+            if (x.qtype.bits + 1) + 32 > 63:
+                raise VaqfError(f"{node.name}: {x.qtype} input too wide to add")
+        at = node.attrs
+        return [TensorInfo(a.shape, at["qtype"], at["scale"], at["zero_point"])]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        at = node.attrs
+        a, b = node.inputs[0].info, node.inputs[1].info
+        s = (np.asarray(inputs[0], dtype=np.int64) - a.zero_point) * int(at["ma"]) + \
+            (np.asarray(inputs[1], dtype=np.int64) - b.zero_point) * int(at["mb"])
+        q = rshift_round(s, int(at["shift"]), Rounding.HALF_EVEN) + int(at["zero_point"])
+        return [saturate(q, int(at["qtype"].min), int(at["qtype"].max))]
+
+    def unit(self, node: Node) -> str:
+        return "eltwise"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        return {"lanes": list(LANE_CHOICES)}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """See ops.eltwise.eltwise_cost: two 32x18 multiplies (2 DSP48E2 each), an add and a rounding
+        shift + clamp (~3 LUT per bit) per lane."""
+        x = node.inputs[0].info
+        return eltwise_cost(x.size, int(knobs["lanes"]), x.qtype.bits, 3.0, 4)
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {"lanes": int(knobs["lanes"])}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        return ["act"]
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        at = node.attrs
+        a, b = node.inputs[0].info, node.inputs[1].info
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": a.size, "ma": int(at["ma"]),
+                "mb": int(at["mb"]), "shift": int(at["shift"]), "zp_a": a.zero_point, "zp_b": b.zero_point,
+                "zp_out": int(at["zero_point"]), "out_lo": int(at["qtype"].min), "out_hi": int(at["qtype"].max),
+                "a_buf": ctx.buffer(node.inputs[0].name), "b_buf": ctx.buffer(node.inputs[1].name),
+                "out_buf": ctx.buffer(node.outputs[0].name)}

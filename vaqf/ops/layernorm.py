@@ -1,0 +1,124 @@
+"""layernorm over the last axis in integer arithmetic (integer square root, one division per element).
+
+For input integers x of a row of length D (scale s, any zero point, which cancels):
+  y_i = D * x_i - sum(x)                               (= D * (x_i - mean), exact)
+  V   = sum(y_i**2)                                    (exact; checked to fit 63 bits)
+  S   = isqrt(floor(V / D) + E),  E = round(eps * D**2 / s**2)   (S ~ D * sigma, in integer units)
+  n_i = round(y_i * 2**F / S)                          (normalized value, F = 10 fractional bits)
+  q_i = saturate(round((n_i * G_i + B_i) / 2**FG) + zp_out)
+with G_i = round(gamma_i / s_out * 2**(FG - F)) and B_i = round(beta_i / s_out * 2**FG), FG = 24.
+All roundings are half-to-even; isqrt is the floor square root.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost
+from vaqf.ir import IntType, Node, TensorInfo
+from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.eltwise import LANE_CHOICES
+from vaqf.ops.packing import pack_int32
+from vaqf.sim.qarith import Rounding, round_div, round_real, rshift_round, saturate
+
+F_BITS = 10
+FG_BITS = 24
+
+
+def layernorm_attrs(gamma: np.ndarray, beta: np.ndarray, eps: float, in_scale: float, out_scale: float,
+                    out_qtype: IntType, out_zp: int, where: str) -> dict[str, Any]:
+    d = gamma.size
+    g = round_real(np.asarray(gamma, dtype=np.float64) / out_scale * 2.0 ** (FG_BITS - F_BITS))
+    b = round_real(np.asarray(beta, dtype=np.float64) / out_scale * 2.0**FG_BITS)
+    if np.any(np.abs(g) >= 2**31) or np.any(np.abs(b) >= 2**31):
+        raise VaqfError(f"{where}: LayerNorm scale/shift too large for the output scale {out_scale:g}")
+    e = int(round_real(np.float64(eps * d * d / (in_scale * in_scale))))
+    return {"gamma_q": g.astype(np.int64), "beta_q": b.astype(np.int64), "eps_q": e, "qtype": out_qtype,
+            "scale": np.array([out_scale]), "zero_point": int(out_zp), "eps": float(eps)}
+
+
+def isqrt_array(v: np.ndarray) -> np.ndarray:
+    """Floor square root of non-negative int64 values, exact (float estimate + integer correction)."""
+    v = np.asarray(v, dtype=np.int64)
+    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    for _ in range(2):
+        r = np.where(r * r > v, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
+    return r
+
+
+def layernorm_reference(x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    xi = np.asarray(x, dtype=np.int64)
+    d = xi.shape[-1]
+    y = d * xi - xi.sum(axis=-1, keepdims=True)
+    v = (y * y).sum(axis=-1, keepdims=True)
+    s = np.maximum(isqrt_array(v // d + int(a["eps_q"])), 1)
+    n = round_div(y << F_BITS, s)
+    q = rshift_round(n * a["gamma_q"] + a["beta_q"], FG_BITS, Rounding.HALF_EVEN) + int(a["zero_point"])
+    qt = a["qtype"]
+    return saturate(q, int(qt.min), int(qt.max))
+
+
+@register
+class LayerNorm(OpSpec):
+    name = "layernorm"
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        (x,) = inputs
+        d = x.shape[-1]
+        if x.per_channel:
+            raise VaqfError(f"{node.name}: LayerNorm needs a per-tensor input scale")
+        if node.attrs["gamma_q"].size != d:
+            raise VaqfError(f"{node.name}: {node.attrs['gamma_q'].size} scales for {d} features")
+        span = int(x.qtype.max) - int(x.qtype.min)
+        if d * (d * span) ** 2 >= 2**62 or (d * span) << F_BITS >= 2**62:
+            raise VaqfError(f"{node.name}: a {x.qtype} input over {d} features overflows the 64-bit variance; "
+                            "quantize the LayerNorm input to fewer bits")
+        return [TensorInfo(x.shape, node.attrs["qtype"], node.attrs["scale"], node.attrs["zero_point"])]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [layernorm_reference(inputs[0], node.attrs)]
+
+    def unit(self, node: Node) -> str:
+        return "layernorm"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        return {"lanes": [v for v in LANE_CHOICES if v <= node.inputs[0].info.shape[-1]]}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """Per row: a sum pass, a sum-of-squares pass and a normalize pass at ``lanes`` elements per
+        cycle, and one 64-bit integer square root (~34 cycles, ~500 LUT). Per lane: a 64/32-bit divider
+        (pipelined radix-2, ~2,000 LUT and 2,400 FF) for y*2^F / S, a 32x32 multiplier for y^2 (4 DSP)
+        and a 24x32 one for the affine step (2 DSP).
+        """
+        lanes = int(knobs["lanes"])
+        x = node.inputs[0].info
+        d = x.shape[-1]
+        rows = x.size // d
+        cycles = rows * (3 * math.ceil(d / lanes) + 34 + 70)
+        return Cost(cycles, lut=500 + 300 + lanes * (2_000 + 150), ff=700 + lanes * (2_400 + 200), dsp=6 * lanes,
+                    bram18=0, ddr_bytes=8 * d)
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {"lanes": int(knobs["lanes"]), "max_d": max(n.inputs[0].info.shape[-1] for n in nodes)}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        return ["act"]
+
+    def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
+        return {"gamma": pack_int32(node.attrs["gamma_q"], word_bits),
+                "beta": pack_int32(node.attrs["beta_q"], word_bits)}
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        x = node.inputs[0].info
+        a = node.attrs
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "rows": x.size // x.shape[-1],
+                "d": x.shape[-1], "gamma_offset": ctx.offset(node, "gamma"), "beta_offset": ctx.offset(node, "beta"),
+                "eps_q": int(a["eps_q"]), "zp_out": int(a["zero_point"]), "out_lo": int(a["qtype"].min),
+                "out_hi": int(a["qtype"].max), "in_buf": ctx.buffer(node.inputs[0].name),
+                "out_buf": ctx.buffer(node.outputs[0].name)}

@@ -1,0 +1,95 @@
+"""lut: an elementwise function of a narrow integer as a table (GELU, erf or tanh form).
+
+``y = table[x - x_min]``: the table holds the already-requantized output for every input integer, so
+any elementwise non-linearity is exact by construction. Inputs are at most 12 bits (4,096 entries).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost, bram18_for
+from vaqf.ir import IntType, Node, TensorInfo
+from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.eltwise import LANE_CHOICES
+from vaqf.ops.packing import pack_int32
+from vaqf.sim.qarith import round_real, saturate
+
+MAX_INPUT_BITS = 12
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"gelu": gelu_erf, "gelu_tanh": gelu_tanh}
+
+
+def lut_attrs(fn: str, in_info: TensorInfo, out_qtype: IntType, out_scale: float, out_zp: int) -> dict[str, Any]:
+    lo, hi = int(in_info.qtype.min), int(in_info.qtype.max)
+    if hi - lo + 1 > 2**MAX_INPUT_BITS:
+        raise VaqfError(f"a table needs an input of at most {MAX_INPUT_BITS} bits, got {in_info.qtype}")
+    q = np.arange(lo, hi + 1, dtype=np.int64)
+    real = FUNCTIONS[fn](in_info.scale[0] * (q - in_info.zero_point).astype(np.float64))
+    table = saturate(round_real(real / out_scale) + out_zp, int(out_qtype.min), int(out_qtype.max))
+    return {"fn": fn, "table": table, "in_min": lo, "qtype": out_qtype, "scale": np.array([out_scale]),
+            "zero_point": int(out_zp)}
+
+
+@register
+class Lut(OpSpec):
+    name = "lut"
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        (x,) = inputs
+        a = node.attrs
+        if int(x.qtype.min) != int(a["in_min"]) or int(x.qtype.max) - int(x.qtype.min) + 1 != a["table"].size:
+            raise VaqfError(f"{node.name}: table of {a['table'].size} entries does not cover {x.qtype}")
+        return [TensorInfo(x.shape, a["qtype"], a["scale"], a["zero_point"])]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        a = node.attrs
+        return [a["table"][np.asarray(inputs[0], dtype=np.int64) - int(a["in_min"])]]
+
+    def unit(self, node: Node) -> str:
+        return "lut"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        return {"lanes": list(LANE_CHOICES)}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """Load the table from DDR, then ``lanes`` lookups per cycle; each lane holds a table copy in
+        BRAM (or LUTRAM when small), ~40 LUT of indexing per lane."""
+        lanes = int(knobs["lanes"])
+        t = node.attrs["table"].size
+        n = node.inputs[0].info.size
+        load = 64 + math.ceil(4 * t / board.ddr_bytes_per_cycle)
+        bits = int(node.attrs["qtype"].bits) + 1
+        return Cost(load + math.ceil(n / lanes) + 8, lut=200 + 40 * lanes, ff=300 + 60 * lanes, dsp=0,
+                    bram18=lanes * bram18_for(t, bits), ddr_bytes=4 * t)
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {"lanes": int(knobs["lanes"]), "max_table": max(n.attrs["table"].size for n in nodes)}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        return ["act"]
+
+    def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
+        return {"table": pack_int32(node.attrs["table"], word_bits)}
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        a = node.attrs
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": node.inputs[0].info.size,
+                "table_offset": ctx.offset(node, "table"), "table_size": int(a["table"].size),
+                "in_min": int(a["in_min"]), "in_buf": ctx.buffer(node.inputs[0].name),
+                "out_buf": ctx.buffer(node.outputs[0].name)}

@@ -1,0 +1,141 @@
+"""matmul: activation x activation product (Q.K^T and A.V of attention) on the DSP array.
+
+A [..., M, K] and B [..., K, N] with equal leading axes (heads); both operands are run-time integers,
+so the products go to DSP48E2 slices. Relu and requantization epilogues fuse as for dense.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost
+from vaqf.ir import IntType, Node, TensorInfo, int_type_for_range
+from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
+from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
+from vaqf.sim.qarith import Rounding, requantize
+
+PE_CHOICES = (1, 2, 4, 8, 16, 32, 64)
+SIMD_CHOICES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _bound(a: TensorInfo, b: TensorInfo) -> int:
+    k = a.shape[-1]
+    return k * max_abs(int(a.qtype.min), int(a.qtype.max), a.zero_point) * \
+        max_abs(int(b.qtype.min), int(b.qtype.max), b.zero_point)
+
+
+def _signed_bits(x: TensorInfo) -> int:
+    return int(x.qtype.bits) + (0 if x.qtype.signed else 1)
+
+
+@register
+class MatMul(OpSpec):
+    name = "matmul"
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        a, b = inputs
+        if len(a.shape) != len(b.shape) or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
+            raise VaqfError(f"{node.name}: cannot multiply {list(a.shape)} by {list(b.shape)}")
+        if a.per_channel or b.per_channel:
+            raise VaqfError(f"{node.name}: activation products need per-tensor scales")
+        if not isinstance(a.qtype, IntType) or not isinstance(b.qtype, IntType):
+            raise VaqfError(f"{node.name}: operands must be integers")
+        shape = a.shape[:-1] + (b.shape[-1],)
+        rq = node.attrs.get("requant")
+        if rq is not None:
+            return [requant_out_info(shape, rq)]
+        bound = _bound(a, b)
+        return [TensorInfo(shape, int_type_for_range(-bound, bound), a.scale * b.scale, 0)]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        a, b = node.inputs[0].info, node.inputs[1].info
+        xa = np.asarray(inputs[0], dtype=np.int64) - a.zero_point
+        xb = np.asarray(inputs[1], dtype=np.int64) - b.zero_point
+        bound = _bound(a, b)
+        if bound < 2**24:
+            acc = np.matmul(xa.astype(np.float32), xb.astype(np.float32)).astype(np.int64)
+        elif bound < 2**53:
+            acc = np.matmul(xa.astype(np.float64), xb.astype(np.float64)).astype(np.int64)
+        else:
+            acc = np.matmul(xa, xb)
+        if node.attrs.get("relu"):
+            acc = np.maximum(acc, 0)
+        rq = node.attrs.get("requant")
+        if rq is not None:
+            qt = rq["qtype"]
+            acc = requantize(acc, rq["mantissa"], rq["shift"], rq["zero_point"], qt.min, qt.max,
+                             Rounding(rq["rounding"]))
+        return [acc]
+
+    def unit(self, node: Node) -> str:
+        return "matmul"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        k = node.inputs[0].info.shape[-1]
+        n = node.inputs[1].info.shape[-1]
+        return {"pe": [p for p in PE_CHOICES if p <= max(1, n)], "simd": [s for s in SIMD_CHOICES if s <= max(1, k)]}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """PE output columns x SIMD products per cycle, II=1, both operands from on-chip buffers.
+
+        Cycles: batch * M * ceil(N/PE) * (ceil(K/SIMD) + PE epilogue) + pipeline depth.
+        DSP: one DSP48E2 per product, two when both operands are at most 8 bits (the A operand is
+        shared by the PE columns, which is the packing a DSP48E2 allows), plus 2 for the requantizer.
+        LUT: the adder tree of SIMD products of 2A bits per PE and the operand muxing.
+        """
+        pe, simd = int(knobs["pe"]), int(knobs["simd"])
+        a, b = node.inputs[0].info, node.inputs[1].info
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        batch = int(np.prod(a.shape[:-2], dtype=np.int64))
+        bits = max(_signed_bits(a), _signed_bits(b))
+        acc_bits = int(node.attrs["acc_bits"])
+        cycles = batch * m * math.ceil(n / pe) * (math.ceil(k / simd) + pe) + 8 + math.ceil(math.log2(simd + 1))
+        per_dsp = 2 if bits <= 9 else 1
+        dsp = math.ceil(pe / per_dsp) * simd + 2
+        lut = 300 + pe * (simd * (2 * bits + 2) + acc_bits) + 250
+        ff = 400 + pe * (simd * (2 * bits) + 2 * acc_bits)
+        return Cost(cycles, lut, ff, dsp, 0, 0, 8)
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {"pe": int(knobs["pe"]), "simd": int(knobs["simd"]),
+                "acc_bits": max(int(n.attrs["acc_bits"]) for n in nodes)}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        if in_kinds != ["act", "act"]:
+            raise VaqfError(f"{node.name}: activation products read activations, not accumulators")
+        return ["act" if node.attrs.get("requant") is not None else "acc"]
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        a, b = node.inputs[0].info, node.inputs[1].info
+        rq = node.attrs.get("requant")
+        out = node.outputs[0].name
+        return {
+            "ident": ctx.ident[node.name], "unit": self.unit(node),
+            "batch": int(np.prod(a.shape[:-2], dtype=np.int64)), "m": a.shape[-2], "k": a.shape[-1],
+            "n": b.shape[-1], "zp_a": a.zero_point, "zp_b": b.zero_point,
+            "mant": int(rq["mantissa"][0]) if rq is not None else 0,
+            "shift": int(rq["shift"][0]) if rq is not None else 0,
+            "zp_out": int(rq["zero_point"]) if rq is not None else 0,
+            "out_lo": int(rq["qtype"].min) if rq is not None else 0,
+            "out_hi": int(rq["qtype"].max) if rq is not None else 0,
+            "rounding": Rounding(rq["rounding"]).cpp_id if rq is not None else 0,
+            "relu": int(bool(node.attrs.get("relu"))), "requant": int(rq is not None),
+            "a_buf": ctx.buffer(node.inputs[0].name), "b_buf": ctx.buffer(node.inputs[1].name),
+            "out_act": ctx.buffer(out) if rq is not None else ctx.dummy["act"],
+            "out_acc": ctx.dummy["acc"] if rq is not None else ctx.buffer(out),
+        }
+
+    def absorb_epilogue(self, node: Node, epilogue: Epilogue) -> bool:
+        if epilogue.kind == "requant" and np.asarray(epilogue.params["mantissa"]).size != 1:
+            return False
+        return absorb_gemm_epilogue(node, epilogue)
+
+
+def finalize_matmul_attrs(node: Node) -> None:
+    a, b = node.inputs[0].info, node.inputs[1].info
+    node.attrs["acc_bits"] = int_type_for_range(-_bound(a, b), _bound(a, b)).bits

@@ -1,0 +1,56 @@
+"""rescale: the same integers with the scale multiplied by a positive constant (x * c, x / c).
+
+Pure relabelling: no data moves and no hardware exists, like reshape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost
+from vaqf.ir import Node, TensorInfo
+from vaqf.ops.base import EmitContext, OpSpec, register
+
+
+@register
+class Rescale(OpSpec):
+    name = "rescale"
+    aliases_input = True
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        (x,) = inputs
+        f = float(node.attrs["factor"])
+        if not f > 0:
+            raise VaqfError(f"{node.name}: rescale factor must be positive, got {f}")
+        return [TensorInfo(x.shape, x.qtype, x.scale * f, x.zero_point)]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [inputs[0]]
+
+    def unit(self, node: Node) -> str:
+        return "none"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        return {}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """Zero by construction: only the scale (a compile-time number) changes; see aliases_input."""
+        return Cost()
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        return list(in_kinds)
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        return {"ident": ctx.ident[node.name]}
+
+    def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
+        if consumer.op != node.op:
+            return None
+        return {"factor": float(node.attrs["factor"]) * float(consumer.attrs["factor"])}

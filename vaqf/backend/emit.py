@@ -216,7 +216,7 @@ def random_int_inputs(graph: Graph, count: int, seed: int = 0) -> list[np.ndarra
     rng = np.random.default_rng(seed)
     out = []
     for v in graph.inputs:
-        shape = (count,) + v.info.shape[1:]
+        shape = (count,) + v.info.sample_shape
         out.append(rng.integers(int(v.info.qtype.min), int(v.info.qtype.max) + 1, size=shape, dtype=np.int64))
     return out
 
@@ -237,6 +237,6 @@ def read_io_file(path: Path, graph_values: list, count: int, dtype: type) -> lis
     data = data.reshape(count, per)
     out, pos = [], 0
     for v, s in zip(graph_values, sizes, strict=True):
-        out.append(data[:, pos : pos + s].reshape((count,) + v.info.shape[1:]))
+        out.append(data[:, pos : pos + s].reshape((count,) + v.info.sample_shape))
         pos += s
     return out

@@ -27,8 +27,10 @@ from onnx import numpy_helper
 
 from vaqf.errors import CalibrationRequired, ModelError, UnsupportedOpError, VaqfError
 from vaqf.frontend.calibrate import collect_ranges
+from vaqf.frontend.patterns import LIFTED_DOMAIN
 from vaqf.frontend.ptq import WEIGHT_MODES, activation_quant, f32, quantize_weight
 from vaqf.ir import BinaryType, Graph, IntType, QType, TensorInfo, Value, int_type_for_range
+from vaqf.ops import get_spec
 from vaqf.ops.common import requant_params
 from vaqf.ops.dense import finalize_dense_attrs
 from vaqf.sim.qarith import Rounding, round_real
@@ -89,6 +91,7 @@ class ImportOptions:
     weights: str = "keep"         # keep | binary | int8 | int4
     act_bits: int | None = None   # bits for post-training activation quantization (default 8)
     calib: np.ndarray | None = None
+    first_last_int8: bool = True  # with --weights binary: the input and output layers stay int8
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -150,13 +153,17 @@ class Importer:
             raise VaqfError(f"--weights must be one of {', '.join(WEIGHT_MODES)}, got {options.weights!r}")
         if options.act_bits is not None and not 2 <= options.act_bits <= 16:
             raise VaqfError(f"--act-bits must be within 2..16, got {options.act_bits}")
-        self.model = model
+        from vaqf.frontend.patterns import lift_patterns
+
+        self.original = model              # what onnxruntime runs for calibration
+        self.model = lift_patterns(model)  # what is lowered
         self.opt = options
         self.graph = Graph(name)
         self.env: dict[str, Any] = {}
         self.input_rounding: dict[str, str] = {}
         self._ranges: dict[str, tuple[float, float]] | None = None
         self._ptq_tensors: list[str] = []
+        self._dense_nodes: list[tuple[Any, np.ndarray | None]] = []  # (node, float weight if post-quantized)
 
     # -- entry --
     def run(self) -> Graph:
@@ -170,6 +177,10 @@ class Importer:
             self.env[inp.name] = FloatInput(inp.name, self._input_shape(inp))
         if not any(isinstance(s, FloatInput) for s in self.env.values()):
             raise ModelError("the model has no runtime input")
+        self._consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.model.graph.node:
+            for i in node.input:
+                self._consumers.setdefault(i, []).append(node)
         for node in self._ordered_nodes():
             self._lower(node)
         for out in g.output:
@@ -177,6 +188,7 @@ class Importer:
             if not isinstance(st, Act):
                 raise ModelError(f"graph output '{out.name}' is not computed from the input at run time")
             self.graph.outputs.append(st.value)
+        self._last_layers_int8()
         self.graph.metadata["input_rounding"] = self.input_rounding
         self.graph.metadata["weights"] = self.opt.weights
         # every declared input must have been quantized by now
@@ -184,6 +196,42 @@ class Importer:
             self.input_rounding.setdefault(v.name, "HALF_EVEN")
         self.graph.verify()
         return self.graph
+
+    def _last_layers_int8(self) -> None:
+        """With --weights binary, dense layers whose result reaches an output through no other dense layer
+        (the classifier head) are re-quantized to int8, like the patch embedding."""
+        if self.opt.weights != "binary" or not self.opt.first_last_int8:
+            return
+        floats = {id(n): wf for n, wf in self._dense_nodes}
+        frontier = list(self.graph.outputs)
+        seen: set[str] = set()
+        while frontier:
+            v = frontier.pop()
+            if v.name in seen:
+                continue
+            seen.add(v.name)
+            p = self.graph.producer(v)
+            if p is None:
+                continue
+            if p.op == "dense":
+                wf = floats.get(id(p))
+                if wf is not None and isinstance(p.attrs["w_type"], BinaryType):
+                    ints, w_scale, qtype = quantize_weight(wf, "int8")
+                    bias_real = p.attrs["bias"] * (p.inputs[0].info.scale[0] * p.attrs["w_scale"])
+                    p.attrs.update({"weight": ints.astype(np.int8), "w_type": qtype, "w_scale": f32(w_scale)})
+                    p.attrs["bias"] = round_real(bias_real / (p.inputs[0].info.scale[0] * p.attrs["w_scale"]))
+                    finalize_dense_attrs(p, p.inputs[0].info)
+                    if p.attrs.get("requant") is None:
+                        p.outputs[0].info = self._dense_out_info(p, p.inputs[0].info)
+                    else:
+                        from vaqf.ops.common import requant_params
+
+                        rq = p.attrs["requant"]
+                        p.attrs["requant"] = requant_params(
+                            p.inputs[0].info.scale[0] * p.attrs["w_scale"], float(rq["scale"][0]), ints.shape[0],
+                            rq["qtype"], rq["zero_point"], rq["rounding"], p.name)
+                continue
+            frontier.extend(p.inputs)
 
     def _ordered_nodes(self) -> list[onnx.NodeProto]:
         known = set(self.env)
@@ -266,6 +314,10 @@ class Importer:
     def _act_bits(self) -> int:
         return self.opt.act_bits or 8
 
+    def _internal_bits(self) -> int:
+        """Bits of tensors that feed no matrix product (residual stream, non-linearity inputs)."""
+        return max(8, self._act_bits())
+
     def _calibrated_range(self, tensor: str, consumer: onnx.NodeProto) -> tuple[float, float]:
         if self.opt.calib is None:
             raise CalibrationRequired(
@@ -278,9 +330,9 @@ class Importer:
                 raise CalibrationRequired(
                     f"tensor '{tensor}' feeding node '{self._name(consumer)}' has no quantizer; QONNX models "
                     "must quantize every activation that feeds a matrix product (add a Quant node)")
-            self._ranges = collect_ranges(self.model, self.opt.calib, self._float_tensors())
+            self._ranges = collect_ranges(self.original, self.opt.calib, self._float_tensors())
         if tensor not in self._ranges:
-            self._ranges.update(collect_ranges(self.model, self.opt.calib, [tensor]))
+            self._ranges.update(collect_ranges(self.original, self.opt.calib, [tensor]))
         return self._ranges[tensor]
 
     def _float_tensors(self) -> list[str]:
@@ -291,21 +343,21 @@ class Importer:
                      if i.name not in {t.name for t in self.model.graph.initializer})
         return names
 
-    def _ptq(self, tensor: str, consumer: onnx.NodeProto) -> Act:
+    def _ptq(self, tensor: str, consumer: onnx.NodeProto, bits: int | None = None) -> Act:
         lo, hi = self._calibrated_range(tensor, consumer)
-        qt, scale = activation_quant(lo, hi, self._act_bits())
+        qt, scale = activation_quant(lo, hi, bits or self._act_bits())
         st = self.env[tensor]
         log.info("post-training quantization of '%s': %s, scale %.4g", tensor, qt, scale)
         act = self._quantize_act(st, np.asarray([scale]), 0, qt, "HALF_EVEN", consumer)
         self.env[tensor] = act
         return act
 
-    def _act_input(self, node: onnx.NodeProto, i: int, need_quantized: bool) -> Act:
+    def _act_input(self, node: onnx.NodeProto, i: int, need_quantized: bool, bits: int | None = None) -> Act:
         st = self._state(node, i)
         if isinstance(st, Act) and (st.quantized or not need_quantized):
             return st
         if isinstance(st, (Act, FloatInput)):
-            return self._ptq(node.input[i], node)
+            return self._ptq(node.input[i], node, bits)
         raise UnsupportedOpError(self._name(node), node.op_type,
                                  f"input '{node.input[i]}' is a constant where a run-time tensor is expected")
 
@@ -334,6 +386,9 @@ class Importer:
             st = act
         assert isinstance(st, Act)
         src = st.value
+        if (src.info.qtype == qt and src.info.zero_point == zp and not src.info.per_channel
+                and float(src.info.scale[0]) == float(scale[0])):
+            return Act(src, True)  # already exactly this quantization (e.g. chosen by looking ahead)
         channels = src.info.shape[-1] if src.info.per_channel else 1
         rq = requant_params(src.info.scale, float(scale[0]), channels, qt, zp,
                             Rounding.parse(rounding).value, self._name(node))
@@ -353,15 +408,16 @@ class Importer:
         op = node.op_type
         if node.domain in QONNX_DOMAINS:
             handler = {"Quant": self._quant, "IntQuant": self._quant, "BipolarQuant": self._bipolar}.get(op)
-        elif node.domain in ("", "ai.onnx"):
+        elif node.domain in ("", "ai.onnx", LIFTED_DOMAIN):
             handler = getattr(self, f"_op_{op}", None)
         else:
             handler = None
         states = [self._state(node, i) for i in range(len(node.input))]
+        all_const = all(isinstance(x, Const) or x is None for x in states)
+        if node.domain in ("", "ai.onnx") and all_const and op not in ("QuantizeLinear", "DequantizeLinear"):
+            self._fold_constant(node)  # shape arithmetic and other constant subgraphs
+            return
         if handler is None:
-            if node.domain in ("", "ai.onnx") and all(isinstance(s, Const) or s is None for s in states):
-                self._fold_constant(node)
-                return
             raise UnsupportedOpError(self._name(node), f"{node.domain + '.' if node.domain else ''}{op}")
         handler(node)
 
@@ -370,14 +426,15 @@ class Importer:
         from onnx.reference import ReferenceEvaluator
 
         inputs = {i: self.env[i].array for i in node.input if i}
+        graph = onnx.helper.make_graph(
+            [node], "fold",
+            [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+             for i, a in inputs.items()],
+            [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o])
+        fold_model = onnx.helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        fold_model.ir_version = self.model.ir_version
         try:
-            ev = ReferenceEvaluator(onnx.helper.make_graph(
-                [node], "fold",
-                [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-                 for i, a in inputs.items()],
-                [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]),
-                )
-            results = ev.run(None, inputs)
+            results = ReferenceEvaluator(fold_model).run(None, inputs)
         except Exception as e:
             raise UnsupportedOpError(self._name(node), node.op_type,
                                      f"constant folding failed ({type(e).__name__}: {e})") from e
@@ -515,64 +572,130 @@ class Importer:
 
     def _op_MatMul(self, node: onnx.NodeProto) -> None:
         w_state = self._state(node, 1)
-        if not isinstance(w_state, (Const, QConst)):
-            raise UnsupportedOpError(self._name(node), "MatMul",
-                                     "both operands are run-time tensors (activation x activation products "
-                                     "are not supported in this op set)")
+        if isinstance(w_state, (Act, FloatInput)):
+            return self._matmul_act(node)
         self._dense(node, w_state, trans_b=False, alpha=1.0, bias=None, beta=1.0)
 
-    def _dense(self, node: onnx.NodeProto, w_state: Any, trans_b: bool, alpha: float, bias: Any,
-               beta: float) -> None:
+    def _weight_matrix(self, node: onnx.NodeProto, w_state: Any, to_nk: Any, alpha: float) -> tuple:
+        """Weights as [N, K] integers, a per-row scale and the type; ``to_nk`` maps the ONNX layout."""
         if not isinstance(w_state, (Const, QConst)):
             raise UnsupportedOpError(self._name(node), node.op_type, "the weight operand must be a constant")
         if alpha <= 0:
             raise UnsupportedOpError(self._name(node), node.op_type, f"alpha={alpha} (must be positive)")
-        x = self._act_input(node, 0, need_quantized=True)
-        # weights as [N, K] integers with a per-row scale
+        first = not self._dense_nodes
         if isinstance(w_state, QConst) and self.opt.weights == "keep":
             ints = np.asarray(w_state.ints)
-            scale_full = np.broadcast_to(np.asarray(w_state.scale, dtype=np.float64), ints.shape)
-            if ints.ndim != 2:
-                raise UnsupportedOpError(self._name(node), node.op_type, f"weight of rank {ints.ndim}")
-            if not trans_b:
-                ints, scale_full = ints.T, scale_full.T
+            scale_full = to_nk(np.broadcast_to(np.asarray(w_state.scale, dtype=np.float64), ints.shape))
+            ints = to_nk(ints)
             if np.any(scale_full != scale_full[:, :1]):
                 raise UnsupportedOpError(self._name(node), node.op_type,
                                          "weight scale varies along the input axis (need per-output-channel)")
-            w_scale = scale_full[:, 0] * alpha
-            qtype = w_state.qtype
-        else:
-            wf = w_state.real() if isinstance(w_state, QConst) else np.asarray(w_state.array, dtype=np.float64)
-            if wf.ndim != 2:
-                raise UnsupportedOpError(self._name(node), node.op_type, f"weight of rank {wf.ndim}")
-            wf = (wf if trans_b else wf.T) * alpha
-            mode = self.opt.weights if self.opt.weights != "keep" else "int8"
-            if self.opt.weights == "keep":
-                log.info("node '%s': float weights without a quantizer are quantized to int8", self._name(node))
-            ints, w_scale, qtype = quantize_weight(wf, mode)
+            return ints, scale_full[:, 0] * alpha, w_state.qtype, None
+        wf = w_state.real() if isinstance(w_state, QConst) else np.asarray(w_state.array, dtype=np.float64)
+        wf = to_nk(wf) * alpha
+        mode = self.opt.weights if self.opt.weights != "keep" else "int8"
+        if self.opt.weights == "keep":
+            log.info("node '%s': float weights without a quantizer are quantized to int8", self._name(node))
+        if mode == "binary" and first and self.opt.first_last_int8:
+            mode = "int8"  # the layer reading the input (patch embedding) stays 8-bit
+        ints, w_scale, qtype = quantize_weight(wf, mode)
+        return ints, w_scale, qtype, wf
+
+    def _dense(self, node: onnx.NodeProto, w_state: Any, trans_b: bool, alpha: float, bias: Any,
+               beta: float) -> None:
+        def to_nk(w: np.ndarray) -> np.ndarray:
+            if w.ndim != 2:
+                raise UnsupportedOpError(self._name(node), node.op_type, f"weight of rank {w.ndim}")
+            return w if trans_b else w.T
+
+        x = self._act_input(node, 0, need_quantized=True)
+        ints, w_scale, qtype, wf = self._weight_matrix(node, w_state, to_nk, alpha)
+        act = self._emit_dense(node, x.value, ints, w_scale, qtype, wf, node.output[0])
+        if bias is not None:
+            self._fold_bias(act.dense_without_bias, bias, beta, node)
+            act.dense_without_bias = None
+        self._set(node, act)
+
+    def _emit_dense(self, node: onnx.NodeProto, x: Value, ints: np.ndarray, w_scale: np.ndarray, qtype: QType,
+                    wf: np.ndarray | None, out_name: str) -> Act:
         if isinstance(qtype, IntType) and qtype.bits > 16:
             raise UnsupportedOpError(self._name(node), node.op_type, f"{qtype.bits}-bit weights (max 16)")
         n_out, k = ints.shape
-        if x.value.info.shape[-1] != k:
-            raise ModelError(f"node '{self._name(node)}': input has {x.value.info.shape[-1]} features, "
-                             f"weight expects {k}")
+        if x.info.shape[-1] != k:
+            raise ModelError(f"node '{self._name(node)}': input has {x.info.shape[-1]} features, weight expects {k}")
         attrs = {"weight": ints.astype(np.int8 if (isinstance(qtype, BinaryType) or qtype.bits <= 8) else np.int16),
                  "w_type": qtype, "w_scale": f32(w_scale), "bias": np.zeros(n_out, dtype=np.int64),
                  "relu": False, "requant": None}
-        out_info = TensorInfo(x.value.info.shape[:-1] + (n_out,), IntType(32), x.value.info.scale[0] * attrs["w_scale"])
-        out = self.graph.new_value(node.output[0], out_info)
-        dn = self.graph.add_node("dense", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
-        finalize_dense_attrs(dn, x.value.info)
-        act = Act(out, False, dense_without_bias=dn)
-        if bias is not None:
-            self._fold_bias(dn, bias, beta, node)
-            act.dense_without_bias = None
-        out.info = self._dense_out_info(dn, x.value.info)
-        self._set(node, act)
+        out = self.graph.new_value(out_name, TensorInfo(x.info.shape[:-1] + (n_out,), IntType(32),
+                                                        x.info.scale[0] * attrs["w_scale"]))
+        dn = self.graph.add_node("dense", [x], [out], attrs, name=self._name(node), source=self._name(node))
+        finalize_dense_attrs(dn, x.info)
+        out.info = self._dense_out_info(dn, x.info)
+        self._dense_nodes.append((dn, wf))
+        return Act(out, False, dense_without_bias=dn)
+
+    def _op_Conv(self, node: onnx.NodeProto) -> None:
+        """Patch embedding: a convolution with kernel = stride and no padding, computed as a GEMM over
+        non-overlapping patches (reshape, transpose, dense, transpose back to NCHW)."""
+        a = self._attrs(node)
+        w_state = self._state(node, 1)
+        wshape = (w_state.ints if isinstance(w_state, QConst) else w_state.array).shape \
+            if isinstance(w_state, (Const, QConst)) else None
+        if wshape is None or len(wshape) != 4:
+            raise UnsupportedOpError(self._name(node), "Conv", "only 2-D convolutions with constant weights")
+        kh, kw = wshape[2], wshape[3]
+        strides = list(a.get("strides", [1, 1]))
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        if (strides != [kh, kw] or any(pads) or int(a.get("group", 1)) != 1
+                or list(a.get("dilations", [1, 1])) != [1, 1] or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+            raise UnsupportedOpError(self._name(node), "Conv", "only patch embeddings (kernel = stride, no padding, "
+                                     "one group) are supported in this op set")
+        x = self._act_input(node, 0, need_quantized=True)
+        shp = x.value.info.shape
+        if len(shp) != 4 or shp[2] % kh or shp[3] % kw:
+            raise UnsupportedOpError(self._name(node), "Conv", f"input {list(shp)} is not a whole number of patches")
+        c, h, w = shp[1], shp[2] // kh, shp[3] // kw
+        d = wshape[0]
+        ints, w_scale, qtype, wf = self._weight_matrix(node, w_state, lambda t: t.reshape(t.shape[0], -1), 1.0)
+        v = self._move("reshape", x.value, (1, c, h, kh, w, kw), {"shape": [1, c, h, kh, w, kw]}, node, "patches")
+        v = self._move("transpose", v, (1, h, w, c, kh, kw), {"perm": [0, 2, 4, 1, 3, 5]}, node, "patches_t")
+        v = self._move("reshape", v, (1, h * w, c * kh * kw), {"shape": [1, h * w, c * kh * kw]}, node, "im2col")
+        act = self._emit_dense(node, v, ints, w_scale, qtype, wf, node.output[0] + "_tokens")
+        if self._state(node, 2) is not None:
+            self._fold_bias(act.dense_without_bias, self._state(node, 2), 1.0, node)
+        # per-channel accumulators cannot be transposed: quantize per tensor (the next quantizer's or calibrated)
+        qt, scale, zp = self._output_quant(node, self._internal_bits(), signed=True)
+        act = self._quantize_act(act, np.array([scale]), zp, qt, "HALF_EVEN", _renamed(node, node.output[0] + "_q"))
+        t = self._move("transpose", act.value, (1, d, h * w), {"perm": [0, 2, 1]}, node, "nchw")
+        out = self._move("reshape", t, (1, d, h, w), {"shape": [1, d, h, w]}, node, node.output[0])
+        self._set(node, Act(out, True))
+
+    def _move(self, op: str, x: Value, shape: tuple[int, ...], attrs: dict, node: onnx.NodeProto,
+              out_name: str) -> Value:
+        """Add a data-movement or relabelling node that keeps the integer meaning of ``x``."""
+        info = x.info
+        out = self.graph.new_value(out_name, TensorInfo(shape, info.qtype, info.scale, info.zero_point))
+        self.graph.add_node(op, [x], [out], attrs, name=f"{self._name(node)}_{op}", source=self._name(node))
+        return out
+
+    def _matmul_act(self, node: onnx.NodeProto) -> None:
+        a = self._act_input(node, 0, need_quantized=True)
+        b = self._act_input(node, 1, need_quantized=True)
+        sa, sb = a.value.info.shape, b.value.info.shape
+        if len(sa) != len(sb) or sa[:-2] != sb[:-2] or sa[-1] != sb[-2]:
+            raise UnsupportedOpError(self._name(node), "MatMul", f"operands {list(sa)} x {list(sb)} (broadcasting "
+                                     "between activation operands is not supported)")
+        from vaqf.ops.matmul import finalize_matmul_attrs
+
+        out = self.graph.new_value(node.output[0], TensorInfo(sa[:-1] + (sb[-1],), IntType(32),
+                                                              a.value.info.scale * b.value.info.scale))
+        mm = self.graph.add_node("matmul", [a.value, b.value], [out], {"relu": False, "requant": None},
+                                 name=self._name(node), source=self._name(node))
+        finalize_matmul_attrs(mm)
+        out.info = get_spec("matmul").infer(mm, [a.value.info, b.value.info])[0]
+        self._set(node, Act(out, False))
 
     def _dense_out_info(self, dn: Any, x: TensorInfo) -> TensorInfo:
-        from vaqf.ops import get_spec
-
         return get_spec("dense").infer(dn, [x])[0]
 
     def _fold_bias(self, dn: Any, bias_state: Any, beta: float, node: onnx.NodeProto) -> None:
@@ -590,18 +713,321 @@ class Importer:
             raise VaqfError(f"node '{self._name(node)}': bias does not fit 32 bits at the accumulator's scale")
         dn.attrs["bias"] = ints.astype(np.int64)
         finalize_dense_attrs(dn, dn.inputs[0].info)
+        dn.outputs[0].info = self._dense_out_info(dn, dn.inputs[0].info)
+
+    # -- looking ahead for the quantization of an op's output --
+    def _output_quant(self, node: onnx.NodeProto, bits: int, signed: bool | None = None) -> tuple[IntType, float, int]:
+        """Type, scale and zero point for a new output: the following quantizer's if the output feeds exactly
+        one quantizer with constant parameters, else post-training quantization from calibration."""
+        users = self._consumers.get(node.output[0], [])
+        if len(users) == 1:
+            q = users[0]
+            params = self._quantizer_params(q)
+            if params is not None:
+                return params
+        lo, hi = self._calibrated_range(node.output[0], node)
+        if signed is True and lo >= 0:
+            lo = -hi
+        qt, scale = activation_quant(lo, hi, bits)
+        return qt, scale, 0
+
+    def _quantizer_params(self, q: onnx.NodeProto) -> tuple[IntType, float, int] | None:
+        try:
+            if q.domain in QONNX_DOMAINS and q.op_type in ("Quant", "IntQuant"):
+                a = self._attrs(q)
+                scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)
+                zp = np.asarray(self._const(q, 2, "zero point"), dtype=np.float64).reshape(-1)
+                bits = int(np.asarray(self._const(q, 3, "bit width")).reshape(-1)[0])
+                signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+                if scale.size != 1 or zp.size != 1 or not 2 <= bits <= 16:
+                    return None
+                qt = IntType(bits, signed, narrow and signed)
+                if narrow and not signed:
+                    qt = int_type_for_range(0, qt.max - 1)
+                return qt, float(f32(scale[0])), int(zp[0])
+            if q.domain in ("", "ai.onnx") and q.op_type == "QuantizeLinear" and self._state(q, 2) is not None:
+                scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)
+                zarr = self._const(q, 2, "zero point")
+                qt = _ONNX_INT_TYPES.get(onnx.helper.np_dtype_to_tensor_dtype(zarr.dtype))
+                if qt is None or scale.size != 1 or zarr.size != 1:
+                    return None
+                return qt, float(f32(scale[0])), int(zarr.reshape(-1)[0])
+        except (UnsupportedOpError, KeyError):
+            return None
+        return None
 
     def _op_Add(self, node: onnx.NodeProto) -> None:
         s0, s1 = self._state(node, 0), self._state(node, 1)
         act, const = (s0, s1) if isinstance(s0, Act) else (s1, s0)
         if isinstance(act, Act) and isinstance(const, (Const, QConst)) and act.dense_without_bias is not None:
-            dn = act.dense_without_bias
-            self._fold_bias(dn, const, 1.0, node)
-            dn.outputs[0].info = self._dense_out_info(dn, dn.inputs[0].info)
-            self._set(node, Act(act.value, act.quantized))
-            return
-        raise UnsupportedOpError(self._name(node), "Add",
-                                 "only a bias added to a matrix product is supported in this op set")
+            c = const.real() if isinstance(const, QConst) else np.asarray(const.array)
+            if c.size in (1, act.dense_without_bias.attrs["weight"].shape[0]) and c.ndim <= 1 or \
+                    (c.ndim > 1 and c.size == c.shape[-1]):
+                dn = act.dense_without_bias
+                self._fold_bias(dn, Const(c.reshape(-1)), 1.0, node)
+                self._set(node, Act(act.value, act.quantized))
+                return
+        bits = self._internal_bits()
+        if isinstance(act, Act) and isinstance(const, (Const, QConst)):
+            a = self._act_input(node, 0 if act is s0 else 1, need_quantized=True, bits=bits)
+            b = self._const_value(node, const, a.value.info.shape, bits)
+        elif all(isinstance(x, (Act, FloatInput)) for x in (s0, s1)):
+            a = self._act_input(node, 0, need_quantized=True, bits=bits)
+            b = self._act_input(node, 1, need_quantized=True, bits=bits).value
+        else:
+            raise UnsupportedOpError(self._name(node), "Add", "operands must be run-time tensors or constants")
+        if a.value.info.shape != b.info.shape:
+            raise UnsupportedOpError(self._name(node), "Add", f"shapes {list(a.value.info.shape)} and "
+                                     f"{list(b.info.shape)} (broadcasting between tensors is not supported)")
+        from vaqf.ops.add import add_attrs
+
+        qt, scale, zp = self._output_quant(node, bits, signed=True)
+        attrs = add_attrs(float(a.value.info.scale[0]), float(b.info.scale[0]), scale, qt, zp, self._name(node))
+        out = self.graph.new_value(node.output[0], TensorInfo(a.value.info.shape, qt, np.array([scale]), zp))
+        self.graph.add_node("add", [a.value, b], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _const_value(self, node: onnx.NodeProto, const: Any, shape: tuple[int, ...], bits: int,
+                     like: TensorInfo | None = None) -> Value:
+        """A constant operand as a ``const`` node: broadcast to ``shape``, quantized like ``like`` or on its own
+        symmetric ``bits``-bit scale."""
+        c = const.real() if isinstance(const, QConst) else np.asarray(const.array, dtype=np.float64)
+        try:
+            c = np.broadcast_to(c.astype(np.float64), shape)
+        except ValueError:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"constant of shape {list(c.shape)} does not "
+                                     f"broadcast to {list(shape)}") from None
+        if like is not None:
+            qt, scale, zp = like.qtype, float(like.scale[0]), like.zero_point
+        else:
+            qt, scale = activation_quant(min(float(c.min()), -1e-30), float(np.abs(c).max()), bits)
+            zp = 0
+        q = np.clip(round_real(c / scale) + zp, qt.min, qt.max).astype(np.int64)
+        info = TensorInfo(shape, qt, np.array([scale]), zp)
+        out = self.graph.new_value(f"{node.output[0]}_const", info)
+        self.graph.add_node("const", [], [out], {"data": q, "info": info}, name=f"{self._name(node)}_const",
+                            source=self._name(node))
+        return out
+
+    def _scalar(self, node: onnx.NodeProto, i: int) -> float | None:
+        st = self._state(node, i)
+        if isinstance(st, (Const, QConst)):
+            c = st.real() if isinstance(st, QConst) else np.asarray(st.array, dtype=np.float64)
+            if c.size == 1:
+                return float(c.reshape(-1)[0])
+        return None
+
+    def _rescaled(self, node: onnx.NodeProto, factor: float) -> None:
+        i = 0 if isinstance(self._state(node, 0), (Act, FloatInput)) else 1
+        if not factor > 0 or not np.isfinite(factor):
+            raise UnsupportedOpError(self._name(node), node.op_type, f"scaling by {factor} (only positive "
+                                     "scalars are supported)")
+        x = self._act_input(node, i, need_quantized=False)
+        info = x.value.info
+        out = self.graph.new_value(node.output[0], TensorInfo(info.shape, info.qtype, info.scale * factor,
+                                                              info.zero_point))
+        self.graph.add_node("rescale", [x.value], [out], {"factor": float(factor)}, name=self._name(node),
+                            source=self._name(node))
+        self._set(node, Act(out, x.quantized))
+
+    def _op_Mul(self, node: onnx.NodeProto) -> None:
+        c = self._scalar(node, 1) if self._scalar(node, 1) is not None else self._scalar(node, 0)
+        if c is None:
+            raise UnsupportedOpError(self._name(node), "Mul", "only multiplication by a scalar constant is supported")
+        self._rescaled(node, c)
+
+    def _op_Div(self, node: onnx.NodeProto) -> None:
+        c = self._scalar(node, 1)
+        if c is None or not isinstance(self._state(node, 0), (Act, FloatInput)):
+            raise UnsupportedOpError(self._name(node), "Div", "only division by a scalar constant is supported")
+        self._rescaled(node, 1.0 / c)
+
+    def _op_Softmax(self, node: onnx.NodeProto) -> None:
+        from vaqf.ops.softmax import softmax_attrs
+
+        x = self._act_input(node, 0, need_quantized=False)
+        shape = x.value.info.shape
+        axis = int(self._attrs(node).get("axis", -1))
+        if axis not in (-1, len(shape) - 1):
+            raise UnsupportedOpError(self._name(node), "Softmax", f"axis {axis} (only the last axis)")
+        bits = self.opt.act_bits or 8
+        attrs = softmax_attrs(float(x.value.info.scale[0]), bits)
+        out = self.graph.new_value(node.output[0], TensorInfo(shape, IntType(bits, False), np.array([2.0**-bits])))
+        self.graph.add_node("softmax", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _op_LayerNormalization(self, node: onnx.NodeProto) -> None:
+        from vaqf.ops.layernorm import layernorm_attrs
+
+        a = self._attrs(node)
+        x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
+        d = x.value.info.shape[-1]
+        if int(a.get("axis", -1)) not in (-1, len(x.value.info.shape) - 1):
+            raise UnsupportedOpError(self._name(node), node.op_type, "normalization over more than the last axis")
+        gamma = np.broadcast_to(self._const(node, 1, "scale").astype(np.float64), (d,))
+        beta = (np.broadcast_to(self._const(node, 2, "bias").astype(np.float64), (d,))
+                if self._state(node, 2) is not None else np.zeros(d))
+        qt, scale, zp = self._output_quant(node, self._act_bits(), signed=True)
+        attrs = layernorm_attrs(gamma, beta, float(a.get("epsilon", 1e-5)), float(x.value.info.scale[0]), scale, qt,
+                                zp, self._name(node))
+        out = self.graph.new_value(node.output[0], TensorInfo(x.value.info.shape, qt, np.array([scale]), zp))
+        self.graph.add_node("layernorm", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _op_Gelu(self, node: onnx.NodeProto) -> None:
+        from vaqf.ops.lut import lut_attrs
+
+        approx = self._attrs(node).get("approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else str(approx)
+        fn = "gelu_tanh" if approx == "tanh" else "gelu"
+        x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
+        if x.value.info.qtype.bits > 12:
+            x = self._ptq(node.input[0], node, self._internal_bits())
+        qt, scale, zp = self._output_quant(node, self._act_bits(), signed=True)
+        attrs = lut_attrs(fn, x.value.info, qt, scale, zp)
+        out = self.graph.new_value(node.output[0], TensorInfo(x.value.info.shape, qt, np.array([scale]), zp))
+        self.graph.add_node("lut", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _op_Transpose(self, node: onnx.NodeProto) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        shape = self._shape_of(st)
+        perm = [int(p) for p in self._attrs(node).get("perm", list(range(len(shape)))[::-1])]
+        x = self._per_tensor(node, 0, keeps_channels=perm[-1] == len(shape) - 1)
+        out = self._move("transpose", x.value, tuple(shape[p] for p in perm), {"perm": perm}, node, node.output[0])
+        self._set(node, Act(out, x.quantized))
+
+    def _op_Concat(self, node: onnx.NodeProto) -> None:
+        states = [self._state(node, i) for i in range(len(node.input))]
+        acts = [i for i, s in enumerate(states) if isinstance(s, (Act, FloatInput))]
+        if not acts:
+            return self._fold_constant(node)
+        ref = self._act_input(node, acts[0], need_quantized=True, bits=self._internal_bits()).value.info
+        rank = len(ref.shape)
+        axis = int(self._attrs(node).get("axis", 0))
+        axis = axis + rank if axis < 0 else axis
+        values = []
+        for i, st in enumerate(states):
+            if isinstance(st, (Const, QConst)):
+                shp = (st.ints if isinstance(st, QConst) else st.array).shape
+                values.append(self._const_value(node, st, tuple(shp), 8, like=ref))
+            else:
+                a = self._act_input(node, i, need_quantized=True, bits=self._internal_bits())
+                a = self._quantize_act(a, ref.scale, ref.zero_point, ref.qtype, "HALF_EVEN",
+                                       _renamed(node, f"{node.output[0]}_in{i}"))
+                values.append(a.value)
+        shape = list(ref.shape)
+        shape[axis] = sum(v.info.shape[axis] for v in values)
+        out = self.graph.new_value(node.output[0], TensorInfo(tuple(shape), ref.qtype, ref.scale, ref.zero_point))
+        self.graph.add_node("concat", values, [out], {"axis": axis}, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _slice_value(self, node: onnx.NodeProto, x: Act, axes: list[int], starts: list[int], ends: list[int],
+                     steps: list[int], out_name: str) -> Value:
+        shape = list(x.value.info.shape)
+        n_axes, n_starts, n_ends, n_steps = [], [], [], []
+        for ax, st, en, sp in zip(axes, starts, ends, steps, strict=True):
+            ax = ax + len(shape) if ax < 0 else ax
+            dim = shape[ax]
+            r = range(dim)[slice(st, en, sp)]
+            n_axes.append(ax)
+            n_starts.append(r.start)
+            n_ends.append(r.stop if sp > 0 else r.stop)
+            n_steps.append(sp)
+            shape[ax] = len(r)
+        if not n_axes:
+            return x.value
+        out = self.graph.new_value(out_name, TensorInfo(tuple(shape), x.value.info.qtype, x.value.info.scale,
+                                                        x.value.info.zero_point))
+        self.graph.add_node("slice", [x.value], [out], {"axes": n_axes, "starts": n_starts, "ends": n_ends,
+                                                       "steps": n_steps}, name=self._name(node) + "_" + out_name,
+                            source=self._name(node))
+        return out
+
+    def _op_Slice(self, node: onnx.NodeProto) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        starts = [int(v) for v in self._const(node, 1, "starts").reshape(-1)]
+        x = self._per_tensor(node, 0, keeps_channels=False)
+        ends = [int(v) for v in self._const(node, 2, "ends").reshape(-1)]
+        rank = len(x.value.info.shape)
+        axes = [int(v) for v in self._const(node, 3, "axes").reshape(-1)] if self._state(node, 3) is not None \
+            else list(range(len(starts)))
+        steps = [int(v) for v in self._const(node, 4, "steps").reshape(-1)] if self._state(node, 4) is not None \
+            else [1] * len(starts)
+        if any(s <= 0 for s in steps):
+            raise UnsupportedOpError(self._name(node), "Slice", "negative or zero steps")
+        ends = [min(e, 2**31) for e in ends]
+        axes = [a + rank if a < 0 else a for a in axes]
+        out = self._slice_value(node, x, axes, starts, ends, steps, node.output[0])
+        self._set(node, Act(out, x.quantized))
+
+    def _op_Gather(self, node: onnx.NodeProto) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        x = self._per_tensor(node, 0, keeps_channels=False)
+        idx = self._const(node, 1, "indices")
+        if idx.ndim != 0:
+            raise UnsupportedOpError(self._name(node), "Gather", "only a scalar index is supported")
+        shape = x.value.info.shape
+        axis = int(self._attrs(node).get("axis", 0))
+        axis = axis + len(shape) if axis < 0 else axis
+        i = int(idx) + (shape[axis] if int(idx) < 0 else 0)
+        v = self._slice_value(node, x, [axis], [i], [i + 1], [1], node.output[0] + "_row")
+        new_shape = shape[:axis] + shape[axis + 1:]
+        out = self._move("reshape", v, new_shape, {"shape": list(new_shape)}, node, node.output[0])
+        self._set(node, Act(out, x.quantized))
+
+    def _op_Split(self, node: onnx.NodeProto) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        x = self._per_tensor(node, 0, keeps_channels=False)
+        shape = x.value.info.shape
+        a = self._attrs(node)
+        axis = int(a.get("axis", 0))
+        axis = axis + len(shape) if axis < 0 else axis
+        if self._state(node, 1) is not None:
+            sizes = [int(v) for v in self._const(node, 1, "split").reshape(-1)]
+        elif "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        else:
+            n = int(a.get("num_outputs", len(node.output)))
+            sizes = [-(-shape[axis] // n)] * n
+            sizes[-1] = shape[axis] - sum(sizes[:-1])
+        pos = 0
+        for o, size in zip(node.output, sizes, strict=True):
+            v = self._slice_value(node, x, [axis], [pos], [pos + size], [1], o)
+            self.env[o] = Act(v, x.quantized)
+            pos += size
+
+    def _op_Squeeze(self, node: onnx.NodeProto) -> None:
+        self._squeeze(node, unsqueeze=False)
+
+    def _op_Unsqueeze(self, node: onnx.NodeProto) -> None:
+        self._squeeze(node, unsqueeze=True)
+
+    def _squeeze(self, node: onnx.NodeProto, unsqueeze: bool) -> None:
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            return self._fold_constant(node)
+        shape = list(self._shape_of(st))
+        axes = self._attrs(node).get("axes")
+        if axes is None and self._state(node, 1) is not None:
+            axes = [int(v) for v in self._const(node, 1, "axes").reshape(-1)]
+        if unsqueeze:
+            rank = len(shape) + len(axes or [])
+            for ax in sorted(a + rank if a < 0 else a for a in axes or []):
+                shape.insert(ax, 1)
+        else:
+            rank = len(shape)
+            drop = {a + rank if a < 0 else a for a in axes} if axes else {i for i, d in enumerate(shape) if d == 1}
+            shape = [d for i, d in enumerate(shape) if i not in drop]
+        self._reshape_state(node, tuple(shape))
 
     def _op_Relu(self, node: onnx.NodeProto) -> None:
         x = self._act_input(node, 0, need_quantized=False)
@@ -617,14 +1043,20 @@ class Importer:
             return st.reshapes[-1] if st.reshapes else st.shape
         raise AssertionError(st)
 
+    def _per_tensor(self, node: onnx.NodeProto, i: int, keeps_channels: bool) -> Act:
+        """The Act at input ``i``; per-channel accumulators are first quantized per tensor (at activation bits)
+        when the op rearranges their channel axis."""
+        st = self._act_input(node, i, need_quantized=False)
+        if st.value.info.per_channel and not keeps_channels:
+            st = self._ptq(node.input[i], node, self._act_bits())
+        return st
+
     def _reshape_state(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> None:
         st = self._state(node, 0)
-        if shape[0] != 1:
-            raise UnsupportedOpError(self._name(node), node.op_type,
-                                     f"result shape {list(shape)} merges or splits the batch axis")
         if isinstance(st, FloatInput):
             self._set(node, FloatInput(st.name, st.shape, st.reshapes + [shape]))
         else:
+            st = self._per_tensor(node, 0, keeps_channels=bool(shape) and shape[-1] == self._shape_of(st)[-1])
             self._set(node, self._reshape(st, shape, node))
 
     def _op_Flatten(self, node: onnx.NodeProto) -> None:
@@ -669,6 +1101,16 @@ class Importer:
         a = self._attrs(node)
         start, end = a.get("start", 0), a.get("end", None)
         self._set(node, Const(shape[start:end]))
+
+
+def _renamed(node: onnx.NodeProto, output: str) -> onnx.NodeProto:
+    """A copy of ``node`` whose first output is ``output`` (names the requant it causes)."""
+    n = onnx.NodeProto()
+    n.CopyFrom(node)
+    del n.output[:]
+    n.output.append(output)
+    n.name = output
+    return n
 
 
 def _per_axis(arr: np.ndarray, ndim: int, axis: int) -> np.ndarray:

@@ -139,5 +139,5 @@ def int_type_for_range(lo: int, hi: int) -> IntType:
     if lo >= 0:
         bits = max(1, int(hi).bit_length())
         return IntType(bits, signed=False)
-    bits = max(int(hi).bit_length(), int(-lo - 1).bit_length()) + 1
+    bits = max(max(int(hi), 0).bit_length(), int(-lo - 1).bit_length()) + 1  # a negative hi needs no bits
     return IntType(bits, signed=True)

@@ -24,6 +24,8 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
         return {"__array__": key}
     if isinstance(obj, (IntType, BinaryType, FixedType)):
         return {"__qtype__": obj.to_json()}
+    if isinstance(obj, TensorInfo):
+        return {"__tensorinfo__": obj.to_json()}
     if isinstance(obj, dict):
         return {k: _encode(v, arrays, f"{prefix}.{k}") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -43,6 +45,8 @@ def _decode(obj: Any, arrays: Any) -> Any:
             return arrays[obj["__array__"]]
         if "__qtype__" in obj:
             return qtype_from_json(obj["__qtype__"])
+        if "__tensorinfo__" in obj:
+            return TensorInfo.from_json(obj["__tensorinfo__"])
         return {k: _decode(v, arrays) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_decode(v, arrays) for v in obj]

@@ -39,6 +39,11 @@ class TensorInfo:
         return self.scale.size > 1
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape users see per sample: the IR's leading batch axis of 1 dropped."""
+        return self.shape[1:] if self.shape and self.shape[0] == 1 else self.shape
+
+    @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 

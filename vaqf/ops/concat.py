@@ -21,8 +21,8 @@ class Concat(OpSpec):
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         axis = int(node.attrs["axis"])
         first = inputs[0]
-        if axis <= 0 or axis >= len(first.shape):
-            raise VaqfError(f"{node.name}: concat axis {axis} must be a non-batch axis")
+        if axis < 0 or axis >= len(first.shape):
+            raise VaqfError(f"{node.name}: concat axis {axis} out of range")
         for x in inputs[1:]:
             if len(x.shape) != len(first.shape) or any(a != b for i, (a, b) in enumerate(
                     zip(x.shape, first.shape, strict=True)) if i != axis):

@@ -32,8 +32,6 @@ class Slice(OpSpec):
         rs = _ranges(node, x.shape)
         if any(len(r) == 0 for r in rs):
             raise VaqfError(f"{node.name}: slice is empty")
-        if 0 in [int(a) for a in node.attrs["axes"]]:
-            raise VaqfError(f"{node.name}: slicing the batch axis is not supported")
         last = len(x.shape) - 1
         if x.per_channel and last in [int(a) for a in node.attrs["axes"]]:
             raise VaqfError(f"{node.name}: slicing the channel axis of a per-channel tensor")

@@ -23,8 +23,6 @@ class Transpose(OpSpec):
         perm = [int(p) for p in node.attrs["perm"]]
         if sorted(perm) != list(range(len(x.shape))):
             raise VaqfError(f"{node.name}: {perm} is not a permutation of {len(x.shape)} axes")
-        if perm[0] != 0:
-            raise VaqfError(f"{node.name}: a transpose may not move the batch axis")
         if x.per_channel and perm[-1] != len(perm) - 1:
             raise VaqfError(f"{node.name}: a per-channel tensor must keep its last axis")
         return [TensorInfo(tuple(x.shape[p] for p in perm), x.qtype, x.scale, x.zero_point)]

@@ -105,10 +105,15 @@ def rshift_round(x: np.ndarray, shift: np.ndarray | int, mode: Rounding = Roundi
 def round_real(x: np.ndarray, mode: Rounding = Rounding.HALF_EVEN) -> np.ndarray:
     """Round float values to integers (host-side quantization of float inputs)."""
     a = np.asarray(x, dtype=np.float64)
-    f = np.floor(a)
-    r = a - f  # exact for |a| < 2**52
-    q = f.astype(np.int64)
-    return _apply_rounding(q, r > 0.5, r == 0.5, r != 0, a < 0, mode)
+    q = np.floor(a).astype(np.int64)
+    # a - floor(a) is not exact for -0.5 < a < 0 (1 + a rounds: -0.49999999999999994 gave exactly 0.5, a
+    # false tie); a - trunc(a) always is (Sterbenz), so decide on the magnitude m of the fractional part:
+    # the distance above the floor is m for a >= 0 and 1 - m for a < 0.
+    m = np.abs(a - np.trunc(a))
+    neg = a < 0
+    nonzero = m != 0
+    above_half = np.where(neg, nonzero & (m < 0.5), m > 0.5)
+    return _apply_rounding(q, above_half, m == 0.5, nonzero, neg, mode)
 
 
 def saturate(x: np.ndarray, lo: int, hi: int, mode: Overflow = Overflow.SAT) -> np.ndarray:

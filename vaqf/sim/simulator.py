@@ -48,7 +48,7 @@ class Simulator:
         out = []
         for v, a in zip(self.graph.inputs, arrays, strict=True):
             a = np.asarray(a)
-            want = v.info.shape[1:]
+            want = v.info.sample_shape
             if a.shape[1:] != want:
                 if a.shape == want:
                     a = a[None]
@@ -60,7 +60,8 @@ class Simulator:
 
     @staticmethod
     def _user_shape(v: Value, a: np.ndarray) -> np.ndarray:
-        return a.reshape((a.shape[0],) + v.info.shape[1:])
+        """Drop the IR's leading batch axis of 1 (a value whose leading axis is not 1 keeps it)."""
+        return a.reshape((a.shape[0],) + v.info.sample_shape)
 
     def quantize_inputs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Float inputs [B, *sample] to integer inputs of the same shape."""

@@ -71,6 +71,9 @@ def collect_ranges(model: onnx.ModelProto, calib: np.ndarray, tensors: list[str]
     for i in range(0, calib.shape[0], step):
         outs = sess.run(tensors, {inp.name: calib[i : i + step]})
         for t, o in zip(tensors, outs, strict=True):
+            o = np.asarray(o)
+            if o.size == 0 or o.dtype.kind != "f":
+                continue  # shape arithmetic, masks: nothing to quantize
             lo[t] = min(lo[t], float(np.min(o)))
             hi[t] = max(hi[t], float(np.max(o)))
     log.info("calibrated %d tensors on %d inputs", len(tensors), calib.shape[0])

@@ -45,6 +45,8 @@ class OpSpec:
     name: ClassVar[str]
     #: the op only relabels its input (same data, new shape): it shares the input's buffer, no kernel
     aliases_input: ClassVar[bool] = False
+    #: the op only reorders elements (every input element lands in exactly one output place, same meaning)
+    permutes_elements: ClassVar[bool] = False
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         raise NotImplementedError

@@ -67,6 +67,11 @@ class Requant(OpSpec):
                 "out_hi": int(a["qtype"].max), "rounding": Rounding(a["rounding"]).cpp_id,
                 "in_buf": ctx.buffer(node.inputs[0].name), "out_buf": ctx.buffer(node.outputs[0].name)}
 
+    def is_identity(self, node: Node) -> bool:
+        x = node.inputs[0].info
+        return (x.qtype == node.attrs["qtype"] and x.zero_point == int(node.attrs["zero_point"])
+                and not x.per_channel and float(x.scale[0]) == float(node.attrs["scale"][0]))
+
     def as_epilogue(self, node: Node) -> Epilogue | None:
         if node.inputs[0].info.zero_point != 0:
             return None  # an accumulator has zero point 0; anything else is not a plain epilogue

@@ -50,6 +50,9 @@ class Rescale(OpSpec):
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         return {"ident": ctx.ident[node.name]}
 
+    def is_identity(self, node: Node) -> bool:
+        return float(node.attrs["factor"]) == 1.0
+
     def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
         if consumer.op != node.op:
             return None

@@ -17,6 +17,7 @@ from vaqf.ops.base import EmitContext, OpSpec, register
 class Reshape(OpSpec):
     name = "reshape"
     aliases_input = True
+    permutes_elements = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

@@ -1,4 +1,5 @@
 from vaqf.passes.base import Pass, PassManager, PassResult
 from vaqf.passes.fuse import FuseEpilogues, RemoveDeadNodes, default_pipeline
+from vaqf.passes.simplify import MergeChains, RemoveIdentities
 
-__all__ = ["FuseEpilogues", "Pass", "PassManager", "PassResult", "RemoveDeadNodes", "default_pipeline"]
+__all__ = ["FuseEpilogues", "MergeChains", "RemoveIdentities", "Pass", "PassManager", "PassResult", "RemoveDeadNodes", "default_pipeline"]

@@ -48,4 +48,6 @@ class RemoveDeadNodes(Pass):
 
 
 def default_pipeline() -> list[Pass]:
-    return [RemoveDeadNodes(), FuseEpilogues()]
+    from vaqf.passes.simplify import CollapsePermutations, MergeChains, RemoveIdentities
+
+    return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues()]

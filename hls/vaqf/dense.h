@@ -64,54 +64,60 @@ block:
                 if (live) wbuf[p][w] = ddr[d.w_offset + o * row_words + w];
             }
         }
-    rows:
-        for (int r = 0; r < d.rows; r++) {
-            sum_t acc[CFG::PE];
+        // Rows are software-pipelined: while the MAC steps of row r run, the PE results of row r-1 drain
+        // through the epilogue, one per cycle, so a row costs max(ceil(K/SIMD), PE) cycles.
+        const int steps = (d.in_dim + CFG::SIMD - 1) / CFG::SIMD;
+        const int span = steps > CFG::PE ? steps : CFG::PE;
+        sum_t acc[CFG::PE], done[CFG::PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
-            for (int p = 0; p < CFG::PE; p++) {
-#pragma HLS UNROLL
-                acc[p] = bias[p];
-            }
-        mac:
-            for (int k0 = 0; k0 < d.in_dim; k0 += CFG::SIMD) {
+#pragma HLS ARRAY_PARTITION variable=done complete
+    rows:
+        for (int r = 0; r <= d.rows; r++) {
+        steps_loop:
+            for (int t = 0; t < span; t++) {
 #pragma HLS PIPELINE II=1
-                for (int p = 0; p < CFG::PE; p++) {
+                if (r < d.rows && t < steps) {
+                    const int k0 = t * CFG::SIMD;
+                    for (int p = 0; p < CFG::PE; p++) {
 #pragma HLS UNROLL
-                    sum_t partial = 0;
-                    for (int s = 0; s < CFG::SIMD; s++) {
+                        sum_t partial = 0;
+                        for (int s = 0; s < CFG::SIMD; s++) {
 #pragma HLS UNROLL
-                        int k = k0 + s;
-                        if (k < d.in_dim) {
-                            ap_int<act_t::width + 1> x = ap_int<act_t::width + 1>(in[r * d.in_dim + k]) - d.zp_in;
-                            int bit = k * CFG::WBITS;
-                            ap_uint<WB> word = wbuf[p][bit / WB];
-                            int lo = bit % WB;
-                            ap_uint<CFG::WBITS> raw = word.range(lo + CFG::WBITS - 1, lo);
-                            if (CFG::BINARY) {
-                                partial += raw[0] ? sum_t(x) : sum_t(-x);
-                            } else {
-                                ap_int<CFG::WBITS> w = raw;
-                                partial += sum_t(x * w);
+                            int k = k0 + s;
+                            if (k < d.in_dim) {
+                                ap_int<act_t::width + 1> x = ap_int<act_t::width + 1>(in[r * d.in_dim + k]) - d.zp_in;
+                                int bit = k * CFG::WBITS;
+                                ap_uint<WB> word = wbuf[p][bit / WB];
+                                int lo = bit % WB;
+                                ap_uint<CFG::WBITS> raw = word.range(lo + CFG::WBITS - 1, lo);
+                                if (CFG::BINARY) {
+                                    partial += raw[0] ? sum_t(x) : sum_t(-x);
+                                } else {
+                                    ap_int<CFG::WBITS> w = raw;
+                                    partial += sum_t(x * w);
+                                }
                             }
                         }
+                        acc[p] = (t == 0 ? sum_t(bias[p]) : acc[p]) + partial;
                     }
-                    acc[p] += partial;
+                }
+                if (r > 0 && t < CFG::PE) {
+                    int o = o0 + t;
+                    if (o < d.out_dim) {
+                        wide_t a = done[t];
+                        if (d.relu && a < 0) a = 0;
+                        int at = (r - 1) * d.out_dim + o;
+                        if (d.requant) {
+                            out_act[at] = requantize(a, mant[t], shift[t], d.zp_out, d.out_lo, d.out_hi, d.rounding);
+                        } else {
+                            out_acc[at] = a;
+                        }
+                    }
                 }
             }
-        epilogue:
             for (int p = 0; p < CFG::PE; p++) {
-#pragma HLS PIPELINE II=1
-                int o = o0 + p;
-                if (o < d.out_dim) {
-                    wide_t a = acc[p];
-                    if (d.relu && a < 0) a = 0;
-                    if (d.requant) {
-                        out_act[r * d.out_dim + o] =
-                            requantize(a, mant[p], shift[p], d.zp_out, d.out_lo, d.out_hi, d.rounding);
-                    } else {
-                        out_acc[r * d.out_dim + o] = a;
-                    }
-                }
+#pragma HLS UNROLL
+                done[p] = acc[p];
             }
         }
     }

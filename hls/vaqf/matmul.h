@@ -31,46 +31,51 @@ heads:
         const act_t* bh = b + h * d.k * d.n;
     cols:
         for (int n0 = 0; n0 < d.n; n0 += CFG::PE) {
-        rows:
-            for (int r = 0; r < d.m; r++) {
-                sum_t acc[CFG::PE];
+            // software-pipelined rows, as in dense.h: a row costs max(ceil(K/SIMD), PE) cycles
+            const int steps = (d.k + CFG::SIMD - 1) / CFG::SIMD;
+            const int span = steps > CFG::PE ? steps : CFG::PE;
+            sum_t acc[CFG::PE], done[CFG::PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
-                for (int p = 0; p < CFG::PE; p++) {
-#pragma HLS UNROLL
-                    acc[p] = 0;
-                }
-            mac:
-                for (int k0 = 0; k0 < d.k; k0 += CFG::SIMD) {
+#pragma HLS ARRAY_PARTITION variable=done complete
+        rows:
+            for (int r = 0; r <= d.m; r++) {
+            steps_loop:
+                for (int t = 0; t < span; t++) {
 #pragma HLS PIPELINE II=1
-                    for (int p = 0; p < CFG::PE; p++) {
+                    if (r < d.m && t < steps) {
+                        const int k0 = t * CFG::SIMD;
+                        for (int p = 0; p < CFG::PE; p++) {
 #pragma HLS UNROLL
-                        sum_t partial = 0;
-                        for (int s = 0; s < CFG::SIMD; s++) {
+                            sum_t partial = 0;
+                            for (int s = 0; s < CFG::SIMD; s++) {
 #pragma HLS UNROLL
-                            int kk = k0 + s, c = n0 + p;
-                            if (kk < d.k && c < d.n) {
-                                opd_t x = opd_t(ah[r * d.k + kk]) - d.zp_a;
-                                opd_t y = opd_t(bh[kk * d.n + c]) - d.zp_b;
-                                partial += sum_t(x * y);
+                                int kk = k0 + s, c = n0 + p;
+                                if (kk < d.k && c < d.n) {
+                                    opd_t x = opd_t(ah[r * d.k + kk]) - d.zp_a;
+                                    opd_t y = opd_t(bh[kk * d.n + c]) - d.zp_b;
+                                    partial += sum_t(x * y);
+                                }
+                            }
+                            acc[p] = (t == 0 ? sum_t(0) : acc[p]) + partial;
+                        }
+                    }
+                    if (r > 0 && t < CFG::PE) {
+                        int c = n0 + t;
+                        if (c < d.n) {
+                            wide_t v = done[t];
+                            if (d.relu && v < 0) v = 0;
+                            int o = h * d.m * d.n + (r - 1) * d.n + c;
+                            if (d.requant) {
+                                out_act[o] = requantize(v, d.mant, d.shift, d.zp_out, d.out_lo, d.out_hi, d.rounding);
+                            } else {
+                                out_acc[o] = v;
                             }
                         }
-                        acc[p] += partial;
                     }
                 }
-            epilogue:
                 for (int p = 0; p < CFG::PE; p++) {
-#pragma HLS PIPELINE II=1
-                    int c = n0 + p;
-                    if (c < d.n) {
-                        wide_t v = acc[p];
-                        if (d.relu && v < 0) v = 0;
-                        int o = h * d.m * d.n + r * d.n + c;
-                        if (d.requant) {
-                            out_act[o] = requantize(v, d.mant, d.shift, d.zp_out, d.out_lo, d.out_hi, d.rounding);
-                        } else {
-                            out_acc[o] = v;
-                        }
-                    }
+#pragma HLS UNROLL
+                    done[p] = acc[p];
                 }
             }
         }

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from vaqf.errors import VaqfError
 
 
 def _locate(package: str, repo_dir: str, probe: str) -> Path:
+    # templates/ and hls/ hold no __init__.py, so in an installed wheel vaqf.templates and vaqf.hls are
+    # namespace packages: importlib.resources.files() gives a MultiplexedPath whose str() is its repr, not
+    # a folder. The spec's search locations are plain folders for regular and namespace packages alike.
     try:
-        p = Path(str(resources.files(package)))
+        spec = importlib.util.find_spec(package)
+    except (ModuleNotFoundError, ValueError):
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        p = Path(loc)
         if (p / probe).exists():
             return p
-    except (ModuleNotFoundError, TypeError):
-        pass
     p = Path(__file__).resolve().parents[2] / repo_dir  # running from a source checkout
     if (p / probe).exists():
         return p

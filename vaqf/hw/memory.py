@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vaqf.hw.cost import bram18_for
+from vaqf.hw.cost import Cost, memory_cost
 from vaqf.ir import Graph, IntType, Value
 from vaqf.ops import get_spec
 
@@ -25,12 +25,23 @@ class BufferPlan:
     def name(self, value: str) -> str:
         return f"{self.kind_of[value]}_buf{self.buffer_of[value]}"
 
-    def bram18(self, partition: int = 1) -> int:
-        total = 0
+    def cost(self, partition: int = 1) -> Cost:
+        """On-chip memory of every buffer; "act" buffers are split into ``partition`` banks.
+
+        The GEMM units read SIMD activations per cycle, so every activation buffer is cyclically
+        partitioned into (the largest) SIMD banks of ceil(size / SIMD) elements; each bank is one
+        memory (:func:`vaqf.hw.cost.memory_cost`: BRAM18s, or LUTRAM when under 1 Kb). Accumulator
+        buffers are written and read one element per cycle and stay whole.
+        """
+        total = Cost()
         for kind, n in self.count.items():
             part = max(1, partition) if kind == "act" else 1
-            total += n * part * bram18_for(-(-self.size[kind] // part), self.bits[kind])
+            bank = memory_cost(-(-self.size[kind] // part), self.bits[kind])
+            total = total + Cost(lut=n * part * bank.lut, bram18=n * part * bank.bram18)
         return total
+
+    def bram18(self, partition: int = 1) -> int:
+        return self.cost(partition).bram18
 
 
 def signed_bits(v: Value) -> int:

@@ -91,9 +91,13 @@ def io_cycles(graph: Graph) -> int:
     return sum(v.info.size for v in graph.inputs) + sum(v.info.size for v in graph.outputs) + 2 * 64
 
 
-def buffers_cost(plan: BufferPlan, units: dict[str, dict[str, int]]) -> Cost:
-    partition = max((k.get("simd", 1) for k in units.values()), default=1)
-    return Cost(0, 0, 0, 0, plan.bram18(partition), 0, 0)
+def act_partition(knobs: dict[str, dict[str, int]]) -> int:
+    """Banks of every activation buffer: the largest SIMD of any unit (see BufferPlan.cost)."""
+    return max((int(k.get("simd", 1)) for k in knobs.values()), default=1)
+
+
+def buffers_cost(plan: BufferPlan, knobs: dict[str, dict[str, int]]) -> Cost:
+    return plan.cost(act_partition(knobs))
 
 
 def combine(board: Board, unit_hw: dict[str, Cost], unit_cycles: dict[str, int], buffers: Cost,

@@ -8,13 +8,22 @@ Inputs are [..., K]; leading axes (tokens, batch) are independent rows sharing t
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost, bram18_for
+from vaqf.hw.cost import (
+    Cost,
+    adder_tree_luts,
+    dsp48e2_per_product,
+    lutram_luts,
+    memory_cost,
+    mux_luts,
+    signed_bits_for_range,
+)
 from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
 from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
@@ -25,6 +34,11 @@ PE_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)
 SIMD_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: cycles between issuing a DDR burst and its first beat (AXI round trip on Zynq UltraScale+ HP ports)
 DDR_LATENCY = 64
+#: LUTs of the unit's loop control and address generation (see dense_resources)
+CONTROL_LUT = 300
+#: bits of a requantization multiplier (vaqf.ops.common.MANTISSA_BITS, unsigned) and of its shift (<= 62)
+MANTISSA_BITS = 24
+SHIFT_BITS = 6
 
 
 def is_binary(node: Node) -> bool:
@@ -109,21 +123,16 @@ class Dense(OpSpec):
 
         Cycles (the kernel in hls/vaqf/dense.h): for each block of PE output rows, load PE weight rows
         from DDR (a burst at min(AXI width, DDR rate) bytes/cycle plus DDR_LATENCY), then for each input
-        row run ceil(K/SIMD) pipelined MAC steps (II=1) and a PE-cycle epilogue; load and compute of a
-        block do not overlap in this kernel.
-        LUT (first principles, cross-checked against FINN-R's MVAU estimate, FACTS.md section 3): a binary
-        product is a conditional negation merged into the first adder level, so a PE is an adder tree
-        of SIMD operands of A+1 bits growing by one bit per level, ~(2A+4)*SIMD LUTs, plus its
-        accumulator; integer products go to DSP48E2 slices (two products sharing the activation per
-        slice when both operands are at most 8 bits) and only the adder tree stays in LUTs.
-        BRAM: each PE holds one weight row (row_words x word_bits).
+        row run ceil(K/SIMD) pipelined MAC steps (II=1) while the previous row's PE results drain
+        through the epilogue (so a row costs max(ceil(K/SIMD), PE)); load and compute of a block do not
+        overlap in this kernel.
+        Resources: see :func:`dense_resources` (LUT, FF, DSP48E2 and weight-buffer terms, each with
+        its source).
         """
         pe, simd = int(knobs["pe"]), int(knobs["simd"])
         w = node.attrs["weight"]
         n_out, k = w.shape
         rows = int(node.attrs["rows"])
-        a_bits = int(node.attrs["in_bits"])
-        acc_bits = int(node.attrs["acc_bits"])
         wb = weight_container(node)
         word_bits = board.axi_bits
         rw = row_words(k, wb, word_bits)
@@ -131,21 +140,12 @@ class Dense(OpSpec):
         depth = 4 + max(1, math.ceil(math.log2(max(simd, 2))))
         bytes_block = pe * rw * word_bits // 8
         load = DDR_LATENCY + math.ceil(bytes_block / board.ddr_bytes_per_cycle)
-        compute = rows * (math.ceil(k / simd) + pe) + depth
+        compute = rows * max(math.ceil(k / simd), pe) + pe + depth  # rows software-pipelined
         cycles = blocks * (load + compute)
         ddr_bytes = blocks * bytes_block + 3 * 4 * n_out
 
-        tree_lut = (2 * a_bits + 4) * simd if is_binary(node) else (a_bits + wb + 2) * 2 * simd
-        lut = 300 + math.ceil(1.1 * pe * (tree_lut + acc_bits)) + 250  # control + per-PE + epilogue
-        ff = 400 + pe * (tree_lut + 2 * acc_bits) + 300
-        if is_binary(node):
-            dsp = 0
-        else:
-            per_dsp = 2 if (wb <= 8 and a_bits <= 8) else 1
-            dsp = math.ceil(pe / per_dsp) * simd
-        dsp += 2  # 32 x 24 requantization multiply of the epilogue
-        bram = pe * bram18_for(rw, word_bits)
-        return Cost(cycles, lut, ff, dsp, bram, 0, ddr_bytes)
+        res = dense_resources(node, pe, simd)
+        return Cost(cycles, res.lut, res.ff, res.dsp, res.bram18, res.uram, ddr_bytes)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
         return {
@@ -204,6 +204,126 @@ class Dense(OpSpec):
     # ---- fusion ----
     def absorb_epilogue(self, node: Node, epilogue: Epilogue) -> bool:
         return absorb_gemm_epilogue(node, epilogue)
+
+
+@dataclass(frozen=True)
+class DenseResources:
+    """Resources of a PE x SIMD dense unit serving one layer, with the LUT terms kept apart."""
+
+    lut_terms: dict[str, int]
+    ff: int
+    dsp: int
+    bram18: int
+    uram: int = 0
+
+    #: the terms that make up a matrix-vector unit in FINN-R's LUT model (no output stage, no weight memory)
+    MVU_TERMS: ClassVar[tuple[str, ...]] = ("control", "products", "adder_tree", "accumulator", "output_mux")
+
+    @property
+    def lut(self) -> int:
+        return sum(self.lut_terms.values())
+
+    @property
+    def mvu_lut(self) -> int:
+        return sum(self.lut_terms[t] for t in self.MVU_TERMS)
+
+
+def product_bits(node: Node) -> int:
+    """Bits of one weight x activation product of this layer on its unit.
+
+    The unit's weight operand is the signed container of the unit (``weight_container``; bipolar is
+    +-1); the activation operand is the input integer itself: a zero point is folded into the bias
+    (sum_k w[n,k] * (x[k] - zp) = sum_k w[n,k] * x[k] - zp * sum_k w[n,k], a per-row constant), so an
+    unsigned 8-bit activation times a signed 4-bit weight is a 12-bit product, as in FINN's W + A.
+    """
+    x = node.inputs[0].info.qtype
+    xs = (int(x.min), int(x.max))
+    if is_binary(node):
+        ws = (-1, 1)
+    else:
+        wc = weight_container(node)
+        ws = (-(2 ** (wc - 1)), 2 ** (wc - 1) - 1)
+    prods = [a * b for a in xs for b in ws]
+    return signed_bits_for_range(min(prods), max(prods))
+
+
+def dsp_packing(node: Node) -> int:
+    """Integer products one DSP48E2 computes per cycle for this layer: 2 or 1 (0 for binary weights).
+
+    The packing of Xilinx WP486 ("Deep Learning with INT8 Optimization on Xilinx Devices") and WP487
+    ("8-Bit Dot-Product Acceleration"): the two weights of two PEs go into the 27-bit pre-adder path,
+    one shifted left by 18 bits (A = w1 * 2**18 + w2), the shared activation into the 18-bit B port, so
+    the 27 x 18 multiplier returns w1*x * 2**18 + w2*x: two products from one slice. It needs both weights
+    to be signed 8-bit or narrower (w1 * 2**18 must fit the 27-bit port) and the activation to be INT8 or
+    UINT8 (WP487 adds UINT8 data), which keeps each product within 16 bits so the lower one cannot reach
+    the upper one's field. Wider operands take ``dsp48e2_per_product`` slices per product.
+    """
+    if is_binary(node):
+        return 0
+    x = node.inputs[0].info.qtype
+    return 2 if weight_container(node) <= 8 and int(x.bits) <= 8 else 1
+
+
+def dense_resources(node: Node, pe: int, simd: int) -> DenseResources:
+    """LUT, FF, DSP48E2 and BRAM18 of a PE x SIMD dense unit running ``node``.
+
+    Counted from the datapath, with the UltraScale+ primitives of :mod:`vaqf.hw.cost` (a LUT6 per
+    result bit of a carry-chain adder, LUT6 + F7/F8 multiplexers, 64 bits of LUTRAM per LUT). p is
+    :func:`product_bits`, ``acc`` the layer's accumulator width, q = acc + MANTISSA_BITS + 1 the width of
+    the requantization product.
+
+    - ``control`` (300): the loop counters and compares of the block/row/step loops, the DDR and
+      buffer address adders and the state machine, roughly ten 16..32-bit adders and compares.
+    - ``products``: binary weights: each of the PE x SIMD lanes negates its activation when the weight
+      bit is 0, an XOR and the adder's carry-in, one LUT per bit of the p-bit result. Integer weights:
+      the products are on DSP48E2 slices (:func:`dsp_packing`); a slice that packs two products hands
+      back the upper one short by the lower one's borrow (w1*x*2**18 + w2*x with w2*x < 0), so each
+      packed pair costs a p-bit incrementer (WP486): p * floor(PE/2) * SIMD.
+    - ``adder_tree``: per PE a balanced tree over SIMD p-bit products (:func:`adder_tree_luts`).
+    - ``accumulator``: per PE one acc-bit adder (the bias load at the first step shares its LUTs).
+    - ``output_mux``: the epilogue takes the PE accumulators one per cycle, an acc-bit PE:1 mux.
+    - ``epilogue``: one requantizer: the rounding right shift of the q-bit product by up to 62 bits
+      (three levels of 4:1 muxes, 3q), the rounding increment (q), the clamp to [lo, hi] (two q-bit
+      compares and a select, ~q) and the zero-point add (q); plus the PE multipliers and shifts in
+      LUTRAM.
+    - ``weight_lutram``: each PE holds the current weight row as ceil(K/SIMD) words of SIMD x W bits (one
+      word per MAC step); a row under 1 Kb sits in LUTRAM, a larger one in BRAM18s (``bram18``).
+
+    The MVU part (control .. output_mux) is cross-checked against FINN-R's MVAU estimate in
+    tests/hw/test_cost.py. FF: a pipeline register per adder-tree and product bit, the accumulators
+    and their drained copies, the per-PE bias, and the requantizer's pipeline. DSP48E2: the products
+    plus the acc x MANTISSA_BITS requantization multiply.
+    """
+    w = node.attrs["weight"]
+    k = int(w.shape[1])
+    acc = int(node.attrs["acc_bits"])
+    p = product_bits(node)
+    wc = weight_container(node)
+    packing = dsp_packing(node)
+    q = acc + MANTISSA_BITS + 1
+    if is_binary(node):
+        products = pe * simd * p
+        dsp = 0
+    elif packing == 2:
+        products = (pe // 2) * simd * p
+        dsp = math.ceil(pe / 2) * simd
+    else:
+        products = 0
+        dsp = pe * simd * dsp48e2_per_product(wc, int(node.attrs["in_bits"]))
+    tree = pe * adder_tree_luts(simd, p)
+    weights = memory_cost(math.ceil(k / simd), simd * wc)
+    terms = {
+        "control": CONTROL_LUT,
+        "products": products,
+        "adder_tree": tree,
+        "accumulator": pe * acc,
+        "output_mux": acc * mux_luts(pe),
+        "epilogue": 6 * q + lutram_luts(pe, MANTISSA_BITS + SHIFT_BITS),
+        "weight_lutram": pe * weights.lut,
+    }
+    ff = 400 + (products if is_binary(node) else 0) + tree + pe * (2 * acc + 32) + 3 * q
+    dsp += dsp48e2_per_product(acc, MANTISSA_BITS + 1)
+    return DenseResources(terms, ff, dsp, pe * weights.bram18)
 
 
 def finalize_dense_attrs(node: Node, x: TensorInfo) -> None:

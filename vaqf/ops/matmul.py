@@ -83,7 +83,8 @@ class MatMul(OpSpec):
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """PE output columns x SIMD products per cycle, II=1, both operands from on-chip buffers.
 
-        Cycles: batch * M * ceil(N/PE) * (ceil(K/SIMD) + PE epilogue) + pipeline depth.
+        Cycles: batch * ceil(N/PE) * (M * max(ceil(K/SIMD), PE) + PE): rows are software-pipelined with
+        the epilogue of the previous row (hls/vaqf/matmul.h).
         DSP: one DSP48E2 per product, two when both operands are at most 8 bits (the A operand is
         shared by the PE columns, which is the packing a DSP48E2 allows), plus 2 for the requantizer.
         LUT: the adder tree of SIMD products of 2A bits per PE and the operand muxing.
@@ -94,7 +95,8 @@ class MatMul(OpSpec):
         batch = int(np.prod(a.shape[:-2], dtype=np.int64))
         bits = max(_signed_bits(a), _signed_bits(b))
         acc_bits = int(node.attrs["acc_bits"])
-        cycles = batch * m * math.ceil(n / pe) * (math.ceil(k / simd) + pe) + 8 + math.ceil(math.log2(simd + 1))
+        blocks = batch * math.ceil(n / pe)
+        cycles = blocks * (m * max(math.ceil(k / simd), pe) + pe) + 8 + math.ceil(math.log2(simd + 1))
         per_dsp = 2 if bits <= 9 else 1
         dsp = math.ceil(pe / per_dsp) * simd + 2
         lut = 300 + pe * (simd * (2 * bits + 2) + acc_bits) + 250

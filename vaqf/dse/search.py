@@ -7,7 +7,9 @@ Objective (documented in docs/design-space.md):
 - without a target: the feasible design with the highest frame rate (ties: fewer LUTs).
 
 Units are independent (sum of cycles, sum of resources), so each unit's options are first reduced to
-its Pareto set (cycles vs resources); the cross product of those sets is then evaluated exactly.
+its Pareto set (cycles vs resources). Up to MAX_COMBINATIONS the cross product of those sets is
+evaluated exactly; beyond, candidates come from a Lagrangian sweep plus single-unit moves (see
+``Space._candidates``), compared with exhaustive search in bench/bench_search.py.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from vaqf.dse.design import Design
 
 log = logging.getLogger(__name__)
 
-MAX_COMBINATIONS = 5_000_000
+MAX_COMBINATIONS = 1_000_000
 
 
 @dataclass
@@ -85,16 +87,47 @@ class Space:
             self.options[u] = _pareto(opts)
         self.unit_names = list(self.units)
         sizes = [len(self.options[u]) for u in self.unit_names]
-        total = int(np.prod(sizes)) if sizes else 1
-        if total > MAX_COMBINATIONS:
-            raise VaqfError(f"design space too large ({total} combinations)")
+        self.total = int(np.prod(sizes, dtype=np.float64)) if sizes else 1
+        self.exact = self.total <= MAX_COMBINATIONS
         self.plan = plan_buffers(graph)
         self.fixed_cycles = io_cycles(graph)
+        log.info("design space: %d units, %s options after per-unit Pareto pruning, %d combinations%s",
+                 len(sizes), sizes, self.total, "" if self.exact else " (searched by Lagrangian sweep + single-unit moves)")
         self._evaluate()
 
+    def _candidates(self) -> np.ndarray:
+        """Rows of option indices (one column per unit) to evaluate.
+
+        Small spaces: the full cross product (exact). Large spaces: for a sweep of trade-offs lambda and of
+        resource weightings, every unit independently takes the option minimizing
+        cycles + lambda * weighted resource use (the separable Lagrangian, which reaches every design on
+        the convex hull of the Pareto front), and then every single-unit move away from each of those
+        designs is added to cover the points between hull vertices.
+        """
+        sizes = [len(self.options[u]) for u in self.unit_names]
+        if self.exact:
+            return np.array(list(itertools.product(*(range(n) for n in sizes))),
+                            dtype=np.int64).reshape(-1, len(sizes))
+        caps = np.array([max(self.board.resources()[r], 1) for r in RESOURCE_KEYS], dtype=np.float64)
+        cyc = [np.array([o.cycles for o in self.options[u]], dtype=np.float64) for u in self.unit_names]
+        res = [np.array([[getattr(o.hw, r) for r in RESOURCE_KEYS] for o in self.options[u]],
+                        dtype=np.float64) / caps for u in self.unit_names]
+        total_cycles = sum(c.min() for c in cyc)
+        weights = [np.ones(len(RESOURCE_KEYS))] + [np.eye(len(RESOURCE_KEYS))[k] + 0.05
+                                                   for k in range(len(RESOURCE_KEYS))]
+        rows = set()
+        for w in weights:
+            for lam in np.geomspace(total_cycles * 1e-4, total_cycles * 1e4, 161):
+                rows.add(tuple(int(np.argmin(c + lam * (r @ w))) for c, r in zip(cyc, res, strict=True)))
+        base = list(rows)
+        for row in base:
+            for j, n in enumerate(sizes):
+                for o in range(n):
+                    rows.add(row[:j] + (o,) + row[j + 1 :])
+        return np.array(sorted(rows), dtype=np.int64)
+
     def _evaluate(self) -> None:
-        idx = np.array(list(itertools.product(*(range(len(self.options[u])) for u in self.unit_names))),
-                       dtype=np.int64).reshape(-1, len(self.unit_names))
+        idx = self._candidates()
         n = idx.shape[0]
         cycles = np.full(n, self.fixed_cycles, dtype=np.int64)
         res = np.tile(np.array([getattr(SHELL, r) for r in RESOURCE_KEYS], dtype=np.int64), (n, 1))

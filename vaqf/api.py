@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,17 @@ import onnx
 
 from vaqf.backend.emit import check_output_dir, write_project
 from vaqf.dse.design import Design
-from vaqf.dse.search import design_for_knobs, pareto_front, search
-from vaqf.errors import VaqfError
+from vaqf.dse.search import (
+    DEFAULT_ACT_BITS,
+    Candidate,
+    Space,
+    act_bits_of,
+    build_candidates,
+    design_for_knobs,
+    pareto_designs,
+    select,
+)
+from vaqf.errors import InfeasibleDesign, VaqfError
 from vaqf.frontend.calibrate import load_calibration
 from vaqf.frontend.onnx_import import ImportOptions, import_onnx
 from vaqf.hw.board import Board, get_board
@@ -57,42 +67,96 @@ def load_model(model: ModelLike, weights: str = "keep", act_bits: int | None = N
     return graph
 
 
+def _candidates(model: ModelLike, board: Board, weights: str, act_bits: int | None,
+                calib: np.ndarray | str | Path | None, bits: Sequence[int] | None) -> list[Candidate]:
+    """The activation precisions to search: the model's own when it fixes them (QONNX/QDQ quantizers, a
+    Graph) or when ``act_bits`` is given; else each of ``bits`` (default 8, 6, 4), importing the float
+    model once per precision."""
+    if isinstance(calib, (str, Path)):
+        calib = load_calibration(calib)
+    if isinstance(model, Graph):
+        return [Candidate(act_bits_of(model), model, Space(model, board))]
+    wanted = sorted({int(k) for k in (bits or DEFAULT_ACT_BITS)}, reverse=True)
+    first_bits = act_bits if act_bits is not None else wanted[0]
+    first = load_model(model, weights, first_bits, calib)
+    if first.metadata.get("format", "onnx") != "onnx":  # the model's quantizers set its precision
+        if act_bits is not None:
+            log.info("the model quantizes its own activations; --act-bits %d does not apply", act_bits)
+        return [Candidate(act_bits_of(first), first, Space(first, board))]
+    if act_bits is not None:
+        return [Candidate(act_bits, first, Space(first, board))]
+    graphs = {first_bits: first}
+
+    def graph_for_bits(k: int) -> Graph:
+        if k not in graphs:
+            log.info("importing the model with %d-bit activations", k)
+            graphs[k] = load_model(model, weights, k, calib)
+        return graphs[k]
+
+    return build_candidates(graph_for_bits, board, wanted)
+
+
 def compile_model(model: ModelLike, out_dir: str | Path, board: str | Board = "zcu102",
                   fps: float | None = None, act_bits: int | None = None, weights: str = "keep",
                   calib: np.ndarray | str | Path | None = None, force: bool = False,
-                  design: Design | str | Path | None = None, cap: float = 0.8) -> CompileResult:
+                  design: Design | str | Path | None = None, cap: float = 0.8,
+                  bits: Sequence[int] | None = None) -> CompileResult:
     """Compile a model to an HLS project in ``out_dir``.
 
     Without ``fps`` the fastest design that fits the board (within ``cap`` of each resource) is chosen;
-    with ``fps`` the cheapest one (fewest LUTs) that meets it. ``design`` pins the knobs instead.
+    with ``fps`` the cheapest one (fewest LUTs) that meets it. A float model without ``act_bits`` is
+    searched over activation precisions ``bits`` (default 8, 6, 4): the highest one whose best design
+    meets the target wins. ``design`` pins the knobs (and, for a float model, the activation bits)
+    instead.
     """
     out = Path(out_dir)
     check_output_dir(out, force)  # fail before doing any work
     b = _board(board)
-    graph = load_model(model, weights, act_bits, calib)
     if design is not None:
         pinned = design if isinstance(design, Design) else Design.load(design)
         if pinned.board != b.name:
             log.warning("design was made for %s; re-estimating for %s", pinned.board, b.name)
-        chosen = design_for_knobs(graph, b, pinned.knobs, fps)
+        graph = load_model(model, weights, act_bits if act_bits is not None else pinned.act_bits, calib)
+        own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
+        chosen = design_for_knobs(graph, b, pinned.knobs, fps, None if own else pinned.act_bits)
     else:
-        chosen = search(graph, b, fps, cap)
+        chosen, cand = select(_candidates(model, b, weights, act_bits, calib, bits), b, fps, cap)
+        graph = cand.graph
     project = write_project(graph, chosen, out, force=force)
     return CompileResult(project, chosen, graph)
 
 
+@dataclass
+class Exploration:
+    """What ``vaqf explore`` reports: the Pareto front, the design compile would choose, and why none."""
+
+    front: list[Design]
+    chosen: Design | None
+    infeasible: InfeasibleDesign | None
+    candidates: list[Candidate]
+
+
+def exploration(model: ModelLike, board: str | Board = "zcu102", fps: float | None = None, weights: str = "keep",
+                act_bits: int | None = None, calib: np.ndarray | str | Path | None = None, cap: float = 0.8,
+                bits: Sequence[int] | None = None, limit: int | None = 40) -> Exploration:
+    """The Pareto front over activation precisions (see ``vaqf.dse.search.pareto_designs``) and the choice."""
+    b = _board(board)
+    cands = _candidates(model, b, weights, act_bits, calib, bits)
+    front = pareto_designs(cands, b, cap, limit)
+    try:
+        chosen, infeasible = select(cands, b, fps, cap)[0], None
+    except InfeasibleDesign as e:
+        chosen, infeasible = None, e
+    return Exploration(front, chosen, infeasible, cands)
+
+
 def explore(model: ModelLike, board: str | Board = "zcu102", fps: float | None = None, weights: str = "keep",
             act_bits: int | None = None, calib: np.ndarray | str | Path | None = None,
-            cap: float = 0.8) -> tuple[list[Design], Design | None]:
-    """The Pareto front (FPS vs LUT) of feasible designs, and the design compile would choose."""
-    b = _board(board)
-    graph = load_model(model, weights, act_bits, calib)
-    front = pareto_front(graph, b, cap)
-    try:
-        chosen = search(graph, b, fps, cap)
-    except VaqfError:
-        chosen = None
-    return front, chosen
+            cap: float = 0.8, bits: Sequence[int] | None = None) -> tuple[list[Design], Design | None]:
+    """The Pareto front (activation bits, FPS, LUT) of feasible designs, and the design compile would choose
+    (None when the target cannot be met; ``exploration`` says why)."""
+    ex = exploration(model, board, fps, weights, act_bits, calib, cap, bits)
+    return ex.front, ex.chosen
 
 
 @dataclass
@@ -128,5 +192,6 @@ def estimate_design(graph: Graph, board: str | Board, knobs: dict[str, dict[str,
     return estimate(graph, _board(board), knobs).to_json()
 
 
-__all__ = ["CompileResult", "Project", "compile_model", "estimate_design", "explore", "load", "load_model",
+__all__ = ["CompileResult", "Exploration", "Project", "compile_model", "estimate_design", "exploration", "explore",
+           "load", "load_model",
            "simulate", "units_of"]

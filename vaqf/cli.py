@@ -37,6 +37,13 @@ EPILOG_SIM = """examples:
 EPILOG_EXPLORE = """examples:
   vaqf explore --example mlp --board ultra96v2
   vaqf explore model.onnx --board zcu102 --fps 500 --json
+  vaqf explore float.onnx --calib calib.npy --fps 30 --plot front.png   searches 8-, 6- and 4-bit activations
+  vaqf explore model.onnx --board myboard.yaml                           a board described in a file
+"""
+EPILOG_BOARDS = """examples:
+  vaqf boards                  the built-in boards
+  vaqf boards myboard.json     check a board file and show what vaqf reads from it
+  vaqf boards --json
 """
 
 
@@ -98,12 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = add_parser("explore", help="Pareto front of designs on a board", epilog=EPILOG_EXPLORE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(e)
-    e.add_argument("--board", default="zcu102", help="board name or board file")
+    e.add_argument("--board", default="zcu102", help="board name or board file (.json/.yaml); see `vaqf boards`")
     e.add_argument("--fps", type=float, help="target frame rate for the chosen design")
-    e.add_argument("--cap", type=float, default=0.8, help="fraction of each resource a design may use")
+    e.add_argument("--cap", type=float, default=0.8, help="fraction of each resource a design may use (0.8)")
+    e.add_argument("--search-bits", default="8,6,4", metavar="LIST",
+                   help="activation bit widths to search for a float model without --act-bits (default 8,6,4)")
+    e.add_argument("--plot", metavar="FILE.png", help="write FPS vs LUT utilization, by activation bits (matplotlib)")
     e.add_argument("--json", action="store_true", help="print JSON")
 
-    b = add_parser("boards", help="list the built-in boards")
+    b = add_parser("boards", help="list the built-in boards, or show a board file", epilog=EPILOG_BOARDS,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("board", nargs="?", help="a board name or a .json/.yaml board file to show")
     b.add_argument("--json", action="store_true", help="print JSON")
     return ap
 
@@ -186,40 +198,74 @@ def cmd_simulate(args: argparse.Namespace) -> dict:
     return {"output": args.output, "shape": list(y.shape)}
 
 
+def _parse_bits(text: str) -> list[int]:
+    try:
+        bits = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise VaqfError(f"--search-bits must be a comma-separated list of integers, got {text!r}") from None
+    if not bits:
+        raise VaqfError("--search-bits is empty")
+    return bits
+
+
+def _design_row(d) -> dict:
+    e = d.estimate
+    return {"act_bits": d.act_bits, "knobs": d.knobs,
+            "estimate": {k: e[k] for k in ("fps", "cycles", "resources", "utilization") if k in e}}
+
+
 def cmd_explore(args: argparse.Namespace) -> dict:
-    from vaqf.api import explore
+    from vaqf.api import exploration
+    from vaqf.hw.board import get_board
 
-    front, chosen = explore(_model_source(args), board=args.board, fps=args.fps, weights=args.weights,
-                            act_bits=args.act_bits, calib=args.calib, cap=args.cap)
+    board = get_board(args.board)
+    ex = exploration(_model_source(args), board=board, fps=args.fps, weights=args.weights, act_bits=args.act_bits,
+                     calib=args.calib, cap=args.cap, bits=_parse_bits(args.search_bits))
+    out: dict = {"designs": [_design_row(d) for d in ex.front],
+                 "chosen": _design_row(ex.chosen) if ex.chosen else None}
+    if ex.infeasible is not None:
+        out["infeasible"] = {"error": str(ex.infeasible), "best": ex.infeasible.best}
+    if args.plot:
+        from vaqf.dse.plot import plot_exploration
 
-    def row(d):
-        e = d.estimate
-        return {"act_bits": d.act_bits, "knobs": d.knobs,
-                "estimate": {k: e[k] for k in ("fps", "cycles", "resources", "utilization")}}
-
-    out = {"designs": [row(d) for d in front], "chosen": row(chosen) if chosen else None}
+        plot_exploration(ex.candidates, board, args.plot, ex.chosen, args.fps, args.cap)
+        out["plot"] = args.plot
     if not args.json:
-        print(f"{'FPS':>12} {'bits':>4} {'LUT':>8} {'FF':>8} {'DSP':>6} {'BRAM18':>6}  knobs")
-        for d in front:
+        print(f"Pareto front on {board.name} ({board.clock_mhz:g} MHz), designs within {args.cap * 100:.0f}% of "
+              f"each resource; activation bits searched: {', '.join(str(c.act_bits) for c in ex.candidates)}")
+        print(f"{'FPS':>12} {'bits':>4} {'LUT':>14} {'FF':>14} {'DSP':>12} {'BRAM18':>11}  knobs")
+        for d in ex.front:
             e = d.estimate
-            r = e["resources"]
-            print(f"{e['fps']:12.2f} {d.act_bits:4d} {r['lut']:8d} {r['ff']:8d} {r['dsp']:6d} {r['bram18']:6d}  "
-                  f"{json.dumps(d.knobs)}")
-        if chosen:
-            print(f"chosen: {chosen.estimate['fps']:.2f} FPS ({chosen.objective})")
+            r, u = e["resources"], e["utilization"]
+            widths = (("lut", 7), ("ff", 7), ("dsp", 5), ("bram18", 4))
+            cells = [f"{r[k]:>{w}d} ({u[k] * 100:3.0f}%)" for k, w in widths]
+            print(f"{e['fps']:12.2f} {d.act_bits:4d} {' '.join(cells)}  {json.dumps(d.knobs)}")
+        if not ex.front:
+            print("  (no design fits within the cap)")
+        if ex.chosen:
+            print(f"chosen: {ex.chosen.act_bits}-bit activations, {ex.chosen.estimate['fps']:.2f} FPS "
+                  f"({ex.chosen.objective})")
+        elif ex.infeasible is not None:
+            print(f"no design chosen: {ex.infeasible}")
+        if args.plot:
+            print(f"plot: {args.plot}")
     return out
 
 
 def cmd_boards(args: argparse.Namespace) -> dict:
-    from vaqf.hw.board import BOARDS
+    from vaqf.hw.board import BOARDS, get_board
 
-    out = {"boards": [b.to_json() for b in BOARDS.values()]}
+    boards = [get_board(args.board)] if args.board else list(BOARDS.values())
+    out = {"boards": [b.to_json() for b in boards]}
     if not args.json:
         print(f"{'name':<10} {'part':<22} {'LUT':>9} {'FF':>9} {'DSP':>6} {'BRAM18':>6} {'URAM':>5} {'MHz':>5} "
-              f"{'DDR GB/s':>8}")
-        for b in BOARDS.values():
+              f"{'DDR GB/s':>8} {'AXI':>4} {'B/cycle':>7}")
+        for b in boards:
             print(f"{b.name:<10} {b.part:<22} {b.lut:9d} {b.ff:9d} {b.dsp:6d} {b.bram18:6d} {b.uram:5d} "
-                  f"{b.clock_mhz:5.0f} {b.ddr_gbps:8.1f}")
+                  f"{b.clock_mhz:5.0f} {b.ddr_gbps:8.1f} {b.axi_bits:4d} {b.ddr_bytes_per_cycle:7.1f}")
+        if not args.board:
+            print("MHz: default accelerator clock; DDR GB/s: sustained DDR bandwidth; AXI: bits of one AXI master; "
+                  "B/cycle: weight bytes per cycle (the lesser of DDR and one AXI master). See docs/design-space.md.")
     return out
 
 

@@ -348,7 +348,7 @@ class Importer:
         qt, scale = activation_quant(lo, hi, bits or self._act_bits())
         st = self.env[tensor]
         log.info("post-training quantization of '%s': %s, scale %.4g", tensor, qt, scale)
-        act = self._quantize_act(st, np.asarray([scale]), 0, qt, "HALF_EVEN", consumer)
+        act = self._quantize_act(st, np.asarray([scale]), 0, qt, "HALF_EVEN", _renamed(consumer, f"{tensor}_q"))
         self.env[tensor] = act
         return act
 

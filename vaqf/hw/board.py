@@ -77,30 +77,73 @@ def get_board(name_or_path: str) -> Board:
                     "(or give a .json/.yaml board file)")
 
 
+#: fields a board file must give, and those it may leave out (with their defaults)
+REQUIRED_FIELDS = ("name", "part", "lut", "ff", "bram18", "dsp", "clock_mhz", "ddr_gbps")
+OPTIONAL_FIELDS = ("uram", "axi_bits", "description")
+_INT_FIELDS = ("lut", "ff", "bram18", "uram", "dsp", "axi_bits")
+_FLOAT_FIELDS = ("clock_mhz", "ddr_gbps")
+
+
+def _read_mapping(path: Path) -> object:
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise VaqfError(f"board file {path} is not valid JSON: {e}") from e
+    try:
+        import yaml  # optional: only YAML board files need it
+    except ImportError as e:
+        raise VaqfError(f"board file {path} is YAML, and reading YAML needs PyYAML, which is not installed: "
+                        "pip install pyyaml, or write the board as a .json file with the same fields") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise VaqfError(f"board file {path} is not valid YAML: {e}") from e
+
+
+def board_from_dict(data: object, where: str = "board") -> Board:
+    """A Board from a mapping of its fields, checked: every count a non-negative integer, clock and DDR
+    bandwidth positive, the AXI width a power of two of at least 32 bits (the DDR image is 32-bit lanes)."""
+    if not isinstance(data, dict):
+        raise VaqfError(f"{where} must hold a mapping of board fields ({', '.join(REQUIRED_FIELDS)})")
+    missing = [f for f in REQUIRED_FIELDS if f not in data]
+    unknown = sorted(set(data) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing fields {missing}")
+        if unknown:
+            parts.append(f"unknown fields {unknown}")
+        raise VaqfError(f"{where}: {'; '.join(parts)} (fields: {', '.join(REQUIRED_FIELDS + OPTIONAL_FIELDS)})")
+    values = dict(data)
+    for f in ("name", "part", "description"):
+        if f in values and not isinstance(values[f], str):
+            raise VaqfError(f"{where}: {f} must be a string, got {values[f]!r}")
+    if not values["name"]:
+        raise VaqfError(f"{where}: name must not be empty")
+    for f in _INT_FIELDS:
+        if f in values:
+            v = values[f]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise VaqfError(f"{where}: {f} must be a non-negative integer, got {v!r}")
+    for f in _FLOAT_FIELDS:
+        v = values[f]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise VaqfError(f"{where}: {f} must be a positive number, got {v!r}")
+        values[f] = float(v)
+    if values["lut"] == 0:
+        raise VaqfError(f"{where}: a board without LUTs cannot hold an accelerator")
+    axi = values.get("axi_bits", 128)
+    if axi < 32 or axi & (axi - 1):
+        raise VaqfError(f"{where}: axi_bits must be a power of two of at least 32, got {axi}")
+    values.setdefault("uram", 0)
+    return Board(**values)
+
+
 def load_board_file(path: Path) -> Board:
+    """A user board from a .json, .yaml or .yml file holding Board's fields (see docs/design-space.md)."""
+    path = Path(path)
     if not path.is_file():
         raise VaqfError(f"board file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml  # optional: only needed for YAML board files
-
-            data = yaml.safe_load(text)
-    except ImportError as e:
-        raise VaqfError("reading a YAML board file needs PyYAML (pip install pyyaml)") from e
-    except Exception as e:  # malformed file
-        raise VaqfError(f"board file {path} is not valid: {e}") from e
-    if not isinstance(data, dict):
-        raise VaqfError(f"board file {path} must hold a mapping of board fields")
-    fields = {f for f in Board.__dataclass_fields__}
-    missing = {"name", "part", "lut", "ff", "bram18", "dsp", "clock_mhz", "ddr_gbps"} - set(data)
-    unknown = set(data) - fields
-    if missing or unknown:
-        raise VaqfError(f"board file {path}: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}")
-    data.setdefault("uram", 0)
-    try:
-        return Board(**data)
-    except TypeError as e:
-        raise VaqfError(f"board file {path}: {e}") from e
+    return board_from_dict(_read_mapping(path), f"board file {path}")

@@ -47,6 +47,8 @@ class OpSpec:
     aliases_input: ClassVar[bool] = False
     #: the op only reorders elements (every input element lands in exactly one output place, same meaning)
     permutes_elements: ClassVar[bool] = False
+    #: the op's inputs are "activations" in the sense of the activation precision knob (matrix products)
+    precision_inputs: ClassVar[bool] = False
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         raise NotImplementedError

@@ -76,6 +76,7 @@ def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: 
 @register
 class Dense(OpSpec):
     name = "dense"
+    precision_inputs = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -114,8 +115,15 @@ class Dense(OpSpec):
         return "dense_binary" if is_binary(node) else f"dense_int{weight_container(node)}"
 
     def knobs(self, node: Node) -> dict[str, list[int]]:
+        """PE (output rows) and SIMD (input columns) per cycle: powers of two up to the layer's size.
+
+        A layer whose integer products pack two to a DSP48E2 (:func:`dsp_packing`) starts at PE = 2:
+        a DSP slice computes the products of two PEs at once, so PE = 1 would use as many slices as
+        PE = 2 at half the speed.
+        """
         n_out, k = node.attrs["weight"].shape
-        return {"pe": [p for p in PE_CHOICES if p <= max(1, n_out)],
+        lowest = 2 if dsp_packing(node) == 2 and n_out >= 2 else 1
+        return {"pe": [p for p in PE_CHOICES if lowest <= p <= max(1, n_out)],
                 "simd": [s for s in SIMD_CHOICES if s <= max(1, k)]}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:

@@ -36,6 +36,7 @@ def _signed_bits(x: TensorInfo) -> int:
 @register
 class MatMul(OpSpec):
     name = "matmul"
+    precision_inputs = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         a, b = inputs

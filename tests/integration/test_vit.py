@@ -39,7 +39,7 @@ def calib():
 
 def _float_outputs(path, x):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": x})[0]
+    return np.concatenate([sess.run(None, {"x": x[i : i + 1]})[0] for i in range(len(x))])
 
 
 @pytest.mark.cxx

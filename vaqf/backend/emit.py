@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 MARKER = ".vaqf-project"
 TB_VECTORS = 16
+#: models with more DDR words than this get fewer self-check vectors (simulating them takes seconds each)
+LARGE_MODEL_WORDS = 1 << 18
+TB_VECTORS_LARGE = 2
 
 
 @dataclass
@@ -63,6 +66,10 @@ def build_ddr_image(graph: Graph, word_bits: int) -> DdrImage:
             pos += arr.size // lanes_per_word
     lanes = np.concatenate(parts) if parts else np.zeros(lanes_per_word, dtype=np.uint32)
     return DdrImage(lanes, offsets, word_bits)
+
+
+def tb_vector_count(image: DdrImage) -> int:
+    return TB_VECTORS if image.words <= LARGE_MODEL_WORDS else TB_VECTORS_LARGE
 
 
 def _env() -> jinja2.Environment:
@@ -120,7 +127,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "part": board.part,
         "clock_ns": round(1000.0 / design.clock_mhz, 3),
         "board": board.name,
-        "tb_vectors": TB_VECTORS,
+        "tb_vectors": tb_vector_count(image),
         "top": "vaqf_top",
     }
     files = {
@@ -175,7 +182,7 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
         (tmp / "data" / "weights.bin").write_bytes(image.lanes.astype("<u4").tobytes())
         # self-checking testbench vectors for the vendor C-simulation and co-simulation
         sim = Simulator(graph)
-        ins = tb_inputs if tb_inputs is not None else random_int_inputs(graph, TB_VECTORS, seed=0)
+        ins = tb_inputs if tb_inputs is not None else random_int_inputs(graph, tb_vector_count(image), seed=0)
         res = sim.run_int(ins)
         write_io_file(tmp / "data" / "tb_inputs.bin", ins, np.int32)
         write_io_file(tmp / "data" / "tb_expected.bin", res.outputs, np.int64)

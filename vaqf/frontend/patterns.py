@@ -21,8 +21,24 @@ LIFTED_DOMAIN = "vaqf.lifted"
 MAX_REGION = 12
 
 
+class _Consts(dict):
+    """Constant tensors by name; initializers are decoded only when looked up."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        self._inits = {t.name: t for t in model.graph.initializer}
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self._inits
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if not dict.__contains__(self, name):
+            self[name] = numpy_helper.to_array(self._inits[name])
+        return dict.__getitem__(self, name)
+
+
 def _const_map(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts = _Consts(model)
     for n in model.graph.node:
         if n.op_type == "Constant" and n.output:
             for a in n.attribute:

@@ -95,9 +95,10 @@ class Graph:
             p = self._producer.get(v.name)
             if p is not None:
                 self._g.add_edge(p.name, node.name)
-        for v in node.outputs:
-            for c in self.consumers(v):
-                self._g.add_edge(node.name, c.name)
+        for v in node.outputs:  # edges may be missing while rewiring: scan every node
+            for c in self._nodes.values():
+                if any(i is v for i in c.inputs):
+                    self._g.add_edge(node.name, c.name)
 
     # ---- queries --------------------------------------------------------------------------------
     @property
@@ -117,7 +118,13 @@ class Graph:
         return self._producer.get(v.name)
 
     def consumers(self, v: Value) -> list[Node]:
-        return [n for n in self._nodes.values() if any(i is v for i in n.inputs)]
+        p = self._producer.get(v.name)
+        if p is None or p.name not in self._g:  # graph inputs (and values being rewired): scan
+            cands = self._nodes.values()
+        else:
+            cands = (self._nodes[c] for c in self._g.successors(p.name))
+        found = [n for n in cands if any(i is v for i in n.inputs)]
+        return sorted(found, key=lambda n: self._seq.get(n.name, -1))
 
     def topo(self) -> Iterator[Node]:
         """Nodes in a deterministic topological order; nodes removed while iterating are skipped."""

@@ -17,9 +17,16 @@ from vaqf.ir.tensor import TensorInfo
 FORMAT_VERSION = 1
 
 
+def _is_bipolar(a: np.ndarray) -> bool:
+    return a.dtype == np.int8 and a.size > 64 and bool(np.all(np.abs(a) == 1))
+
+
 def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
     if isinstance(obj, np.ndarray):
         key = f"{prefix}"
+        if _is_bipolar(obj):  # binary weights: one bit each instead of a byte
+            arrays[key] = np.packbits(obj.reshape(-1) > 0)
+            return {"__bipolar__": key, "shape": list(obj.shape)}
         arrays[key] = obj
         return {"__array__": key}
     if isinstance(obj, (IntType, BinaryType, FixedType)):
@@ -43,6 +50,10 @@ def _decode(obj: Any, arrays: Any) -> Any:
     if isinstance(obj, dict):
         if "__array__" in obj:
             return arrays[obj["__array__"]]
+        if "__bipolar__" in obj:
+            shape = tuple(obj["shape"])
+            bits = np.unpackbits(arrays[obj["__bipolar__"]], count=int(np.prod(shape)))
+            return (bits.astype(np.int8) * 2 - 1).reshape(shape)
         if "__qtype__" in obj:
             return qtype_from_json(obj["__qtype__"])
         if "__tensorinfo__" in obj:
@@ -72,7 +83,7 @@ def save_graph(graph: Graph, folder: Path, stem: str = "graph") -> list[Path]:
     jpath, npath = folder / f"{stem}.json", folder / f"{stem}.npz"
     jpath.write_text(json.dumps(data, indent=1, sort_keys=True))
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez(buf, **arrays)  # uncompressed: weights are already dense bits, and zlib costs seconds on large models
     npath.write_bytes(buf.getvalue())
     return [jpath, npath]
 

@@ -37,45 +37,72 @@ struct dense_config {
     static const int ACC_BITS = 32;
 };
 
+// Load one item of the parameters of output block `blk` into buffer set `b`: the PE weight rows
+// (row_words words each), then PE biases, multipliers and shifts. Item `i` counts from 0.
+template <class CFG, int WB>
+inline void load_item(const ap_uint<WB>* ddr, const dense_desc& d, int blk, int i, int row_words,
+                      ap_uint<WB> wbuf[CFG::PE][CFG::MAX_ROW_WORDS], int bias[CFG::PE], int mant[CFG::PE],
+                      int shift[CFG::PE]) {
+#pragma HLS INLINE
+    const int weight_items = CFG::PE * row_words;
+    if (i < weight_items) {
+        int p = i / row_words, w = i % row_words;
+        int o = blk * CFG::PE + p;
+        if (o < d.out_dim) wbuf[p][w] = ddr[d.w_offset + o * row_words + w];
+    } else {
+        int j = i - weight_items;
+        int p = j % CFG::PE, kind = j / CFG::PE;
+        int o = blk * CFG::PE + p;
+        bool live = o < d.out_dim;
+        if (kind == 0) bias[p] = live ? read_lane32<WB>(ddr, d.bias_offset, o) : 0;
+        if (kind == 1) mant[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.mant_offset, o) : 0;
+        if (kind == 2) shift[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.shift_offset, o) : 0;
+    }
+}
+
+// Weight-stationary GEMM over output blocks of PE rows. Weights are double-buffered: while block b
+// computes from one buffer set, block b+1's weights and per-channel constants stream from DDR into the
+// other, one item per cycle in the same pipelined loop. Rows are software-pipelined too: while the MAC
+// steps of row r run, the PE results of row r-1 drain through the epilogue, so a row costs
+// max(ceil(K/SIMD), PE) cycles and a block max(compute, next block's load).
 template <class CFG, int WB, class act_t, class acc_t>
 void dense(const ap_uint<WB>* ddr, const dense_desc& d, const act_t* in, act_t* out_act, acc_t* out_acc) {
 #pragma HLS INLINE off
     typedef ap_int<CFG::ACC_BITS> sum_t;
     const int row_words = (d.in_dim * CFG::WBITS + WB - 1) / WB;
-    ap_uint<WB> wbuf[CFG::PE][CFG::MAX_ROW_WORDS];
+    const int load_items = CFG::PE * row_words + 3 * CFG::PE;
+    const int blocks = (d.out_dim + CFG::PE - 1) / CFG::PE;
+    const int steps = (d.in_dim + CFG::SIMD - 1) / CFG::SIMD;
+    const int span = steps > CFG::PE ? steps : CFG::PE;
+    const int compute_items = (d.rows + 1) * span;
+    ap_uint<WB> wbuf[2][CFG::PE][CFG::MAX_ROW_WORDS];
 #pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
-    int bias[CFG::PE], mant[CFG::PE], shift[CFG::PE];
-#pragma HLS ARRAY_PARTITION variable=bias complete
-#pragma HLS ARRAY_PARTITION variable=mant complete
-#pragma HLS ARRAY_PARTITION variable=shift complete
-
-block:
-    for (int o0 = 0; o0 < d.out_dim; o0 += CFG::PE) {
-    load_rows:
-        for (int p = 0; p < CFG::PE; p++) {
-            int o = o0 + p;
-            bool live = o < d.out_dim;
-            bias[p] = live ? read_lane32<WB>(ddr, d.bias_offset, o) : 0;
-            mant[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.mant_offset, o) : 0;
-            shift[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.shift_offset, o) : 0;
-        load_words:
-            for (int w = 0; w < row_words; w++) {
-#pragma HLS PIPELINE II=1
-                if (live) wbuf[p][w] = ddr[d.w_offset + o * row_words + w];
-            }
-        }
-        // Rows are software-pipelined: while the MAC steps of row r run, the PE results of row r-1 drain
-        // through the epilogue, one per cycle, so a row costs max(ceil(K/SIMD), PE) cycles.
-        const int steps = (d.in_dim + CFG::SIMD - 1) / CFG::SIMD;
-        const int span = steps > CFG::PE ? steps : CFG::PE;
-        sum_t acc[CFG::PE], done[CFG::PE];
+#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=2
+    int bias[2][CFG::PE], mant[2][CFG::PE], shift[2][CFG::PE];
+#pragma HLS ARRAY_PARTITION variable=bias complete dim=0
+#pragma HLS ARRAY_PARTITION variable=mant complete dim=0
+#pragma HLS ARRAY_PARTITION variable=shift complete dim=0
+    sum_t acc[CFG::PE], done[CFG::PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
 #pragma HLS ARRAY_PARTITION variable=done complete
-    rows:
-        for (int r = 0; r <= d.rows; r++) {
-        steps_loop:
-            for (int t = 0; t < span; t++) {
+
+prologue:
+    for (int i = 0; i < load_items; i++) {
 #pragma HLS PIPELINE II=1
+        load_item<CFG, WB>(ddr, d, 0, i, row_words, wbuf[0], bias[0], mant[0], shift[0]);
+    }
+block:
+    for (int blk = 0; blk < blocks; blk++) {
+        const int cur = blk & 1, nxt = cur ^ 1;
+        const int o0 = blk * CFG::PE;
+        const int loads = blk + 1 < blocks ? load_items : 0;
+        const int iters = compute_items > loads ? compute_items : loads;
+        int r = 0, t = 0;
+    overlap:
+        for (int it = 0; it < iters; it++) {
+#pragma HLS PIPELINE II=1
+            if (it < loads) load_item<CFG, WB>(ddr, d, blk + 1, it, row_words, wbuf[nxt], bias[nxt], mant[nxt], shift[nxt]);
+            if (it < compute_items) {
                 if (r < d.rows && t < steps) {
                     const int k0 = t * CFG::SIMD;
                     for (int p = 0; p < CFG::PE; p++) {
@@ -87,7 +114,7 @@ block:
                             if (k < d.in_dim) {
                                 ap_int<act_t::width + 1> x = ap_int<act_t::width + 1>(in[r * d.in_dim + k]) - d.zp_in;
                                 int bit = k * CFG::WBITS;
-                                ap_uint<WB> word = wbuf[p][bit / WB];
+                                ap_uint<WB> word = wbuf[cur][p][bit / WB];
                                 int lo = bit % WB;
                                 ap_uint<CFG::WBITS> raw = word.range(lo + CFG::WBITS - 1, lo);
                                 if (CFG::BINARY) {
@@ -98,7 +125,7 @@ block:
                                 }
                             }
                         }
-                        acc[p] = (t == 0 ? sum_t(bias[p]) : acc[p]) + partial;
+                        acc[p] = (t == 0 ? sum_t(bias[cur][p]) : acc[p]) + partial;
                     }
                 }
                 if (r > 0 && t < CFG::PE) {
@@ -108,16 +135,23 @@ block:
                         if (d.relu && a < 0) a = 0;
                         int at = (r - 1) * d.out_dim + o;
                         if (d.requant) {
-                            out_act[at] = requantize(a, mant[t], shift[t], d.zp_out, d.out_lo, d.out_hi, d.rounding);
+                            out_act[at] = requantize(a, mant[cur][t], shift[cur][t], d.zp_out, d.out_lo, d.out_hi,
+                                                     d.rounding);
                         } else {
                             out_acc[at] = a;
                         }
                     }
                 }
-            }
-            for (int p = 0; p < CFG::PE; p++) {
+                if (t == span - 1) {
+                    for (int p = 0; p < CFG::PE; p++) {
 #pragma HLS UNROLL
-                done[p] = acc[p];
+                        done[p] = acc[p];
+                    }
+                    t = 0;
+                    r++;
+                } else {
+                    t++;
+                }
             }
         }
     }

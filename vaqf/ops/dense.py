@@ -129,11 +129,11 @@ class Dense(OpSpec):
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """Cycles and resources of one dense layer on a PE x SIMD unit.
 
-        Cycles (the kernel in hls/vaqf/dense.h): for each block of PE output rows, load PE weight rows
-        from DDR (a burst at min(AXI width, DDR rate) bytes/cycle plus DDR_LATENCY), then for each input
-        row run ceil(K/SIMD) pipelined MAC steps (II=1) while the previous row's PE results drain
-        through the epilogue (so a row costs max(ceil(K/SIMD), PE)); load and compute of a block do not
-        overlap in this kernel.
+        Cycles (the kernel in hls/vaqf/dense.h): blocks of PE output rows; a block computes
+        (rows + 1) * max(ceil(K/SIMD), PE) cycles (MAC steps at II=1, the previous row's PE results
+        draining through the epilogue meanwhile) while the next block's PE weight rows and constants
+        stream in from DDR (one word per cycle, at most the board's DDR bytes per cycle): double
+        buffering makes a block cost max(compute, load); the first load and DDR_LATENCY are exposed.
         Resources: see :func:`dense_resources` (LUT, FF, DSP48E2 and weight-buffer terms, each with
         its source).
         """
@@ -146,11 +146,12 @@ class Dense(OpSpec):
         rw = row_words(k, wb, word_bits)
         blocks = math.ceil(n_out / pe)
         depth = 4 + max(1, math.ceil(math.log2(max(simd, 2))))
-        bytes_block = pe * rw * word_bits // 8
-        load = DDR_LATENCY + math.ceil(bytes_block / board.ddr_bytes_per_cycle)
-        compute = rows * max(math.ceil(k / simd), pe) + pe + depth  # rows software-pipelined
-        cycles = blocks * (load + compute)
-        ddr_bytes = blocks * bytes_block + 3 * 4 * n_out
+        items = pe * rw + 3 * pe  # weight words, then bias, multiplier and shift per row: one per cycle
+        bytes_block = pe * rw * word_bits // 8 + 12 * pe
+        load = max(items, math.ceil(bytes_block / board.ddr_bytes_per_cycle))
+        compute = (rows + 1) * max(math.ceil(k / simd), pe)
+        cycles = DDR_LATENCY + load + (blocks - 1) * max(compute, load) + compute + depth
+        ddr_bytes = blocks * bytes_block
 
         res = dense_resources(node, pe, simd)
         return Cost(cycles, res.lut, res.ff, res.dsp, res.bram18, res.uram, ddr_bytes)
@@ -294,8 +295,9 @@ def dense_resources(node: Node, pe: int, simd: int) -> DenseResources:
       (three levels of 4:1 muxes, 3q), the rounding increment (q), the clamp to [lo, hi] (two q-bit
       compares and a select, ~q) and the zero-point add (q); plus the PE multipliers and shifts in
       LUTRAM.
-    - ``weight_lutram``: each PE holds the current weight row as ceil(K/SIMD) words of SIMD x W bits (one
-      word per MAC step); a row under 1 Kb sits in LUTRAM, a larger one in BRAM18s (``bram18``).
+    - ``weight_lutram``: each PE holds the current and the next weight row (double buffering) as
+      ceil(K/SIMD) words of SIMD x W bits each (one word per MAC step); under 1 Kb they sit in LUTRAM,
+      larger in BRAM18s (``bram18``).
 
     The MVU part (control .. output_mux) is cross-checked against FINN-R's MVAU estimate in
     tests/hw/test_cost.py. FF: a pipeline register per adder-tree and product bit, the accumulators
@@ -319,7 +321,7 @@ def dense_resources(node: Node, pe: int, simd: int) -> DenseResources:
         products = 0
         dsp = pe * simd * dsp48e2_per_product(wc, int(node.attrs["in_bits"]))
     tree = pe * adder_tree_luts(simd, p)
-    weights = memory_cost(math.ceil(k / simd), simd * wc)
+    weights = memory_cost(2 * math.ceil(k / simd), simd * wc)  # two rows per PE: double buffering
     terms = {
         "control": CONTROL_LUT,
         "products": products,

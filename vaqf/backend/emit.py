@@ -106,8 +106,8 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         tmpl = env.get_template(f"ops/{node.op}.j2")
         layers.append({"ident": ident[node.name], "op": node.op, "config": str(tmpl.module.config(p)).strip(),
                        "call": str(tmpl.module.call(p)).strip()})
-    io_in = [{"ident": f"in{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape)}
-             for i, v in enumerate(graph.inputs)]
+    io_in = [{"ident": f"in{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape),
+              "shape_text": ", ".join(map(str, v.info.sample_shape))} for i, v in enumerate(graph.inputs)]
     io_out = [{"ident": f"out{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape)}
               for i, v in enumerate(graph.outputs)]
     board = get_board(design.board)
@@ -140,6 +140,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "scripts/hls_config.cfg": "project/hls_config.cfg.j2",
         "Makefile": "project/Makefile.j2",
         "README.md": "project/README.md.j2",
+        "driver/vaqf_driver.py": "project/vaqf_driver.py.j2",
     }
     out = {path: env.get_template(t).render(**values) for path, t in files.items()}
     return out, image, plan
@@ -188,6 +189,7 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
         write_io_file(tmp / "data" / "tb_expected.bin", res.outputs, np.int64)
         save_graph(graph, tmp)
         design.save(tmp / "design.json")
+        (tmp / "data" / "io.json").write_text(json.dumps(io_spec(graph, image), indent=1, sort_keys=True))
         for rel, data in (extra or {}).items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +218,21 @@ def _install(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def io_spec(graph: Graph, image: DdrImage) -> dict:
+    """What the host driver needs: per input its quantization, per output its dequantization."""
+    rounding = graph.metadata.get("input_rounding", {})
+    return {
+        "word_bits": image.word_bits, "ddr_words": image.words,
+        "inputs": [{"name": f"in{i}", "shape": list(v.info.sample_shape), "size": v.info.size,
+                    "scale": [float(s) for s in v.info.scale], "zero_point": v.info.zero_point,
+                    "min": int(v.info.qtype.min), "max": int(v.info.qtype.max),
+                    "rounding": rounding.get(v.name, "HALF_EVEN")} for i, v in enumerate(graph.inputs)],
+        "outputs": [{"name": f"out{i}", "shape": list(v.info.sample_shape), "size": v.info.size,
+                     "scale": [float(s) for s in v.info.scale], "zero_point": v.info.zero_point}
+                    for i, v in enumerate(graph.outputs)],
+    }
 
 
 def random_int_inputs(graph: Graph, count: int, seed: int = 0) -> list[np.ndarray]:

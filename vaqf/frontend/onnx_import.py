@@ -481,10 +481,8 @@ class Importer:
             raise UnsupportedOpError(self._name(node), node.op_type, str(e)) from None
         if np.any(zeropt != np.floor(zeropt)):
             raise UnsupportedOpError(self._name(node), node.op_type, "zero point must be an integer")
-        qt = IntType(bits, signed, narrow and signed)
+        qt = IntType(bits, signed, narrow)  # QONNX narrow: unsigned drops the top value, signed the bottom
         lo, hi = qt.min, qt.max
-        if narrow and not signed:
-            hi -= 1
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
@@ -495,8 +493,7 @@ class Importer:
             return
         if zeropt.size != 1:
             raise UnsupportedOpError(self._name(node), node.op_type, "per-channel zero points on activations")
-        out_qt = qt if not (narrow and not signed) else int_type_for_range(0, hi)
-        self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), out_qt, rounding.value, node))
+        self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), qt, rounding.value, node))
 
     def _bipolar(self, node: onnx.NodeProto) -> None:
         scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
@@ -741,9 +738,7 @@ class Importer:
                 signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
                 if scale.size != 1 or zp.size != 1 or not 2 <= bits <= 16:
                     return None
-                qt = IntType(bits, signed, narrow and signed)
-                if narrow and not signed:
-                    qt = int_type_for_range(0, qt.max - 1)
+                qt = IntType(bits, signed, narrow)
                 return qt, float(f32(scale[0])), int(zp[0])
             if q.domain in ("", "ai.onnx") and q.op_type == "QuantizeLinear" and self._state(q, 2) is not None:
                 scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)

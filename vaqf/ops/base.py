@@ -86,6 +86,10 @@ class OpSpec:
     def as_epilogue(self, node: Node) -> Epilogue | None:
         return None
 
+    def macs(self, node: Node) -> int:
+        """Multiply-accumulates the node performs per sample (0 for ops without products)."""
+        return 0
+
     def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
         """Attributes of one node of this op doing ``node`` then ``consumer``, if that exists."""
         return None

@@ -110,6 +110,9 @@ class Dense(OpSpec):
         return [acc]
 
     # ---- hardware ---------------------------------------------------------------------------
+    def macs(self, node: Node) -> int:
+        return int(node.attrs["rows"]) * int(node.attrs["weight"].size)
+
     def unit(self, node: Node) -> str:
         # one GEMM unit per weight container width: a unit's weight decoder is fixed in hardware
         return "dense_binary" if is_binary(node) else f"dense_int{weight_container(node)}"

@@ -73,6 +73,10 @@ class MatMul(OpSpec):
                              Rounding(rq["rounding"]))
         return [acc]
 
+    def macs(self, node: Node) -> int:
+        a, b = node.inputs[0].info, node.inputs[1].info
+        return int(np.prod(a.shape[:-2], dtype=np.int64)) * a.shape[-2] * a.shape[-1] * b.shape[-1]
+
     def unit(self, node: Node) -> str:
         return "matmul"
 

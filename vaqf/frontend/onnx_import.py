@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from vaqf.errors import CalibrationRequired, ModelError, UnsupportedOpError, VaqfError
+from vaqf.errors import CalibrationRequired, IRError, ModelError, UnsupportedOpError, VaqfError
 from vaqf.frontend.calibrate import collect_ranges
 from vaqf.frontend.patterns import LIFTED_DOMAIN
 from vaqf.frontend.ptq import WEIGHT_MODES, activation_quant, f32, quantize_weight
@@ -183,6 +183,8 @@ class Importer:
                 self._consumers.setdefault(i, []).append(node)
         for node in self._ordered_nodes():
             self._lower(node)
+        if not g.output:
+            raise ModelError("the model declares no outputs")
         for out in g.output:
             st = self.env.get(out.name)
             if not isinstance(st, Act):
@@ -289,6 +291,13 @@ class Importer:
     @staticmethod
     def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
         return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def _scale(self, node: onnx.NodeProto, i: int) -> np.ndarray:
+        """A quantizer's scale input: a constant of finite, positive values."""
+        scale = np.asarray(self._const(node, i, "scale"), dtype=np.float64)
+        if scale.size == 0 or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has a scale that is not finite and positive")
+        return scale
 
     def _state(self, node: onnx.NodeProto, i: int) -> Any:
         if i >= len(node.input) or node.input[i] == "":
@@ -465,8 +474,10 @@ class Importer:
     # QONNX
     def _quant(self, node: onnx.NodeProto) -> None:
         a = self._attrs(node)
-        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        scale = self._scale(node, 1)
         zeropt = np.asarray(self._const(node, 2, "zero point"), dtype=np.float64)
+        if not np.all(np.isfinite(zeropt)):
+            raise ModelError(f"node '{self._name(node)}' has a non-finite zero point")
         bits_a = np.asarray(self._const(node, 3, "bit width"), dtype=np.float64).reshape(-1)
         if bits_a.size != 1 or bits_a[0] != np.floor(bits_a[0]) or not 2 <= bits_a[0] <= 16:
             raise UnsupportedOpError(self._name(node), node.op_type, f"bit width {bits_a.tolist()} (need 2..16)")
@@ -486,7 +497,9 @@ class Importer:
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
-            q = np.clip(round_real(x / scale + zeropt, rounding), lo, hi)
+            if not np.all(np.isfinite(x)):
+                raise ModelError(f"node '{self._name(node)}' quantizes a constant holding non-finite values")
+            q = round_real(np.clip(x / scale + zeropt, lo, hi), rounding)  # QONNX clamps, then rounds
             ints = q - zeropt.astype(np.int64)
             qt_w = int_type_for_range(int(ints.min(initial=0)), int(ints.max(initial=0)))
             self._set(node, QConst(ints.astype(np.int64), f32(scale), qt_w))
@@ -496,7 +509,7 @@ class Importer:
         self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), qt, rounding.value, node))
 
     def _bipolar(self, node: onnx.NodeProto) -> None:
-        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        scale = self._scale(node, 1)
         st = self._state(node, 0)
         if not isinstance(st, (Const, QConst)):
             raise UnsupportedOpError(self._name(node), node.op_type,
@@ -507,7 +520,7 @@ class Importer:
     # QDQ
     def _op_QuantizeLinear(self, node: onnx.NodeProto) -> None:
         a = self._attrs(node)
-        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        scale = self._scale(node, 1)
         zp_state = self._state(node, 2)
         if zp_state is None:
             out_type = a.get("output_dtype", onnx.TensorProto.UINT8) or onnx.TensorProto.UINT8
@@ -536,7 +549,7 @@ class Importer:
 
     def _op_DequantizeLinear(self, node: onnx.NodeProto) -> None:
         a = self._attrs(node)
-        scale = np.asarray(self._const(node, 1, "scale"), dtype=np.float64)
+        scale = self._scale(node, 1)
         zp = (np.asarray(self._const(node, 2, "zero point"), dtype=np.int64)
               if self._state(node, 2) is not None else np.zeros((), np.int64))
         st = self._state(node, 0)
@@ -589,6 +602,8 @@ class Importer:
                                          "weight scale varies along the input axis (need per-output-channel)")
             return ints, scale_full[:, 0] * alpha, w_state.qtype, None
         wf = w_state.real() if isinstance(w_state, QConst) else np.asarray(w_state.array, dtype=np.float64)
+        if not np.all(np.isfinite(wf)):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has non-finite weights")
         wf = to_nk(wf) * alpha
         mode = self.opt.weights if self.opt.weights != "keep" else "int8"
         if self.opt.weights == "keep":
@@ -1128,6 +1143,29 @@ def import_onnx(model: str | Path | onnx.ModelProto, options: ImportOptions | No
     else:
         name = model.graph.name or "model"
         proto = model
-    graph = Importer(proto, opt, name=name).run()
+    check_structure(proto, name)
+    try:
+        graph = Importer(proto, opt, name=name).run()
+    except VaqfError:
+        raise
+    except (IRError, ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError,
+            onnx.checker.ValidationError) as e:
+        # the checker passed but the model is still inconsistent in a way the importer trips over
+        raise ModelError(f"cannot import {name}: {type(e).__name__}: {_one_line(e)}") from e
     graph.metadata["format"] = model_format(proto)
     return graph
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def check_structure(model: onnx.ModelProto, name: str) -> None:
+    """ONNX's own structural checks (SSA names, known ops of the default domain, attribute types)."""
+    if not model.HasField("graph") or not model.graph.node:
+        raise ModelError(f"{name} holds no ONNX graph")
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except (onnx.checker.ValidationError, Exception) as e:
+        raise ModelError(f"{name} is not a valid ONNX model: {_one_line(e)}") from e

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,25 @@ def graph_to_data(graph: Graph) -> tuple[dict, dict[str, np.ndarray]]:
     return data, arrays
 
 
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (readable by np.load) whose bytes depend only on the arrays: entries sorted, fixed
+    timestamps, stored uncompressed (weights are already dense bits; zlib costs seconds on large models)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            zf.writestr(info, entry.getvalue())
+    return buf.getvalue()
+
+
 def save_graph(graph: Graph, folder: Path, stem: str = "graph") -> list[Path]:
     data, arrays = graph_to_data(graph)
     jpath, npath = folder / f"{stem}.json", folder / f"{stem}.npz"
     jpath.write_text(json.dumps(data, indent=1, sort_keys=True))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # uncompressed: weights are already dense bits, and zlib costs seconds on large models
-    npath.write_bytes(buf.getvalue())
+    npath.write_bytes(_npz_bytes(arrays))
     return [jpath, npath]
 
 

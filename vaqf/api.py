@@ -25,7 +25,7 @@ from vaqf.dse.search import (
 from vaqf.errors import InfeasibleDesign, VaqfError
 from vaqf.frontend.calibrate import load_calibration
 from vaqf.frontend.onnx_import import ImportOptions, import_onnx
-from vaqf.hw.board import Board, get_board
+from vaqf.hw.board import Board, get_board, register_board
 from vaqf.hw.model import estimate, units_of
 from vaqf.ir import Graph
 from vaqf.ir.serialize import load_graph
@@ -51,7 +51,7 @@ class CompileResult:
 
 
 def _board(board: str | Board) -> Board:
-    return board if isinstance(board, Board) else get_board(board)
+    return register_board(board) if isinstance(board, Board) else get_board(board)
 
 
 def load_model(model: ModelLike, weights: str = "keep", act_bits: int | None = None,
@@ -68,23 +68,23 @@ def load_model(model: ModelLike, weights: str = "keep", act_bits: int | None = N
 
 
 def _candidates(model: ModelLike, board: Board, weights: str, act_bits: int | None,
-                calib: np.ndarray | str | Path | None, bits: Sequence[int] | None) -> list[Candidate]:
+                calib: np.ndarray | str | Path | None, bits: Sequence[int] | None, cap: float) -> list[Candidate]:
     """The activation precisions to search: the model's own when it fixes them (QONNX/QDQ quantizers, a
     Graph) or when ``act_bits`` is given; else each of ``bits`` (default 8, 6, 4), importing the float
     model once per precision."""
     if isinstance(calib, (str, Path)):
         calib = load_calibration(calib)
     if isinstance(model, Graph):
-        return [Candidate(act_bits_of(model), model, Space(model, board))]
+        return [Candidate(act_bits_of(model), model, Space(model, board, room=cap))]
     wanted = sorted({int(k) for k in (bits or DEFAULT_ACT_BITS)}, reverse=True)
     first_bits = act_bits if act_bits is not None else wanted[0]
     first = load_model(model, weights, first_bits, calib)
     if first.metadata.get("format", "onnx") != "onnx":  # the model's quantizers set its precision
         if act_bits is not None:
             log.info("the model quantizes its own activations; --act-bits %d does not apply", act_bits)
-        return [Candidate(act_bits_of(first), first, Space(first, board))]
+        return [Candidate(act_bits_of(first), first, Space(first, board, room=cap))]
     if act_bits is not None:
-        return [Candidate(act_bits, first, Space(first, board))]
+        return [Candidate(act_bits, first, Space(first, board, room=cap))]
     graphs = {first_bits: first}
 
     def graph_for_bits(k: int) -> Graph:
@@ -93,7 +93,7 @@ def _candidates(model: ModelLike, board: Board, weights: str, act_bits: int | No
             graphs[k] = load_model(model, weights, k, calib)
         return graphs[k]
 
-    return build_candidates(graph_for_bits, board, wanted)
+    return build_candidates(graph_for_bits, board, wanted, cap)
 
 
 def compile_model(model: ModelLike, out_dir: str | Path, board: str | Board = "zcu102",
@@ -120,7 +120,7 @@ def compile_model(model: ModelLike, out_dir: str | Path, board: str | Board = "z
         own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
         chosen = design_for_knobs(graph, b, pinned.knobs, fps, None if own else pinned.act_bits)
     else:
-        chosen, cand = select(_candidates(model, b, weights, act_bits, calib, bits), b, fps, cap)
+        chosen, cand = select(_candidates(model, b, weights, act_bits, calib, bits, cap), b, fps, cap)
         graph = cand.graph
     project = write_project(graph, chosen, out, force=force)
     return CompileResult(project, chosen, graph)
@@ -141,7 +141,7 @@ def exploration(model: ModelLike, board: str | Board = "zcu102", fps: float | No
                 bits: Sequence[int] | None = None, limit: int | None = 40) -> Exploration:
     """The Pareto front over activation precisions (see ``vaqf.dse.search.pareto_designs``) and the choice."""
     b = _board(board)
-    cands = _candidates(model, b, weights, act_bits, calib, bits)
+    cands = _candidates(model, b, weights, act_bits, calib, bits, cap)
     front = pareto_designs(cands, b, cap, limit)
     try:
         chosen, infeasible = select(cands, b, fps, cap)[0], None

@@ -47,8 +47,9 @@ def plot_exploration(cands: Sequence[Candidate], board: Board, path: str | Path,
         idx = front_indices(cand.space, cap)
         if not idx:
             continue
-        x = [100 * cand.space.util[i, _LUT] for i in idx]
-        y = [float(cand.space.fps[i]) for i in idx]
+        points = [cand.space.point(i) for i in idx]
+        x = [100 * p.util[_LUT] for p in points]
+        y = [p.fps for p in points]
         fps_all += y
         c = colours[n % len(colours)]
         ax.step(x, y, where="post", color=c, alpha=0.4, linewidth=1)

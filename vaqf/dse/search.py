@@ -37,15 +37,21 @@ from vaqf.hw.cost import RESOURCE_KEYS, Cost
 from vaqf.hw.memory import plan_buffers, signed_bits
 from vaqf.hw.model import SHELL, estimate, io_cycles, unit_cost, unit_knob_space, units_of
 from vaqf.ir import Graph
+from vaqf.ops import get_spec
 
 log = logging.getLogger(__name__)
 
 #: candidate activation precisions, highest first (``vaqf compile``/``explore`` without --act-bits)
 DEFAULT_ACT_BITS = (8, 6, 4)
-#: designs evaluated in bulk at most; larger spaces are first reduced by merging units
-MAX_COMBINATIONS = 1_000_000
-#: a merge of two units' options that would exceed this is not attempted
-MAX_MERGE = 50_000
+#: designs evaluated per block of the final cross product (bounds memory, not the size of the space)
+BLOCK = 1 << 18
+#: an option (or partial design) needing more than this multiple of any board resource can never fit
+#: and is dropped early; below it, infeasible designs are kept to name the binding resource
+OVER_BOARD = 2.0
+#: the infeasibility diagnosis looks at designs up to this multiple of the cap (within OVER_BOARD)
+RELAXED_ROOM = 1.5
+#: a faster design that gains no more than this fraction does not make its resource "binding"
+MARGINAL_GAIN = 0.05
 _LUT, _FF, _DSP, _BRAM, _URAM = (RESOURCE_KEYS.index(k) for k in ("lut", "ff", "dsp", "bram18", "uram"))
 
 
@@ -63,60 +69,118 @@ class _Options:
     def __len__(self) -> int:
         return len(self.knobs)
 
-    def keys(self) -> np.ndarray:
-        return np.column_stack([self.cycles, self.res, self.simd]).astype(np.int64)
+    def keys(self, cols: Sequence[int] | None = None) -> np.ndarray:
+        res = self.res if cols is None else self.res[:, list(cols)]
+        return np.column_stack([self.cycles, res, self.simd]).astype(np.int64)
 
     def take(self, idx: np.ndarray) -> _Options:
         return _Options(self.units, [self.knobs[i] for i in idx], self.cycles[idx], self.res[idx],
                         self.simd[idx], self.ddr[idx])
 
+    @classmethod
+    def empty(cls) -> _Options:
+        """The options of no unit at all: one option costing nothing."""
+        return cls([], [{}], np.zeros(1, np.int64), np.zeros((1, len(RESOURCE_KEYS)), np.int64),
+                   np.ones(1, np.int64), np.zeros(1, np.int64))
+
 
 def pareto_mask(keys: np.ndarray) -> np.ndarray:
     """Rows of ``keys`` (all to be minimized) that no other row dominates; of equal rows, the first.
 
-    Rows are visited in lexicographic order, in which a dominating row always comes first, and each is
-    compared with the rows kept so far only.
+    In lexicographic order a row can only be dominated by (or equal to) a row before it, so rows are
+    taken in that order, block by block, and a row is dropped when an earlier row is <= it everywhere.
     """
     n = keys.shape[0]
     keep = np.zeros(n, dtype=bool)
     if n == 0:
         return keep
-    order = np.lexsort(keys.T[::-1])
-    front = np.empty((0, keys.shape[1]), dtype=keys.dtype)
-    for i in order:
-        row = keys[i]
-        if front.shape[0] and np.any(np.all(front <= row, axis=1)):
-            continue
-        keep[i] = True
-        front = np.vstack([front, row])
+    k = keys[:, keys.max(axis=0) != keys.min(axis=0)]  # constant columns decide nothing
+    if k.shape[1] == 0:
+        keep[0] = True
+        return keep
+    order = np.lexsort(k.T[::-1])
+    ks = k[order]
+    front = np.empty((0, k.shape[1]), dtype=k.dtype)
+    step = 512
+    for start in range(0, n, step):
+        blk = ks[start:start + step]
+        alive = ~np.triu(np.all(blk[:, None, :] <= blk[None, :, :], axis=2), k=1).any(axis=0)
+        for f0 in range(0, front.shape[0], 4096):
+            fr = front[f0:f0 + 4096]
+            alive &= ~np.all(fr[:, None, :] <= blk[None, :, :], axis=2).any(axis=0)
+        keep[order[start:start + step][alive]] = True
+        front = np.vstack([front, blk[alive]])
     return keep
 
 
-def _pareto(opts: _Options) -> _Options:
-    return opts.take(np.flatnonzero(pareto_mask(opts.keys())))
+def _pareto(opts: _Options, cols: Sequence[int] | None = None) -> _Options:
+    return opts.take(np.flatnonzero(pareto_mask(opts.keys(cols))))
 
 
-def _merge(a: _Options, b: _Options) -> _Options:
+def _within(opts: _Options, room: np.ndarray) -> _Options:
+    """The options using at most ``room`` of every resource (the least demanding one if none does)."""
+    ok = np.all(opts.res <= room, axis=1)
+    if not ok.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            over = np.where(room > 0, opts.res / np.maximum(room, 1), np.where(opts.res > 0, np.inf, 0.0))
+        ok = np.zeros(len(opts), dtype=bool)
+        ok[int(np.argmin(over.max(axis=1)))] = True
+    return opts.take(np.flatnonzero(ok))
+
+
+def _merge(a: _Options, b: _Options, room: np.ndarray, cols: Sequence[int] | None = None) -> _Options:
     ia, ib = np.meshgrid(np.arange(len(a)), np.arange(len(b)), indexing="ij")
     ia, ib = ia.ravel(), ib.ravel()
+    res = a.res[ia] + b.res[ib]
+    ok = np.all(res <= room, axis=1)
+    if not ok.any():
+        ok[:] = True
+    ia, ib = ia[ok], ib[ok]
     merged = _Options(a.units + b.units, [{**a.knobs[i], **b.knobs[j]} for i, j in zip(ia, ib, strict=True)],
-                      a.cycles[ia] + b.cycles[ib], a.res[ia] + b.res[ib], np.maximum(a.simd[ia], b.simd[ib]),
+                      a.cycles[ia] + b.cycles[ib], res[ok], np.maximum(a.simd[ia], b.simd[ib]),
                       a.ddr[ia] + b.ddr[ib])
-    return _pareto(merged)
+    return _pareto(merged, cols)
 
 
 def _cost_row(c: Cost) -> list[int]:
     return [getattr(c, r) for r in RESOURCE_KEYS]
 
 
-class Space:
-    """Every candidate design of a graph on a board (Pareto-reduced, see the module docstring), evaluated."""
+@dataclass
+class Point:
+    """One design of a space: its cycles, frame rate, resources and their utilization of the board."""
 
-    def __init__(self, graph: Graph, board: Board, fixed: dict[str, dict[str, int]] | None = None) -> None:
+    cycles: int
+    fps: float
+    res: np.ndarray
+    util: np.ndarray
+    ddr: int
+
+
+class Space:
+    """The candidate designs of a graph on a board that use at most ``room`` of every board resource.
+
+    Options of each unit that cannot be part of such a design are dropped, each unit's options are
+    Pareto-reduced (module docstring), and units are merged (each merge Pareto-reduced and pruned the
+    same way) down to two groups A and B; the designs are the cross product A x B, design i being
+    (i // len(B), i % len(B)). Queries scan that product block by block. A search with resource cap c is
+    exact on a space with room >= c.
+    """
+
+    def __init__(self, graph: Graph, board: Board, fixed: dict[str, dict[str, int]] | None = None,
+                 room: float = 1.0) -> None:
         self.graph = graph
         self.board = board
+        self.room = float(room)
+        self.fixed = fixed
         self.units = units_of(graph)
-        groups: list[_Options] = []
+        self.caps = np.array([board.resources()[r] for r in RESOURCE_KEYS], dtype=np.float64)
+        self.plan = plan_buffers(graph)
+        self.fixed_cycles = io_cycles(graph)
+        self._shell = np.array(_cost_row(SHELL), dtype=np.int64)
+        self._buffers: dict[int, Cost] = {}
+        self._relaxed: Space | None = None
+        units: list[_Options] = []
         raw = 1
         for u, nodes in self.units.items():
             if fixed and u in fixed:
@@ -134,114 +198,209 @@ class Space:
                 res.append(_cost_row(hw))
                 simd.append(int(kn.get("simd", 1)))
                 ddr.append(sum(layer.ddr_bytes for layer in layers))
-            groups.append(_pareto(_Options([u], knobs, np.array(cycles, dtype=np.int64),
-                                           np.array(res, dtype=np.int64).reshape(-1, len(RESOURCE_KEYS)),
-                                           np.array(simd, dtype=np.int64), np.array(ddr, dtype=np.int64))))
+            units.append(_Options([u], knobs, np.array(cycles, dtype=np.int64),
+                                  np.array(res, dtype=np.int64).reshape(-1, len(RESOURCE_KEYS)),
+                                  np.array(simd, dtype=np.int64), np.array(ddr, dtype=np.int64)))
         self.raw_combinations = raw
+        # what every design needs besides its units' options: the shell and the cheapest buffer plan
+        simds = sorted({1, *(int(x) for o in units for x in o.simd)})
+        base = self._shell + np.min([_cost_row(self._buffer(x)) for x in simds], axis=0)
+        limit = np.floor((self.room + 1e-12) * self.caps).astype(np.int64) - base
+        mins = [o.res.min(axis=0) for o in units]
+        total_min = np.sum(mins, axis=0) if mins else np.zeros(len(RESOURCE_KEYS), np.int64)
+        # a resource no design can exhaust within the room decides nothing: leave it out of the keys
+        most = self._shell + np.max([_cost_row(self._buffer(x)) for x in simds], axis=0) + \
+            (np.sum([o.res.max(axis=0) for o in units], axis=0) if units else 0)
+        self._key_cols = [j for j, r in enumerate(RESOURCE_KEYS)
+                          if r in ("lut", "dsp", "bram18") or most[j] > limit[j] + base[j]]
+        groups = [_pareto(_within(o, limit - (total_min - m)), self._key_cols)
+                  for o, m in zip(units, mins, strict=True)]
         pruned = [len(g) for g in groups]
-        while len(groups) > 1 and int(np.prod([len(g) for g in groups], dtype=np.float64)) > MAX_COMBINATIONS:
+        while len(groups) > 2:
             groups.sort(key=len)
-            if len(groups[0]) * len(groups[1]) > MAX_MERGE:
-                break
-            groups = [_merge(groups[0], groups[1])] + groups[2:]
-        total = int(np.prod([len(g) for g in groups], dtype=np.float64)) if groups else 1
-        if total > MAX_COMBINATIONS:
-            raise VaqfError(f"the design space of {graph.name} is too large to search exactly ({total} "
-                            f"combinations after pruning); pin some units' knobs with --design")
-        self.groups = groups
-        self.plan = plan_buffers(graph)
-        self.fixed_cycles = io_cycles(graph)
+            rest = sum((g.res.min(axis=0) for g in groups[2:]), np.zeros(len(RESOURCE_KEYS), np.int64))
+            groups = [_merge(groups[0], groups[1], limit - rest, self._key_cols)] + groups[2:]
+        while len(groups) < 2:
+            groups.append(_Options.empty())
+        self.a, self.b = sorted(groups, key=len, reverse=True)
         log.info("design space of %s on %s: %d units, %d knob combinations; %d evaluated after Pareto "
-                 "pruning (per unit: %s)", graph.name, board.name, len(self.units), raw, total,
+                 "pruning (per unit: %s)", graph.name, board.name, len(self.units), raw, len(self),
                  ", ".join(f"{u} {n}" for u, n in zip(self.units, pruned, strict=True)) or "none")
-        self._evaluate()
-
-    def _evaluate(self) -> None:
-        sizes = [len(g) for g in self.groups]
-        n = int(np.prod(sizes, dtype=np.int64)) if sizes else 1
-        idx = np.indices(sizes, dtype=np.int64).reshape(len(sizes), -1).T if sizes else np.zeros((1, 0), np.int64)
-        cycles = np.full(n, self.fixed_cycles, dtype=np.int64)
-        res = np.tile(np.array(_cost_row(SHELL), dtype=np.int64), (n, 1))
-        simd = np.ones(n, dtype=np.int64)
-        ddr = np.zeros(n, dtype=np.int64)
-        for j, g in enumerate(self.groups):
-            cycles += g.cycles[idx[:, j]]
-            res += g.res[idx[:, j]]
-            simd = np.maximum(simd, g.simd[idx[:, j]])
-            ddr += g.ddr[idx[:, j]]
-        for s in np.unique(simd):
-            buf = self.plan.cost(int(s))
-            sel = simd == s
-            res[sel, _LUT] += buf.lut
-            res[sel, _BRAM] += buf.bram18
-        self.idx, self.cycles, self.res, self.ddr = idx, cycles, res, ddr
-        self.fps = self.board.clock_hz / np.maximum(cycles, 1)
-        caps = np.array([self.board.resources()[r] for r in RESOURCE_KEYS], dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.util = np.where(caps > 0, res / np.where(caps > 0, caps, 1), np.where(res > 0, np.inf, 0.0))
 
     def __len__(self) -> int:
-        return int(self.cycles.shape[0])
+        return len(self.a) * len(self.b)
+
+    def _buffer(self, simd: int) -> Cost:
+        if simd not in self._buffers:
+            self._buffers[simd] = self.plan.cost(simd)
+        return self._buffers[simd]
+
+    def _util(self, res: np.ndarray) -> np.ndarray:
+        caps = self.caps
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(caps > 0, res / np.where(caps > 0, caps, 1), np.where(res > 0, np.inf, 0.0))
+
+    def _threshold(self, cap: float) -> np.ndarray:
+        """The most of each resource a design within ``cap`` may use (utilization <= cap, as integers)."""
+        return np.floor((cap + 1e-12) * self.caps).astype(np.int64)
+
+    def blocks(self):
+        """(first index, cycles [n], resources [n, R]) of successive slices of the space."""
+        nb = len(self.b)
+        rows = max(1, BLOCK // nb)
+        for a0 in range(0, len(self.a), rows):
+            a1 = min(a0 + rows, len(self.a))
+            cycles = (self.fixed_cycles + self.a.cycles[a0:a1, None] + self.b.cycles[None, :]).ravel()
+            res = (self._shell + self.a.res[a0:a1, None, :] + self.b.res[None, :, :]).reshape(-1, len(RESOURCE_KEYS))
+            simd = np.maximum(self.a.simd[a0:a1, None], self.b.simd[None, :]).ravel()
+            values = np.unique(simd)
+            if len(values) == 1:
+                res[:, _LUT] += self._buffer(int(values[0])).lut
+                res[:, _BRAM] += self._buffer(int(values[0])).bram18
+            else:
+                for v in values:
+                    sel = simd == v
+                    res[sel, _LUT] += self._buffer(int(v)).lut
+                    res[sel, _BRAM] += self._buffer(int(v)).bram18
+            yield a0 * nb, cycles, res
+
+    def fps_of(self, cycles: np.ndarray) -> np.ndarray:
+        return self.board.clock_hz / np.maximum(cycles, 1)
+
+    def point(self, i: int) -> Point:
+        ia, ib = divmod(int(i), len(self.b))
+        cycles = int(self.fixed_cycles + self.a.cycles[ia] + self.b.cycles[ib])
+        res = self._shell + self.a.res[ia] + self.b.res[ib]
+        buf = self._buffer(int(max(self.a.simd[ia], self.b.simd[ib])))
+        res[_LUT] += buf.lut
+        res[_BRAM] += buf.bram18
+        return Point(cycles, float(self.fps_of(np.array([cycles]))[0]), res, self._util(res),
+                     int(self.a.ddr[ia] + self.b.ddr[ib]))
 
     def knobs(self, i: int) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for j, g in enumerate(self.groups):
-            out.update({u: dict(k) for u, k in g.knobs[int(self.idx[i, j])].items()})
-        return {u: out[u] for u in self.units}
+        ia, ib = divmod(int(i), len(self.b))
+        out = {**self.a.knobs[ia], **self.b.knobs[ib]}
+        return {u: dict(out[u]) for u in self.units}
 
-    def feasible(self, cap: float) -> np.ndarray:
-        return np.all(self.util <= cap + 1e-12, axis=1)
+    def _argmin(self, keys, mask) -> int | None:
+        """The design minimizing ``keys(cycles, res)`` (a tuple of arrays, lexicographic) among ``mask``;
+        of equal ones, the first."""
+        best: tuple | None = None
+        for start, cycles, res in self.blocks():
+            ok = np.flatnonzero(mask(cycles, res))
+            if ok.size == 0:
+                continue
+            ks = keys(cycles[ok], res[ok])
+            sel = np.arange(ok.size)
+            for k in ks:  # narrow down key by key: only the ties of one key are sorted by the next
+                kk = k[sel]
+                sel = sel[kk == kk.min()]
+                if sel.size == 1:
+                    break
+            pos = int(sel[0])
+            cand = tuple(int(k[pos]) for k in ks) + (start + int(ok[pos]),)
+            if best is None or cand < best:
+                best = cand
+        return None if best is None else best[-1]
+
+    def _fits(self, cap: float):
+        th = self._threshold(cap)
+        return lambda c, r: np.all(r <= th, axis=1)
+
+    def _check_room(self, cap: float) -> None:
+        if cap > self.room + 1e-12:
+            raise VaqfError(f"this design space holds designs within {self.room:g} of the board; a cap of {cap:g} "
+                            "needs a space built with room >= cap")
 
     def fastest(self, cap: float) -> int | None:
-        """Index of the feasible design with the highest frame rate (ties: fewer LUT, DSP, BRAM18)."""
-        ok = np.flatnonzero(self.feasible(cap))
-        if ok.size == 0:
-            return None
-        r = self.res[ok]
-        return int(ok[np.lexsort((r[:, _BRAM], r[:, _DSP], r[:, _LUT], self.cycles[ok]))[0]])
+        """The feasible design with the highest frame rate (ties: fewer LUT, DSP, BRAM18)."""
+        self._check_room(cap)
+        return self._argmin(lambda c, r: (c, r[:, _LUT], r[:, _DSP], r[:, _BRAM]), self._fits(cap))
 
     def cheapest_meeting(self, target_fps: float, cap: float) -> int | None:
-        """Index of the feasible design meeting ``target_fps`` with the fewest LUTs (ties: DSP, BRAM18, FPS)."""
-        ok = np.flatnonzero(self.feasible(cap) & (self.fps >= target_fps))
-        if ok.size == 0:
-            return None
-        r = self.res[ok]
-        return int(ok[np.lexsort((self.cycles[ok], r[:, _BRAM], r[:, _DSP], r[:, _LUT]))[0]])
+        """The feasible design meeting ``target_fps`` with the fewest LUTs (ties: DSP, BRAM18, FPS)."""
+        self._check_room(cap)
+        fits = self._fits(cap)
+        return self._argmin(lambda c, r: (r[:, _LUT], r[:, _DSP], r[:, _BRAM], c),
+                            lambda c, r: fits(c, r) & (self.fps_of(c) >= target_fps))
+
+    def front(self, cap: float) -> list[int]:
+        """Feasible designs not dominated in (FPS up, LUT down), fastest first; of designs with equal FPS
+        and LUT, the one with fewer DSPs, then BRAM18."""
+        self._check_room(cap)
+        th = self._threshold(cap)
+        parts = []
+        for start, cycles, res in self.blocks():
+            ok = np.flatnonzero(np.all(res <= th, axis=1))
+            if ok.size:
+                parts.append(_front2(cycles[ok], res[ok], start + ok))
+        if not parts:
+            return []
+        c, r, i = (np.concatenate(x) for x in zip(*parts, strict=True))
+        return [int(x) for x in _front2(c, r, i)[2]]
+
+    def _worst(self, res: np.ndarray) -> np.ndarray:
+        """The largest utilization of each design, as an integer key (parts per 10**9, capped)."""
+        return np.rint(np.minimum(self._util(res).max(axis=1), 1e6) * 1e9).astype(np.int64)
 
     def limit(self, cap: float) -> dict:
         """What stops this precision: the best feasible frame rate and the binding resource.
 
         The binding resource is the one a faster design runs out of first: among the designs faster
         than the best feasible one, the design that comes closest to fitting (smallest largest
-        utilization / cap), and the resource it most exceeds. When no faster design exists at all, every
-        unit is at its largest parallelism, and the frame rate is bound by DDR bandwidth if weight
-        traffic takes most of the cycles, else by the parallelism the units offer.
+        utilization), and the resource it most exceeds. When no faster design exists, every unit is at
+        its largest parallelism, and the frame rate is bound by DDR bandwidth if weight traffic takes most
+        of the cycles, else by the parallelism the units offer; the same when more resources would gain
+        at most MARGINAL_GAIN. Faster designs are looked for among those within RELAXED_ROOM x cap of the
+        board (at most OVER_BOARD).
         """
         best = self.fastest(cap)
+        relaxed = self.relaxed(cap)
         if best is None:
-            worst = self.util.max(axis=1)
-            i = int(np.argmin(worst))
-            r = int(np.argmax(self.util[i]))
+            i = relaxed._argmin(lambda c, r: (relaxed._worst(r),), lambda c, r: np.ones(len(c), dtype=bool))
+            if i is None:
+                return {"fps": 0.0, "binding": "parallelism", "detail": "the design space is empty"}
+            p = relaxed.point(i)
+            r = int(np.argmax(p.util))
             return {"fps": 0.0, "binding": RESOURCE_KEYS[r],
-                    "detail": f"even the smallest design needs {self.util[i, r] * 100:.0f}% of the "
+                    "detail": f"even the smallest design needs {p.util[r] * 100:.0f}% of the "
                               f"{RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
-        best_fps = float(self.fps[best])
-        faster = np.flatnonzero(self.cycles < self.cycles[best])
-        if faster.size:
-            over = (self.util[faster] / cap).max(axis=1)
-            i = int(faster[np.argmin(over)])
-            r = int(np.argmax(self.util[i]))
-            return {"fps": best_fps, "binding": RESOURCE_KEYS[r],
-                    "detail": f"the next faster design ({self.fps[i]:.4g} FPS) needs {self.util[i, r] * 100:.0f}% "
+        bp = self.point(best)
+        i = relaxed._argmin(lambda c, r: (relaxed._worst(r), c), lambda c, r: c < bp.cycles)
+        top = relaxed._argmin(lambda c, r: (c,), lambda c, r: np.ones(len(c), dtype=bool))
+        gain = relaxed.point(top).fps / bp.fps - 1 if top is not None else 0.0
+        if i is not None and gain > MARGINAL_GAIN:
+            p = relaxed.point(i)
+            r = int(np.argmax(p.util))
+            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r],
+                    "detail": f"the next faster design ({p.fps:.4g} FPS) needs {p.util[r] * 100:.0f}% "
                               f"of the {RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
-        fastest = int(np.argmin(self.cycles))
-        memory = self.ddr[fastest] / self.board.ddr_bytes_per_cycle
-        if memory >= 0.5 * self.cycles[fastest]:
-            return {"fps": best_fps, "binding": "ddr_bandwidth",
-                    "detail": f"weight traffic from DDR takes {memory / self.cycles[fastest] * 100:.0f}% of the "
-                              f"cycles at {self.board.ddr_bytes_per_cycle:.3g} bytes/cycle"}
-        return {"fps": best_fps, "binding": "parallelism",
-                "detail": "every unit is at its largest parallelism"}
+        more = f"; more resources would gain at most {gain * 100:.1f}%" if i is not None else ""
+        memory = bp.ddr / self.board.ddr_bytes_per_cycle
+        if memory >= 0.5 * bp.cycles:
+            return {"fps": bp.fps, "binding": "ddr_bandwidth",
+                    "detail": f"weight traffic from DDR takes {memory / bp.cycles * 100:.0f}% of the "
+                              f"cycles at {self.board.ddr_bytes_per_cycle:.3g} bytes/cycle{more}"}
+        return {"fps": bp.fps, "binding": "parallelism",
+                "detail": f"the units' parallelism is exhausted (the cycles do not shrink with larger knobs){more}"}
+
+    def relaxed(self, cap: float) -> Space:
+        """A space of the same graph with room for the designs that just miss ``cap`` (for diagnostics)."""
+        room = min(OVER_BOARD, max(1.0, RELAXED_ROOM * cap))
+        if self.room >= room:
+            return self
+        if self._relaxed is None or self._relaxed.room < room:
+            self._relaxed = Space(self.graph, self.board, self.fixed, room)
+        return self._relaxed
+
+
+def _front2(cycles: np.ndarray, res: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (cycles down, LUT down) Pareto front of some designs, fewest cycles first."""
+    order = np.lexsort((idx, res[:, _BRAM], res[:, _DSP], res[:, _LUT], cycles))
+    lut = res[order, _LUT]
+    prev_min = np.minimum.accumulate(np.concatenate([[np.iinfo(np.int64).max], lut[:-1]]))
+    keep = order[lut < prev_min]
+    return cycles[keep], res[keep], idx[keep]
 
 
 @dataclass
@@ -254,6 +413,12 @@ class Candidate:
 
 
 def act_bits_of(graph: Graph) -> int:
+    """The graph's activation precision: the widest input of its matrix products (ops declaring
+    ``precision_inputs``), else the widest value held in an activation buffer."""
+    bits = [int(v.info.qtype.bits) for n in graph.nodes if getattr(get_spec(n.op), "precision_inputs", False)
+            for v in n.inputs]
+    if bits:
+        return max(bits)
     plan = plan_buffers(graph)
     bits = [graph.value(v).info.qtype.bits for v, k in plan.kind_of.items() if k == "act"]
     return max(bits) if bits else 0
@@ -265,8 +430,9 @@ def _signature(graph: Graph) -> tuple:
 
 
 def build_candidates(graph_for_bits: Callable[[int], Graph], board: Board,
-                     bits: Iterable[int] = DEFAULT_ACT_BITS) -> list[Candidate]:
-    """Import the model at each candidate precision (highest first) and build each design space.
+                     bits: Iterable[int] = DEFAULT_ACT_BITS, cap: float = 1.0) -> list[Candidate]:
+    """Import the model at each candidate precision (highest first) and build each design space (with
+    room for designs within ``cap`` of the board).
 
     A model that fixes its own activation precision (QONNX/QDQ quantizers) gives the same graph for
     every request; it then yields a single candidate labelled with its own activation bits.
@@ -292,7 +458,13 @@ def build_candidates(graph_for_bits: Callable[[int], Graph], board: Board,
             continue
         seen.add(sig)
         graphs.append((b, g))
-    return [Candidate(b, g, Space(g, board)) for b, g in graphs]
+    return [Candidate(b, g, Space(g, board, room=cap)) for b, g in graphs]
+
+
+def _space(cand: Candidate, board: Board, cap: float) -> Space:
+    if cand.space.room < cap or cand.space.board != board:
+        cand.space = Space(cand.graph, board, room=cap)
+    return cand.space
 
 
 def _design(cand: Candidate, i: int, board: Board, target: float | None, objective: str) -> Design:
@@ -315,7 +487,7 @@ def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = 
     _check_request(target_fps, cap)
     limits = []
     for cand in sorted(cands, key=lambda c: -c.act_bits):
-        sp = cand.space
+        sp = _space(cand, board, cap)
         if target_fps is None:
             i = sp.fastest(cap)
             if i is not None:
@@ -338,7 +510,7 @@ def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = 
 def search(graph: Graph, board: Board, target_fps: float | None = None, cap: float = 0.8) -> Design:
     """The design vaqf picks for ``graph`` at its own activation precision."""
     _check_request(target_fps, cap)
-    return select([Candidate(act_bits_of(graph), graph, Space(graph, board))], board, target_fps, cap)[0]
+    return select([Candidate(act_bits_of(graph), graph, Space(graph, board, room=cap))], board, target_fps, cap)[0]
 
 
 def search_act_bits(graph_for_bits: Callable[[int], Graph], board: Board, target_fps: float | None = None,
@@ -346,25 +518,12 @@ def search_act_bits(graph_for_bits: Callable[[int], Graph], board: Board, target
     """The design vaqf picks over activation precisions ``bits``: ``graph_for_bits(b)`` is the model
     imported with b-bit activations (the importer re-run with ``--act-bits b`` for a float model)."""
     _check_request(target_fps, cap)
-    return select(build_candidates(graph_for_bits, board, bits), board, target_fps, cap)[0]
+    return select(build_candidates(graph_for_bits, board, bits, cap), board, target_fps, cap)[0]
 
 
 def front_indices(space: Space, cap: float) -> list[int]:
-    """Feasible designs of one space not dominated in (FPS up, LUT down), fastest first.
-
-    Of designs with equal FPS and LUT, the one with fewer DSPs, then BRAM18, is kept."""
-    ok = np.flatnonzero(space.feasible(cap))
-    if ok.size == 0:
-        return []
-    r = space.res[ok]
-    order = ok[np.lexsort((r[:, _BRAM], r[:, _DSP], r[:, _LUT], space.cycles[ok]))]
-    front = []
-    best_lut = np.inf
-    for i in order:
-        if space.res[i, _LUT] < best_lut:
-            front.append(int(i))
-            best_lut = space.res[i, _LUT]
-    return front
+    """Feasible designs of one space not dominated in (FPS up, LUT down), fastest first."""
+    return space.front(cap)
 
 
 def pareto_designs(cands: Sequence[Candidate], board: Board, cap: float = 0.8,
@@ -375,8 +534,10 @@ def pareto_designs(cands: Sequence[Candidate], board: Board, cap: float = 0.8,
     bits. ``limit`` keeps that many, evenly spread along the front (None: all)."""
     points = []  # (bits, cycles, lut, cand, index)
     for cand in cands:
-        for i in front_indices(cand.space, cap):
-            points.append((cand.act_bits, int(cand.space.cycles[i]), int(cand.space.res[i, _LUT]), cand, i))
+        space = _space(cand, board, cap)
+        for i in front_indices(space, cap):
+            p = space.point(i)
+            points.append((cand.act_bits, p.cycles, int(p.res[_LUT]), cand, i))
     kept = []
     for p in points:
         dominated = any(q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2] and (q[0], q[1], q[2]) != (p[0], p[1], p[2])
@@ -392,7 +553,7 @@ def pareto_designs(cands: Sequence[Candidate], board: Board, cap: float = 0.8,
 
 def pareto_front(graph: Graph, board: Board, cap: float = 0.8, limit: int | None = 40) -> list[Design]:
     """Feasible designs of ``graph`` not dominated in (FPS up, LUT down), fastest first."""
-    return pareto_designs([Candidate(act_bits_of(graph), graph, Space(graph, board))], board, cap, limit)
+    return pareto_designs([Candidate(act_bits_of(graph), graph, Space(graph, board, room=cap))], board, cap, limit)
 
 
 def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]],
@@ -403,6 +564,6 @@ def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]
     return Design(board.name, bits, knobs, board.clock_mhz, board.axi_bits, target_fps, "pinned", est.to_json())
 
 
-__all__ = ["DEFAULT_ACT_BITS", "Candidate", "Space", "act_bits_of", "build_candidates", "design_for_knobs",
+__all__ = ["DEFAULT_ACT_BITS", "Candidate", "Point", "Space", "act_bits_of", "build_candidates", "design_for_knobs",
            "front_indices", "pareto_designs", "pareto_front", "pareto_mask", "search", "search_act_bits", "select",
            "signed_bits"]

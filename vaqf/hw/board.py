@@ -64,16 +64,41 @@ _ALIASES = {"ultra96": "ultra96v2", "ultra96-v2": "ultra96v2", "pynq-z2": "pynqz
             "kria-kv260": "kv260"}
 
 
-def get_board(name_or_path: str) -> Board:
-    """A built-in board by name, or a user board from a JSON/YAML file with Board's fields."""
-    key = name_or_path.lower()
+#: boards this process has read from files or been handed (by name), so a design naming one resolves
+_USER_BOARDS: dict[str, Board] = {}
+
+
+def register_board(board: Board) -> Board:
+    """Make ``board`` known by its name to :func:`get_board` for the rest of this process.
+
+    A design refers to its board by name; a user board must not reuse a built-in board's name for
+    different hardware, which would make that name ambiguous.
+    """
+    key = board.name.lower()
+    builtin = BOARDS.get(_ALIASES.get(key, key))
+    if builtin is not None:
+        if builtin != board:
+            raise VaqfError(f"board {board.name!r} differs from the built-in board of that name; give it another "
+                            "name (e.g. add a suffix) so designs that name it stay unambiguous")
+        return builtin
+    _USER_BOARDS[key] = board
+    return board
+
+
+def get_board(name_or_path: str | Path) -> Board:
+    """A built-in board by name, a user board from a JSON/YAML file with Board's fields, or a user board
+    read earlier in this process, by its name."""
+    text = str(name_or_path)
+    key = text.lower()
     key = _ALIASES.get(key, key)
     if key in BOARDS:
         return BOARDS[key]
-    p = Path(name_or_path)
+    p = Path(text)
     if p.suffix.lower() in (".json", ".yaml", ".yml"):
-        return load_board_file(p)
-    raise VaqfError(f"unknown board {name_or_path!r}; built-in boards: {', '.join(BOARDS)} "
+        return register_board(load_board_file(p))
+    if key in _USER_BOARDS:
+        return _USER_BOARDS[key]
+    raise VaqfError(f"unknown board {text!r}; built-in boards: {', '.join(BOARDS)} "
                     "(or give a .json/.yaml board file)")
 
 

@@ -10,5 +10,6 @@
 #include "vaqf/matmul.h"
 #include "vaqf/softmax.h"
 #include "vaqf/layernorm.h"
+#include "vaqf/conv.h"
 
 #endif

@@ -84,6 +84,7 @@ class Act:
     value: Value
     quantized: bool       # produced by a quantizer (activation precision), not a wide accumulator
     dense_without_bias: Any = None  # the dense node whose bias an Add may still fold in
+    relu_applied: bool = False      # a following Relu was already fused into the producer
 
 
 @dataclass
@@ -656,16 +657,18 @@ class Importer:
         if wshape is None or len(wshape) != 4:
             raise UnsupportedOpError(self._name(node), "Conv", "only 2-D convolutions with constant weights")
         kh, kw = wshape[2], wshape[3]
-        strides = list(a.get("strides", [1, 1]))
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        if (strides != [kh, kw] or any(pads) or int(a.get("group", 1)) != 1
-                or list(a.get("dilations", [1, 1])) != [1, 1] or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
-            raise UnsupportedOpError(self._name(node), "Conv", "only patch embeddings (kernel = stride, no padding, "
-                                     "one group) are supported in this op set")
+        strides = [int(v) for v in a.get("strides", [1, 1])]
+        pads = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
+        if int(a.get("group", 1)) != 1 or list(a.get("dilations", [1, 1])) != [1, 1]:
+            raise UnsupportedOpError(self._name(node), "Conv", "grouped or dilated convolutions are not supported")
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise UnsupportedOpError(self._name(node), "Conv", "auto_pad (export with explicit pads)")
         x = self._act_input(node, 0, need_quantized=True)
         shp = x.value.info.shape
-        if len(shp) != 4 or shp[2] % kh or shp[3] % kw:
-            raise UnsupportedOpError(self._name(node), "Conv", f"input {list(shp)} is not a whole number of patches")
+        if len(shp) != 4:
+            raise UnsupportedOpError(self._name(node), "Conv", f"input {list(shp)} is not NCHW")
+        if strides != [kh, kw] or any(pads) or shp[2] % kh or shp[3] % kw:
+            return self._conv_im2col(node, x, w_state, (kh, kw), strides, pads)
         c, h, w = shp[1], shp[2] // kh, shp[3] // kw
         d = wshape[0]
         ints, w_scale, qtype, wf = self._weight_matrix(node, w_state, lambda t: t.reshape(t.shape[0], -1), 1.0)
@@ -681,6 +684,72 @@ class Importer:
         t = self._move("transpose", act.value, (1, d, h * w), {"perm": [0, 2, 1]}, node, "nchw")
         out = self._move("reshape", t, (1, d, h, w), {"shape": [1, d, h, w]}, node, node.output[0])
         self._set(node, Act(out, True))
+
+    def _conv_im2col(self, node: onnx.NodeProto, x: Act, w_state: Any, kernel: tuple[int, int],
+                     strides: list[int], pads: list[int]) -> None:
+        """A general 2-D convolution: im2col rows into the GEMM unit, then back to NCHW. A Relu that is the
+        conv's only consumer is fused into the GEMM epilogue."""
+        from vaqf.ops.im2col import conv_geometry
+
+        attrs = {"kernel": list(kernel), "stride": strides, "pads": pads}
+        c, _, _, ho, wo = conv_geometry(x.value.info.shape, attrs)
+        cols = self._move("im2col", x.value, (1, ho * wo, c * kernel[0] * kernel[1]), attrs, node,
+                          node.output[0] + "_cols")
+        ints, w_scale, qtype, wf = self._weight_matrix(node, w_state, lambda t: t.reshape(t.shape[0], -1), 1.0)
+        d = ints.shape[0]
+        act = self._emit_dense(node, cols, ints, w_scale, qtype, wf, node.output[0] + "_rows")
+        if self._state(node, 2) is not None:
+            self._fold_bias(act.dense_without_bias, self._state(node, 2), 1.0, node)
+        users = self._consumers.get(node.output[0], [])
+        relu = users[0] if len(users) == 1 and users[0].op_type == "Relu" else None
+        if relu is not None:
+            act.dense_without_bias.attrs["relu"] = True
+            qt, scale, zp = self._output_quant(relu, self._act_bits())
+        else:
+            qt, scale, zp = self._output_quant(node, self._internal_bits(), signed=True)
+        act = self._quantize_act(act, np.array([scale]), zp, qt, "HALF_EVEN", _renamed(node, node.output[0] + "_q"))
+        t = self._move("transpose", act.value, (1, d, ho * wo), {"perm": [0, 2, 1]}, node, node.output[0] + "_nchw")
+        out = self._move("reshape", t, (1, d, ho, wo), {"shape": [1, d, ho, wo]}, node, node.output[0])
+        self._set(node, Act(out, True, relu_applied=relu is not None))
+
+    def _op_BatchNormalization(self, node: onnx.NodeProto) -> None:
+        raise UnsupportedOpError(self._name(node), "BatchNormalization",
+                                 "only a BatchNormalization right after a convolution with float weights is "
+                                 "supported (it is folded into the convolution)")
+
+    def _pool(self, node: onnx.NodeProto, kind: str, kernel: tuple[int, int], strides: list[int],
+              pads: list[int]) -> None:
+        from vaqf.ops.im2col import conv_geometry
+        from vaqf.ops.pool import pool_attrs
+
+        x = self._per_tensor(node, 0, keeps_channels=False)
+        if not x.quantized:
+            x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
+        try:
+            attrs = pool_attrs(kind, kernel, (int(strides[0]), int(strides[1])), tuple(int(p) for p in pads))
+            c, _, _, ho, wo = conv_geometry(x.value.info.shape, attrs)
+        except VaqfError as e:
+            raise UnsupportedOpError(self._name(node), node.op_type, str(e)) from None
+        out = self._move("pool", x.value, (1, c, ho, wo), attrs, node, node.output[0])
+        self._set(node, Act(out, True, relu_applied=x.relu_applied))
+
+    def _op_MaxPool(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        if int(a.get("ceil_mode", 0)) or list(a.get("dilations", [1, 1])) != [1, 1]:
+            raise UnsupportedOpError(self._name(node), "MaxPool", "ceil_mode or dilations")
+        k = [int(v) for v in a["kernel_shape"]]
+        self._pool(node, "max", (k[0], k[1]), list(a.get("strides", [1, 1])), list(a.get("pads", [0, 0, 0, 0])))
+
+    def _op_AveragePool(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        k = [int(v) for v in a["kernel_shape"]]
+        self._pool(node, "avg", (k[0], k[1]), list(a.get("strides", [1, 1])), list(a.get("pads", [0, 0, 0, 0])))
+
+    def _op_GlobalAveragePool(self, node: onnx.NodeProto) -> None:
+        shape = self._shape_of(self._state(node, 0))
+        if len(shape) != 4:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"input {list(shape)} is not NCHW")
+        self._pool(node, "avg", (shape[2], shape[3]), [1, 1], [0, 0, 0, 0])
 
     def _move(self, op: str, x: Value, shape: tuple[int, ...], attrs: dict, node: onnx.NodeProto,
               out_name: str) -> Value:
@@ -1041,6 +1110,9 @@ class Importer:
 
     def _op_Relu(self, node: onnx.NodeProto) -> None:
         x = self._act_input(node, 0, need_quantized=False)
+        if x.relu_applied:  # fused into the producer's epilogue
+            self._set(node, x)
+            return
         info = x.value.info
         out = self.graph.new_value(node.output[0], TensorInfo(info.shape, info.qtype, info.scale, info.zero_point))
         self.graph.add_node("relu", [x.value], [out], {}, name=self._name(node), source=self._name(node))

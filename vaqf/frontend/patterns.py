@@ -188,8 +188,48 @@ def lift_gelu(model: onnx.ModelProto) -> int:
     return count
 
 
+def fold_batchnorm(model: onnx.ModelProto) -> int:
+    """Conv(W, b) -> BatchNormalization(gamma, beta, mean, var, eps) with constant float weights and
+    statistics becomes one Conv with W' = W * gamma / sqrt(var + eps) per output channel and
+    b' = (b - mean) * gamma / sqrt(var + eps) + beta."""
+    inits = {t.name: t for t in model.graph.initializer}
+    cons = _consumers(model)
+    prod = _producers(model)
+    count = 0
+    for bn in [n for n in model.graph.node if n.op_type == "BatchNormalization"]:
+        conv = prod.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or len(cons.get(conv.output[0], [])) != 1:
+            continue
+        names = [conv.input[1]] + list(bn.input[1:5]) + ([conv.input[2]] if len(conv.input) > 2 and conv.input[2] else [])
+        if not all(n in inits for n in names) or len(bn.output) != 1:
+            continue
+        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        if w.dtype.kind != "f" and numpy_helper.to_array(inits[conv.input[1]]).dtype.kind != "f":
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(names) == 6 else np.zeros(w.shape[0])
+        k = gamma / np.sqrt(var + eps)
+        w_new = (w * k.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        b_new = ((b - mean) * k + beta).astype(np.float32)
+        wn, bname = f"{conv.input[1]}__bnfold", f"{bn.output[0]}__bias"
+        model.graph.initializer.extend([numpy_helper.from_array(w_new, wn), numpy_helper.from_array(b_new, bname)])
+        conv.input[1] = wn
+        if len(conv.input) > 2:
+            conv.input[2] = bname
+        else:
+            conv.input.append(bname)
+        conv.output[0] = bn.output[0]
+        model.graph.node.remove(bn)
+        count += 1
+    if count:
+        log.info("folded %d BatchNormalization nodes into convolutions", count)
+    return count
+
+
 def lift_patterns(model: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    fold_batchnorm(m)
     lift_gelu(m)
     return m

@@ -1,0 +1,97 @@
+"""pool: max or average pooling over 2-D windows of an NCHW tensor (global average pooling included).
+
+Max pooling takes the largest integer of the window's in-bounds elements (same type and scale). Average
+pooling (no padding) is  q = round(sum(x - zp) * m / 2**s) + zp  with m / 2**s the dyadic 1 / window
+size, so the output keeps the input's type, scale and zero point.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost
+from vaqf.ir import Node, TensorInfo
+from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.eltwise import LANE_CHOICES
+from vaqf.ops.im2col import conv_geometry
+from vaqf.sim.qarith import Dyadic, Rounding, rshift_round, saturate
+
+
+def pool_attrs(kind: str, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]) -> dict:
+    attrs = {"kind": kind, "kernel": list(kernel), "stride": list(stride), "pads": list(pads)}
+    if kind == "avg":
+        if any(pads):
+            raise VaqfError("average pooling with padding is not supported")
+        d = Dyadic.from_float(1.0 / (kernel[0] * kernel[1]), 24)
+        attrs.update({"mantissa": d.mantissa, "shift": d.shift})
+    elif kind != "max":
+        raise VaqfError(f"unknown pooling {kind!r}")
+    return attrs
+
+
+@register
+class Pool(OpSpec):
+    name = "pool"
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        (x,) = inputs
+        if x.per_channel:
+            raise VaqfError(f"{node.name}: pooling needs a per-tensor scale")
+        c, _, _, ho, wo = conv_geometry(x.shape, node.attrs)
+        return [TensorInfo((1, c, ho, wo), x.qtype, x.scale, x.zero_point)]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        a = node.attrs
+        x = np.asarray(inputs[0], dtype=np.int64)
+        info = node.inputs[0].info
+        kh, kw = a["kernel"]
+        sh, sw = a["stride"]
+        pt, pl, pb, pr = a["pads"]
+        if a["kind"] == "max":
+            pad = int(info.qtype.min)  # never wins against an in-bounds element
+            xp = np.pad(x, ((0, 0), (0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad)
+            win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(3, 4))[:, :, :, ::sh, ::sw]
+            return [win.max(axis=(-2, -1))]
+        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(3, 4))[:, :, :, ::sh, ::sw]
+        s = (win - info.zero_point).sum(axis=(-2, -1))
+        q = rshift_round(s * int(a["mantissa"]), int(a["shift"]), Rounding.HALF_EVEN) + info.zero_point
+        return [saturate(q, int(info.qtype.min), int(info.qtype.max))]
+
+    def unit(self, node: Node) -> str:
+        return "pool"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        return {"lanes": list(LANE_CHOICES)}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """Each output reads its kh*kw window, ``lanes`` window elements per cycle; a compare (max) or an
+        add (avg) per lane, ~1 LUT per bit, and for average pooling one 32x24 rounding multiply."""
+        lanes = int(knobs["lanes"])
+        kh, kw = node.attrs["kernel"]
+        out = node.outputs[0].info.size
+        bits = node.inputs[0].info.qtype.bits + math.ceil(math.log2(kh * kw + 1))
+        dsp = 2 if node.attrs["kind"] == "avg" else 0
+        return Cost(out * math.ceil(kh * kw / lanes) + 8, lut=200 + lanes * bits * 2, ff=300 + lanes * bits * 2,
+                    dsp=dsp)
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {"lanes": int(knobs["lanes"])}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        return list(in_kinds)
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        x = node.inputs[0].info
+        a = node.attrs
+        c, h, w, ho, wo = conv_geometry(x.shape, a)
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "c": c, "h": h, "w": w, "ho": ho, "wo": wo,
+                "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0], "sw": a["stride"][1],
+                "pt": a["pads"][0], "pl": a["pads"][1], "avg": int(a["kind"] == "avg"),
+                "mant": int(a.get("mantissa", 0)), "shift": int(a.get("shift", 0)), "zp": x.zero_point,
+                "lo": int(x.qtype.min), "hi": int(x.qtype.max),
+                "in_buf": ctx.buffer(node.inputs[0].name), "out_buf": ctx.buffer(node.outputs[0].name)}

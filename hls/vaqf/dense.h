@@ -31,6 +31,7 @@ struct dense_desc {
 struct dense_config {
     static const int PE = 1;
     static const int SIMD = 1;
+    static const int EPI = 1;          // requantizers draining the PE accumulators in parallel
     static const int WBITS = 1;        // weight container bits (1: bipolar, bit 1 = +1)
     static const bool BINARY = true;
     static const int MAX_ROW_WORDS = 1;
@@ -64,7 +65,7 @@ inline void load_item(const ap_uint<WB>* ddr, const dense_desc& d, int blk, int 
 // computes from one buffer set, block b+1's weights and per-channel constants stream from DDR into the
 // other, one item per cycle in the same pipelined loop. Rows are software-pipelined too: while the MAC
 // steps of row r run, the PE results of row r-1 drain through the epilogue, so a row costs
-// max(ceil(K/SIMD), PE) cycles and a block max(compute, next block's load).
+// max(ceil(K/SIMD), ceil(PE/EPI)) cycles and a block max(compute, next block's load).
 template <class CFG, int WB, class act_t, class acc_t>
 void dense(const ap_uint<WB>* ddr, const dense_desc& d, const act_t* in, act_t* out_act, acc_t* out_acc) {
 #pragma HLS INLINE off
@@ -73,7 +74,8 @@ void dense(const ap_uint<WB>* ddr, const dense_desc& d, const act_t* in, act_t* 
     const int load_items = CFG::PE * row_words + 3 * CFG::PE;
     const int blocks = (d.out_dim + CFG::PE - 1) / CFG::PE;
     const int steps = (d.in_dim + CFG::SIMD - 1) / CFG::SIMD;
-    const int span = steps > CFG::PE ? steps : CFG::PE;
+    const int drain = (CFG::PE + CFG::EPI - 1) / CFG::EPI;
+    const int span = steps > drain ? steps : drain;
     const int compute_items = (d.rows + 1) * span;
     ap_uint<WB> wbuf[2][CFG::PE][CFG::MAX_ROW_WORDS];
 #pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
@@ -128,17 +130,21 @@ block:
                         acc[p] = (t == 0 ? sum_t(bias[cur][p]) : acc[p]) + partial;
                     }
                 }
-                if (r > 0 && t < CFG::PE) {
-                    int o = o0 + t;
-                    if (o < d.out_dim) {
-                        wide_t a = done[t];
-                        if (d.relu && a < 0) a = 0;
-                        int at = (r - 1) * d.out_dim + o;
-                        if (d.requant) {
-                            out_act[at] = requantize(a, mant[cur][t], shift[cur][t], d.zp_out, d.out_lo, d.out_hi,
-                                                     d.rounding);
-                        } else {
-                            out_acc[at] = a;
+                if (r > 0 && t < drain) {
+                    for (int e = 0; e < CFG::EPI; e++) {
+#pragma HLS UNROLL
+                        int p = t * CFG::EPI + e;
+                        int o = o0 + p;
+                        if (p < CFG::PE && o < d.out_dim) {
+                            wide_t a = done[p];
+                            if (d.relu && a < 0) a = 0;
+                            int at = (r - 1) * d.out_dim + o;
+                            if (d.requant) {
+                                out_act[at] = requantize(a, mant[cur][p], shift[cur][p], d.zp_out, d.out_lo, d.out_hi,
+                                                         d.rounding);
+                            } else {
+                                out_acc[at] = a;
+                            }
                         }
                     }
                 }

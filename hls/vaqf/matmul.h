@@ -17,6 +17,7 @@ struct matmul_desc {
 struct matmul_config {
     static const int PE = 1;     // output columns in parallel
     static const int SIMD = 1;   // products per column per cycle
+    static const int EPI = 1;    // requantizers draining the PE results in parallel
     static const int ACC_BITS = 32;
 };
 
@@ -31,9 +32,10 @@ heads:
         const act_t* bh = b + h * d.k * d.n;
     cols:
         for (int n0 = 0; n0 < d.n; n0 += CFG::PE) {
-            // software-pipelined rows, as in dense.h: a row costs max(ceil(K/SIMD), PE) cycles
+            // software-pipelined rows, as in dense.h: a row costs max(ceil(K/SIMD), ceil(PE/EPI)) cycles
             const int steps = (d.k + CFG::SIMD - 1) / CFG::SIMD;
-            const int span = steps > CFG::PE ? steps : CFG::PE;
+            const int drain = (CFG::PE + CFG::EPI - 1) / CFG::EPI;
+            const int span = steps > drain ? steps : drain;
             sum_t acc[CFG::PE], done[CFG::PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
 #pragma HLS ARRAY_PARTITION variable=done complete
@@ -59,16 +61,20 @@ heads:
                             acc[p] = (t == 0 ? sum_t(0) : acc[p]) + partial;
                         }
                     }
-                    if (r > 0 && t < CFG::PE) {
-                        int c = n0 + t;
-                        if (c < d.n) {
-                            wide_t v = done[t];
-                            if (d.relu && v < 0) v = 0;
-                            int o = h * d.m * d.n + (r - 1) * d.n + c;
-                            if (d.requant) {
-                                out_act[o] = requantize(v, d.mant, d.shift, d.zp_out, d.out_lo, d.out_hi, d.rounding);
-                            } else {
-                                out_acc[o] = v;
+                    if (r > 0 && t < drain) {
+                        for (int e = 0; e < CFG::EPI; e++) {
+#pragma HLS UNROLL
+                            int p = t * CFG::EPI + e;
+                            int c = n0 + p;
+                            if (p < CFG::PE && c < d.n) {
+                                wide_t v = done[p];
+                                if (d.relu && v < 0) v = 0;
+                                int o = h * d.m * d.n + (r - 1) * d.n + c;
+                                if (d.requant) {
+                                    out_act[o] = requantize(v, d.mant, d.shift, d.zp_out, d.out_lo, d.out_hi, d.rounding);
+                                } else {
+                                    out_acc[o] = v;
+                                }
                             }
                         }
                     }

@@ -117,8 +117,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "ddr_words": max(image.words, 1),
         "act_bits": plan.bits.get("act", 2),
         "acc_bits": plan.bits.get("acc", 32),
-        "buffers": [{"kind": k, "name": f"{k}_buf{i}", "size": plan.size[k]}
-                    for k in sorted(plan.count) for i in range(plan.count[k])],
+        "buffers": [{"kind": k, "name": name, "size": size} for k, name, size in plan.buffers()],
         "partition": max((k.get("simd", 1) for k in design.knobs.values()), default=1),
         "units": unit_structs,
         "layers": layers,

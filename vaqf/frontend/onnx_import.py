@@ -924,7 +924,9 @@ class Importer:
     def _op_Softmax(self, node: onnx.NodeProto) -> None:
         from vaqf.ops.softmax import softmax_attrs
 
-        x = self._act_input(node, 0, need_quantized=False)
+        # scores are quantized (internal precision) so the Q.K^T product requantizes in its epilogue and the
+        # scores buffer holds narrow integers instead of accumulators
+        x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
         shape = x.value.info.shape
         axis = int(self._attrs(node).get("axis", -1))
         if axis not in (-1, len(shape) - 1):

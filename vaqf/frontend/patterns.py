@@ -193,6 +193,9 @@ def fold_batchnorm(model: onnx.ModelProto) -> int:
     statistics becomes one Conv with W' = W * gamma / sqrt(var + eps) per output channel and
     b' = (b - mean) * gamma / sqrt(var + eps) + beta."""
     inits = {t.name: t for t in model.graph.initializer}
+    for n in model.graph.node:  # exporters share equal tensors through Identity nodes
+        if n.op_type == "Identity" and n.input and n.input[0] in inits:
+            inits[n.output[0]] = inits[n.input[0]]
     cons = _consumers(model)
     prod = _producers(model)
     count = 0

@@ -1,8 +1,10 @@
 """On-chip activation buffers: which buffer holds each value (liveness-based reuse).
 
 Buffers come in two kinds: "act" (activation precision, read by the GEMM unit) and "acc"
-(accumulators). All buffers of a kind have the size of the largest value of that kind, so any free one
-can be reused. Values of aliasing ops (reshape) share their input's buffer.
+(accumulators), each kind with one container width. A value takes the smallest free buffer of its kind
+that holds it (best fit), or a buffer of its own size when none does; an elementwise op whose input dies
+at that op writes over its input (``OpSpec.in_place``). Values of aliasing ops (reshape) share their
+input's buffer. Each buffer is as large as the largest value it ever holds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class BufferPlan:
     kind_of: dict[str, str] = field(default_factory=dict)     # value name -> kind
     buffer_of: dict[str, int] = field(default_factory=dict)   # value name -> buffer index within kind
     count: dict[str, int] = field(default_factory=dict)       # kind -> number of buffers
-    size: dict[str, int] = field(default_factory=dict)        # kind -> elements per buffer
+    sizes: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, buffer) -> elements
     bits: dict[str, int] = field(default_factory=dict)        # kind -> container bits (signed)
 
     def name(self, value: str) -> str:
@@ -34,11 +36,15 @@ class BufferPlan:
         buffers are written and read one element per cycle and stay whole.
         """
         total = Cost()
-        for kind, n in self.count.items():
+        for (kind, _), size in self.sizes.items():
             part = max(1, partition) if kind == "act" else 1
-            bank = memory_cost(-(-self.size[kind] // part), self.bits[kind])
-            total = total + Cost(lut=n * part * bank.lut, bram18=n * part * bank.bram18)
+            bank = memory_cost(-(-size // part), self.bits[kind])
+            total = total + Cost(lut=part * bank.lut, bram18=part * bank.bram18)
         return total
+
+    def buffers(self) -> list[tuple[str, str, int]]:
+        """(kind, name, elements) of every buffer, in a stable order."""
+        return [(k, f"{k}_buf{i}", self.sizes[(k, i)]) for k, i in sorted(self.sizes)]
 
     def bram18(self, partition: int = 1) -> int:
         return self.cost(partition).bram18
@@ -60,11 +66,9 @@ def plan_buffers(graph: Graph) -> BufferPlan:
         kinds = get_spec(node.op).buffer_kinds(node, [plan.kind_of[v.name] for v in node.inputs])
         for v, k in zip(node.outputs, kinds, strict=True):
             plan.kind_of[v.name] = k
-    # sizes and widths per kind
+    # container widths per kind
     for name, kind in plan.kind_of.items():
-        v = graph.value(name)
-        plan.size[kind] = max(plan.size.get(kind, 1), v.info.size)
-        plan.bits[kind] = max(plan.bits.get(kind, 2), signed_bits(v))
+        plan.bits[kind] = max(plan.bits.get(kind, 2), signed_bits(graph.value(name)))
     for node in order:  # the GEMM units write accumulators of their own width
         if "acc_bits" in node.attrs:
             plan.bits["acc"] = max(plan.bits.get("acc", 2), int(node.attrs["acc_bits"]))
@@ -82,16 +86,24 @@ def plan_buffers(graph: Graph) -> BufferPlan:
     free: dict[str, list[int]] = {}
     busy: dict[str, int] = {}   # root value -> buffer index
     for v in graph.inputs:
-        plan.buffer_of[v.name] = _take(plan, free, "act")
+        plan.buffer_of[v.name] = _take(plan, free, "act", v.info.size)
         busy[v.name] = plan.buffer_of[v.name]
     for i, node in enumerate(order):
         spec = get_spec(node.op)
         for v in node.outputs:
             if spec.aliases_input:
                 plan.buffer_of[v.name] = plan.buffer_of[node.inputs[0].name]
+                _grow(plan, plan.kind_of[v.name], plan.buffer_of[v.name], v.info.size)
+                continue
+            src = node.inputs[0] if spec.in_place and node.inputs else None
+            root = alias_root.get(src.name, src.name) if src is not None else None
+            if (src is not None and plan.kind_of[src.name] == plan.kind_of[v.name] and root in busy
+                    and last_use.get(root, -1) <= i and src.info.size == v.info.size
+                    and all(alias_root.get(x.name, x.name) != root for x in node.inputs[1:])):
+                plan.buffer_of[v.name] = busy.pop(root)  # write over the dying input
             else:
-                plan.buffer_of[v.name] = _take(plan, free, plan.kind_of[v.name])
-                busy[v.name] = plan.buffer_of[v.name]
+                plan.buffer_of[v.name] = _take(plan, free, plan.kind_of[v.name], v.info.size)
+            busy[v.name] = plan.buffer_of[v.name]
         # release buffers whose root value is dead after this node
         for root in list(busy):
             if last_use.get(root, -1) <= i and root not in {o.name for o in node.outputs}:
@@ -99,11 +111,21 @@ def plan_buffers(graph: Graph) -> BufferPlan:
     return plan
 
 
-def _take(plan: BufferPlan, free: dict[str, list[int]], kind: str) -> int:
+def _grow(plan: BufferPlan, kind: str, idx: int, size: int) -> None:
+    plan.sizes[(kind, idx)] = max(plan.sizes.get((kind, idx), 1), size)
+
+
+def _take(plan: BufferPlan, free: dict[str, list[int]], kind: str, size: int) -> int:
+    """The smallest free buffer holding ``size`` elements, else the largest free one grown to it, else a new one."""
     pool = free.setdefault(kind, [])
     if pool:
-        pool.sort()
-        return pool.pop(0)
+        fitting = [b for b in pool if plan.sizes[(kind, b)] >= size]
+        pick = min(fitting, key=lambda b: (plan.sizes[(kind, b)], b)) if fitting else \
+            max(pool, key=lambda b: (plan.sizes[(kind, b)], -b))
+        pool.remove(pick)
+        _grow(plan, kind, pick, size)
+        return pick
     idx = plan.count.get(kind, 0)
     plan.count[kind] = idx + 1
+    _grow(plan, kind, idx, size)
     return idx

@@ -31,6 +31,8 @@ from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows
 from vaqf.sim.qarith import Rounding, requantize
 
 PE_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)
+#: requantizers draining the PE accumulators in parallel
+EPI_CHOICES = (1, 2, 4, 8, 16)
 SIMD_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: cycles between issuing a DDR burst and its first beat (AXI round trip on Zynq UltraScale+ HP ports)
 DDR_LATENCY = 64
@@ -63,14 +65,18 @@ def _in_max_abs(x: TensorInfo) -> int:
 
 def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
     """Exact integer GEMM; runs through float BLAS when every partial sum provably fits the mantissa."""
-    xs = np.asarray(x, dtype=np.int64) - zp_in
+    xs = np.asarray(x, dtype=np.int64)
+    if zp_in:
+        xs = xs - zp_in
+    rows = xs.reshape(-1, xs.shape[-1])  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
     if bound < 2**24:
-        acc = (xs.astype(np.float32) @ weight.T.astype(np.float32)).astype(np.int64)
+        acc = (rows.astype(np.float32) @ weight.T.astype(np.float32)).astype(np.int64)
     elif bound < 2**53:
-        acc = (xs.astype(np.float64) @ weight.T.astype(np.float64)).astype(np.int64)
+        acc = (rows.astype(np.float64) @ weight.T.astype(np.float64)).astype(np.int64)
     else:
-        acc = xs @ weight.T.astype(np.int64)
-    return acc + bias.astype(np.int64)
+        acc = rows @ weight.T.astype(np.int64)
+    acc += bias.astype(np.int64)  # in place (acc is new): large new arrays cost page faults
+    return acc.reshape(xs.shape[:-1] + (weight.shape[0],))
 
 
 @register
@@ -101,7 +107,7 @@ class Dense(OpSpec):
         bound = node.attrs["acc_bound"]
         acc = dense_reference(x, node.attrs["weight"], node.attrs["bias"], zp, bound)
         if node.attrs.get("relu"):
-            acc = np.maximum(acc, 0)
+            np.maximum(acc, 0, out=acc)
         rq = node.attrs.get("requant")
         if rq is not None:
             qt = rq["qtype"]
@@ -126,15 +132,17 @@ class Dense(OpSpec):
         """
         n_out, k = node.attrs["weight"].shape
         lowest = 2 if dsp_packing(node) == 2 and n_out >= 2 else 1
-        return {"pe": [p for p in PE_CHOICES if lowest <= p <= max(1, n_out)],
-                "simd": [s for s in SIMD_CHOICES if s <= max(1, k)]}
+        pes = [p for p in PE_CHOICES if lowest <= p <= max(1, n_out)]
+        return {"pe": pes, "simd": [s for s in SIMD_CHOICES if s <= max(1, k)],
+                "epi": [e for e in EPI_CHOICES if e <= pes[-1]]}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """Cycles and resources of one dense layer on a PE x SIMD unit.
 
         Cycles (the kernel in hls/vaqf/dense.h): blocks of PE output rows; a block computes
         (rows + 1) * max(ceil(K/SIMD), PE) cycles (MAC steps at II=1, the previous row's PE results
-        draining through the epilogue meanwhile) while the next block's PE weight rows and constants
+        draining through EPI requantizers meanwhile, so a row costs max(ceil(K/SIMD), ceil(PE/EPI)) cycles)
+        while the next block's PE weight rows and constants
         stream in from DDR (one word per cycle, at most the board's DDR bytes per cycle): double
         buffering makes a block cost max(compute, load); the first load and DDR_LATENCY are exposed.
         Resources: see :func:`dense_resources` (LUT, FF, DSP48E2 and weight-buffer terms, each with
@@ -152,17 +160,19 @@ class Dense(OpSpec):
         items = pe * rw + 3 * pe  # weight words, then bias, multiplier and shift per row: one per cycle
         bytes_block = pe * rw * word_bits // 8 + 12 * pe
         load = max(items, math.ceil(bytes_block / board.ddr_bytes_per_cycle))
-        compute = (rows + 1) * max(math.ceil(k / simd), pe)
+        epi = min(int(knobs.get("epi", 1)), pe)
+        compute = (rows + 1) * max(math.ceil(k / simd), math.ceil(pe / epi))
         cycles = DDR_LATENCY + load + (blocks - 1) * max(compute, load) + compute + depth
         ddr_bytes = blocks * bytes_block
 
-        res = dense_resources(node, pe, simd)
+        res = dense_resources(node, pe, simd, epi)
         return Cost(cycles, res.lut, res.ff, res.dsp, res.bram18, res.uram, ddr_bytes)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
         return {
             "pe": int(knobs["pe"]),
             "simd": int(knobs["simd"]),
+            "epi": min(int(knobs.get("epi", 1)), int(knobs["pe"])),
             "wbits": max(weight_container(n) for n in nodes),
             "binary": int(is_binary(nodes[0])),
             "max_in": max(n.attrs["weight"].shape[1] for n in nodes),
@@ -276,8 +286,8 @@ def dsp_packing(node: Node) -> int:
     return 2 if weight_container(node) <= 8 and int(x.bits) <= 8 else 1
 
 
-def dense_resources(node: Node, pe: int, simd: int) -> DenseResources:
-    """LUT, FF, DSP48E2 and BRAM18 of a PE x SIMD dense unit running ``node``.
+def dense_resources(node: Node, pe: int, simd: int, epi: int = 1) -> DenseResources:
+    """LUT, FF, DSP48E2 and BRAM18 of a PE x SIMD dense unit with EPI requantizers running ``node``.
 
     Counted from the datapath, with the UltraScale+ primitives of :mod:`vaqf.hw.cost` (a LUT6 per
     result bit of a carry-chain adder, LUT6 + F7/F8 multiplexers, 64 bits of LUTRAM per LUT). p is
@@ -293,8 +303,8 @@ def dense_resources(node: Node, pe: int, simd: int) -> DenseResources:
       packed pair costs a p-bit incrementer (WP486): p * floor(PE/2) * SIMD.
     - ``adder_tree``: per PE a balanced tree over SIMD p-bit products (:func:`adder_tree_luts`).
     - ``accumulator``: per PE one acc-bit adder (the bias load at the first step shares its LUTs).
-    - ``output_mux``: the epilogue takes the PE accumulators one per cycle, an acc-bit PE:1 mux.
-    - ``epilogue``: one requantizer: the rounding right shift of the q-bit product by up to 62 bits
+    - ``output_mux``: the epilogue takes EPI of the PE accumulators per cycle, EPI acc-bit PE/EPI:1 muxes.
+    - ``epilogue``: EPI requantizers, each: the rounding right shift of the q-bit product by up to 62 bits
       (three levels of 4:1 muxes, 3q), the rounding increment (q), the clamp to [lo, hi] (two q-bit
       compares and a select, ~q) and the zero-point add (q); plus the PE multipliers and shifts in
       LUTRAM.
@@ -330,12 +340,12 @@ def dense_resources(node: Node, pe: int, simd: int) -> DenseResources:
         "products": products,
         "adder_tree": tree,
         "accumulator": pe * acc,
-        "output_mux": acc * mux_luts(pe),
-        "epilogue": 6 * q + lutram_luts(pe, MANTISSA_BITS + SHIFT_BITS),
+        "output_mux": epi * acc * mux_luts(max(1, pe // epi)),
+        "epilogue": epi * 6 * q + lutram_luts(pe, MANTISSA_BITS + SHIFT_BITS),
         "weight_lutram": pe * weights.lut,
     }
-    ff = 400 + (products if is_binary(node) else 0) + tree + pe * (2 * acc + 32) + 3 * q
-    dsp += dsp48e2_per_product(acc, MANTISSA_BITS + 1)
+    ff = 400 + (products if is_binary(node) else 0) + tree + pe * (2 * acc + 32) + 3 * q * epi
+    dsp += epi * dsp48e2_per_product(acc, MANTISSA_BITS + 1)
     return DenseResources(terms, ff, dsp, pe * weights.bram18)
 
 

@@ -67,6 +67,7 @@ def layernorm_reference(x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
 @register
 class LayerNorm(OpSpec):
     name = "layernorm"
+    in_place = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

@@ -83,13 +83,15 @@ class MatMul(OpSpec):
     def knobs(self, node: Node) -> dict[str, list[int]]:
         k = node.inputs[0].info.shape[-1]
         n = node.inputs[1].info.shape[-1]
-        return {"pe": [p for p in PE_CHOICES if p <= max(1, n)], "simd": [s for s in SIMD_CHOICES if s <= max(1, k)]}
+        pes = [p for p in PE_CHOICES if p <= max(1, n)]
+        return {"pe": pes, "simd": [s for s in SIMD_CHOICES if s <= max(1, k)],
+                "epi": [e for e in (1, 2, 4, 8, 16) if e <= pes[-1]]}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """PE output columns x SIMD products per cycle, II=1, both operands from on-chip buffers.
 
-        Cycles: batch * ceil(N/PE) * (M * max(ceil(K/SIMD), PE) + PE): rows are software-pipelined with
-        the epilogue of the previous row (hls/vaqf/matmul.h).
+        Cycles: batch * ceil(N/PE) * (M + 1) * max(ceil(K/SIMD), ceil(PE/EPI)): rows are software-pipelined
+        with the previous row's epilogue, EPI requantizers wide (hls/vaqf/matmul.h).
         DSP: one DSP48E2 per product, two when both operands are at most 8 bits (the A operand is
         shared by the PE columns, which is the packing a DSP48E2 allows), plus 2 for the requantizer.
         LUT: the adder tree of SIMD products of 2A bits per PE and the operand muxing.
@@ -101,15 +103,18 @@ class MatMul(OpSpec):
         bits = max(_signed_bits(a), _signed_bits(b))
         acc_bits = int(node.attrs["acc_bits"])
         blocks = batch * math.ceil(n / pe)
-        cycles = blocks * (m * max(math.ceil(k / simd), pe) + pe) + 8 + math.ceil(math.log2(simd + 1))
+        epi = min(int(knobs.get("epi", 1)), pe)
+        drain = math.ceil(pe / epi)
+        cycles = blocks * ((m + 1) * max(math.ceil(k / simd), drain)) + 8 + math.ceil(math.log2(simd + 1))
         per_dsp = 2 if bits <= 9 else 1
-        dsp = math.ceil(pe / per_dsp) * simd + 2
-        lut = 300 + pe * (simd * (2 * bits + 2) + acc_bits) + 250
+        dsp = math.ceil(pe / per_dsp) * simd + 2 * epi
+        lut = 300 + pe * (simd * (2 * bits + 2) + acc_bits) + 250 * epi
         ff = 400 + pe * (simd * (2 * bits) + 2 * acc_bits)
         return Cost(cycles, lut, ff, dsp, 0, 0, 8)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
         return {"pe": int(knobs["pe"]), "simd": int(knobs["simd"]),
+                "epi": min(int(knobs.get("epi", 1)), int(knobs["pe"])),
                 "acc_bits": max(int(n.attrs["acc_bits"]) for n in nodes)}
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
 @register
 class Relu(OpSpec):
     name = "relu"
+    in_place = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

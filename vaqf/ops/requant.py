@@ -22,6 +22,7 @@ from vaqf.sim.qarith import Rounding, requantize
 @register
 class Requant(OpSpec):
     name = "requant"
+    in_place = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

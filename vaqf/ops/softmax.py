@@ -56,6 +56,7 @@ def softmax_reference(x: np.ndarray, table: np.ndarray, mant: int, shift: int, o
 @register
 class Softmax(OpSpec):
     name = "softmax"
+    in_place = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

@@ -48,6 +48,7 @@ class RemoveDeadNodes(Pass):
 
 
 def default_pipeline() -> list[Pass]:
-    from vaqf.passes.simplify import CollapsePermutations, MergeChains, RemoveIdentities
+    from vaqf.passes.simplify import CollapsePermutations, HoistRequant, MergeChains, RemoveIdentities
 
-    return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues()]
+    return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues(),
+            HoistRequant()]

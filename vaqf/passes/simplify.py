@@ -102,3 +102,60 @@ class CollapsePermutations(Pass):
             if i > 0 and moving > 0 and np.array_equal(idx.reshape(-1), np.arange(idx.size)):
                 best = i
         return chain[: best + 1] if best is not None else None
+
+
+class HoistRequant(Pass):
+    """Move a per-tensor requantization (or relu) above the permutations that separate it from its
+    producer: ``requant(transpose(x)) == transpose(requant(x))`` for a per-tensor map, so the requant
+    can then fuse into the producer's epilogue and the permuted tensor is stored narrow."""
+
+    def call(self, graph: Graph) -> PassResult:
+        modified = False
+        changed = True
+        while changed:
+            changed = False
+            for perm in list(graph.topo()):
+                if not get_spec(perm.op).permutes_elements or len(perm.inputs) != 1:
+                    continue
+                out = perm.outputs[0]
+                users = graph.consumers(out)
+                if len(users) != 1 or any(o is out for o in graph.outputs):
+                    continue
+                ew = users[0]
+                epi = get_spec(ew.op).as_epilogue(ew)
+                src = perm.inputs[0]
+                if epi is None or src.info.per_channel or len(graph.consumers(src)) != 1:
+                    continue
+                if epi.kind == "requant" and np.asarray(epi.params["mantissa"]).size != 1:
+                    continue
+                head = graph.producer(src)
+                while head is not None and get_spec(head.op).permutes_elements and len(head.inputs) == 1:
+                    head = graph.producer(head.inputs[0])
+                if head is None:
+                    continue  # only worth it when the requant can then fuse into a producer
+                _swap(graph, perm, ew)
+                modified = changed = True
+                break
+        return PassResult(graph, modified)
+
+
+def _swap(graph: Graph, first, second) -> None:
+    """first -> second  becomes  second' -> first' (second elementwise, first a permutation)."""
+    from vaqf.ir import TensorInfo
+
+    src = first.inputs[0]
+    mid_old = first.outputs[0]
+    final = second.outputs[0]
+    spec2 = get_spec(second.op)
+    mid_info = spec2.infer(second, [src.info])[0]
+    mid = graph.new_value(f"{final.name}_pre", TensorInfo(src.info.shape, mid_info.qtype, mid_info.scale,
+                                                           mid_info.zero_point))
+    a = graph.add_node(second.op, [src], [mid], dict(second.attrs), name=second.name, source=second.source)
+    graph.replace_all_uses_with(final, mid_old)  # consumers of the old result now read a placeholder
+    graph.remove(second)
+    b_out = graph.new_value(f"{final.name}_post", TensorInfo(final.info.shape, mid.info.qtype, mid.info.scale,
+                                                              mid.info.zero_point))
+    b = graph.add_node(first.op, [mid], [b_out], dict(first.attrs), name=first.name + "_h", source=first.source)
+    graph.replace_all_uses_with(mid_old, b_out)
+    graph.remove(first)
+    del a, b

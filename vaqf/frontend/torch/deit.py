@@ -4,6 +4,12 @@ A timm DeiT checkpoint (a state_dict) loads with ``load_state_dict``; nothing he
 torchvision. Besides the DeiT family (tiny, small, base), ``custom`` builds non-uniform transformers:
 per-block head counts and MLP widths, and any depth (removed blocks), as ViT compression and
 auto-scaling methods produce.
+
+Every tensor the compiler stores at activation precision passes a ``QuantPoint``: an identity in a float
+model (no parameters, so timm checkpoints load strictly), replaced by an activation quantizer by
+``vaqf.frontend.torch.qat.quantize_vit``. Their places are the ones vaqf's QONNX importer needs: the
+input of every matrix product, the residual stream, the inputs and outputs of LayerNorm and GELU, and
+the outputs of the layers that feed an addition.
 """
 
 from __future__ import annotations
@@ -48,14 +54,51 @@ class ViTConfig:
                 raise ValueError(f"block {i}: {self.heads(i)} heads do not divide dim {self.embed_dim}")
 
 
+class QuantPoint(nn.Identity):
+    """Where an activation quantizer goes; an identity until ``quantize_vit`` replaces it.
+
+    ``role`` says which precision the compiler gives the tensor:
+
+    - ``"input"``: the image (8 bits);
+    - ``"matmul"``: an input of a matrix product (the activation precision, ``act_bits``);
+    - ``"internal"``: the residual stream, the inputs of LayerNorm/GELU, the outputs feeding an addition
+      (``max(8, act_bits)``, as vaqf's importer keeps them);
+    - ``"softmax"``: the softmax output as vaqf's softmax unit writes it (unsigned 8 bits, scale 2**-8);
+    - ``"probs"``: the attention probabilities as the A.V product reads them (unsigned ``act_bits``; at 8
+      bits or more the softmax unit's own quantization);
+    - ``"const"``: a constant added to an activation (the position embedding), quantized as the importer
+      quantizes it (8 bits, symmetric, on its own range); not exported.
+
+    ``signed`` fixes the sign of the range (None: decided by calibration).
+    """
+
+    def __init__(self, role: str, signed: bool | None = None) -> None:
+        super().__init__()
+        if role not in QUANT_ROLES:
+            raise ValueError(f"unknown quantization role {role!r}; choose one of {', '.join(QUANT_ROLES)}")
+        self.role = role
+        self.signed = signed
+
+    def extra_repr(self) -> str:
+        return f"role={self.role}, signed={self.signed}"
+
+
+QUANT_ROLES = ("input", "matmul", "internal", "softmax", "probs", "const")
+
+
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export()
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.patch_size)
         self.num_patches = (cfg.img_size // cfg.patch_size) ** 2
+        self.out_quant = QuantPoint("internal")  # also quantizes the class token (the importer's concat does)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.out_quant(self.proj(x)).flatten(2).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -66,15 +109,19 @@ class Attention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.qkv_quant = QuantPoint("matmul")                 # q, k and v: operands of Q.K^T and A.V
+        self.softmax_quant = QuantPoint("softmax", signed=False)
+        self.attn_quant = QuantPoint("probs", signed=False)  # attention probabilities: operand of A.V
+        self.proj_quant = QuantPoint("matmul")                # input of proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv_quant(self.qkv(x)).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn.softmax(dim=-1)
+        attn = self.attn_quant(self.softmax_quant(attn.softmax(dim=-1)))
         x = (attn @ v).transpose(1, 2).reshape(b, n, c)
-        return self.proj(x)
+        return self.proj(self.proj_quant(x))
 
 
 class Mlp(nn.Module):
@@ -83,26 +130,40 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
+        self.fc1_quant = QuantPoint("internal")             # GELU input
+        self.act_quant = QuantPoint("matmul", signed=False)  # GELU output, input of fc2 (GELU >= -0.17: clipped)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.act_quant(self.act(self.fc1_quant(self.fc1(x)))))
 
 
 class Block(nn.Module):
+    #: the quantizer that feeds each linear layer (its bias is rounded to that input's grid, as vaqf does)
+    linear_inputs = {"attn.qkv": "norm1_quant", "attn.proj": "attn.proj_quant", "mlp.fc1": "norm2_quant",
+                     "mlp.fc2": "mlp.act_quant"}
+
     def __init__(self, dim: int, heads: int, mlp_dim: int, qkv_bias: bool, eps: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_dim)
+        self.norm1_quant = QuantPoint("matmul")     # input of qkv
+        self.attn_out_quant = QuantPoint("internal")
+        self.res1_quant = QuantPoint("internal")
+        self.norm2_quant = QuantPoint("matmul")     # input of fc1
+        self.mlp_out_quant = QuantPoint("internal")
+        self.res2_quant = QuantPoint("internal")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = self.res1_quant(x + self.attn_out_quant(self.attn(self.norm1_quant(self.norm1(x)))))
+        return self.res2_quant(x + self.mlp_out_quant(self.mlp(self.norm2_quant(self.norm2(x)))))
 
 
 class VisionTransformer(nn.Module):
     """A ViT/DeiT classifier on the class token (timm layout and names)."""
+
+    linear_inputs = {"patch_embed.proj": "input_quant", "head": "norm_quant"}
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
@@ -115,6 +176,10 @@ class VisionTransformer(nn.Module):
                                       for i in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.eps)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self.input_quant = QuantPoint("input")
+        self.pos_quant = QuantPoint("const")
+        self.embed_quant = QuantPoint("internal")   # residual stream after the position embedding
+        self.norm_quant = QuantPoint("matmul")      # input of the head
         self._init()
 
     def _init(self) -> None:
@@ -127,12 +192,21 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        return self.norm(self.blocks(x))
+        x = self.patch_embed(self.input_quant(x))
+        frozen = getattr(self, "_export_constants", None)
+        cls, pos = frozen if frozen is not None and _exporting() else self.quantized_constants()
+        x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.embed_quant(x + pos)
+        return self.norm_quant(self.norm(self.blocks(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x)[:, 0])
+
+    def quantized_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class token (quantized like the patch tokens it is concatenated with) and the position
+        embedding (quantized on its own range), as vaqf's importer quantizes these constants. A QONNX export
+        writes them already quantized, so every reader of the file computes with the same values."""
+        return self.patch_embed.out_quant(self.cls_token), self.pos_quant(self.pos_embed)
 
 
 FAMILY = {

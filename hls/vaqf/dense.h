@@ -25,6 +25,8 @@ struct dense_desc {
     int rounding;
     int relu;
     int requant;
+    int live;          // output rows with a non-zero weight: computed, in the order of the row table
+    int rows_offset;   // word offset of the row table: the live rows, then the all-zero rows
 };
 
 // Config struct defaults; generated projects derive from it and override sizes.
@@ -48,16 +50,48 @@ inline void load_item(const ap_uint<WB>* ddr, const dense_desc& d, int blk, int 
     const int weight_items = CFG::PE * row_words;
     if (i < weight_items) {
         int p = i / row_words, w = i % row_words;
-        int o = blk * CFG::PE + p;
-        if (o < d.out_dim) wbuf[p][w] = ddr[d.w_offset + o * row_words + w];
+        int slot = blk * CFG::PE + p;
+        int o = slot < d.live ? read_lane32<WB>(ddr, d.rows_offset, slot) : 0;
+        if (slot < d.live) wbuf[p][w] = ddr[d.w_offset + o * row_words + w];
     } else {
         int j = i - weight_items;
         int p = j % CFG::PE, kind = j / CFG::PE;
-        int o = blk * CFG::PE + p;
-        bool live = o < d.out_dim;
+        int slot = blk * CFG::PE + p;
+        bool live = slot < d.live;
+        int o = live ? read_lane32<WB>(ddr, d.rows_offset, slot) : 0;
         if (kind == 0) bias[p] = live ? read_lane32<WB>(ddr, d.bias_offset, o) : 0;
         if (kind == 1) mant[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.mant_offset, o) : 0;
         if (kind == 2) shift[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.shift_offset, o) : 0;
+    }
+}
+
+// Rows whose weights are all zero (pruned channels) skip the MACs: their output is the epilogue of the
+// bias alone, written for every input row.
+template <class CFG, int WB, class act_t, class acc_t>
+void dead_rows(const ap_uint<WB>* ddr, const dense_desc& d, act_t* out_act, acc_t* out_acc) {
+#pragma HLS INLINE
+    const int dead = d.out_dim - d.live;
+dead_rows:
+    for (int i0 = 0; i0 < dead * d.rows; i0 += CFG::EPI) {
+#pragma HLS PIPELINE II=1
+        for (int e = 0; e < CFG::EPI; e++) {  // the EPI requantizers are idle before the first block
+#pragma HLS UNROLL
+            int i = i0 + e;
+            if (i < dead * d.rows) {
+                int j = i % dead, r = i / dead;
+                int o = read_lane32<WB>(ddr, d.rows_offset, d.live + j);
+                wide_t a = read_lane32<WB>(ddr, d.bias_offset, o);
+                if (d.relu && a < 0) a = 0;
+                int at = r * d.out_dim + o;
+                if (d.requant) {
+                    out_act[at] = requantize(a, read_lane32<WB>(ddr, d.mant_offset, o),
+                                             read_lane32<WB>(ddr, d.shift_offset, o), d.zp_out, d.out_lo, d.out_hi,
+                                             d.rounding);
+                } else {
+                    out_acc[at] = a;
+                }
+            }
+        }
     }
 }
 
@@ -72,7 +106,7 @@ void dense(const ap_uint<WB>* ddr, const dense_desc& d, const act_t* in, act_t* 
     typedef ap_int<CFG::ACC_BITS> sum_t;
     const int row_words = (d.in_dim * CFG::WBITS + WB - 1) / WB;
     const int load_items = CFG::PE * row_words + 3 * CFG::PE;
-    const int blocks = (d.out_dim + CFG::PE - 1) / CFG::PE;
+    const int blocks = (d.live + CFG::PE - 1) / CFG::PE;
     const int steps = (d.in_dim + CFG::SIMD - 1) / CFG::SIMD;
     const int drain = (CFG::PE + CFG::EPI - 1) / CFG::EPI;
     const int span = steps > drain ? steps : drain;
@@ -88,6 +122,8 @@ void dense(const ap_uint<WB>* ddr, const dense_desc& d, const act_t* in, act_t* 
 #pragma HLS ARRAY_PARTITION variable=acc complete
 #pragma HLS ARRAY_PARTITION variable=done complete
 
+    dead_rows<CFG, WB>(ddr, d, out_act, out_acc);
+    if (blocks == 0) return;
 prologue:
     for (int i = 0; i < load_items; i++) {
 #pragma HLS PIPELINE II=1
@@ -134,8 +170,9 @@ block:
                     for (int e = 0; e < CFG::EPI; e++) {
 #pragma HLS UNROLL
                         int p = t * CFG::EPI + e;
-                        int o = o0 + p;
-                        if (p < CFG::PE && o < d.out_dim) {
+                        int slot = o0 + p;
+                        if (p < CFG::PE && slot < d.live) {
+                            int o = read_lane32<WB>(ddr, d.rows_offset, slot);
                             wide_t a = done[p];
                             if (d.relu && a < 0) a = 0;
                             int at = (r - 1) * d.out_dim + o;

@@ -145,6 +145,8 @@ class Dense(OpSpec):
         while the next block's PE weight rows and constants
         stream in from DDR (one word per cycle, at most the board's DDR bytes per cycle): double
         buffering makes a block cost max(compute, load); the first load and DDR_LATENCY are exposed.
+        Rows whose weights are all zero (pruned output channels) are not computed: only live rows form
+        blocks, and the pruned rows' constant outputs are written EPI per cycle.
         Resources: see :func:`dense_resources` (LUT, FF, DSP48E2 and weight-buffer terms, each with
         its source).
         """
@@ -155,14 +157,16 @@ class Dense(OpSpec):
         wb = weight_container(node)
         word_bits = board.axi_bits
         rw = row_words(k, wb, word_bits)
-        blocks = math.ceil(n_out / pe)
+        epi = min(int(knobs.get("epi", 1)), pe)
+        live = row_table(node)[1]  # all-zero rows (pruned channels) skip the MACs
+        blocks = math.ceil(live / pe)
         depth = 4 + max(1, math.ceil(math.log2(max(simd, 2))))
         items = pe * rw + 3 * pe  # weight words, then bias, multiplier and shift per row: one per cycle
         bytes_block = pe * rw * word_bits // 8 + 12 * pe
         load = max(items, math.ceil(bytes_block / board.ddr_bytes_per_cycle))
-        epi = min(int(knobs.get("epi", 1)), pe)
         compute = (rows + 1) * max(math.ceil(k / simd), math.ceil(pe / epi))
-        cycles = DDR_LATENCY + load + (blocks - 1) * max(compute, load) + compute + depth
+        dead = math.ceil(rows * (n_out - live) / epi)  # constant outputs of the pruned rows, EPI per cycle
+        cycles = dead + (DDR_LATENCY + load + (blocks - 1) * max(compute, load) + compute + depth if blocks else 0)
         ddr_bytes = blocks * bytes_block
 
         res = dense_resources(node, pe, simd, epi)
@@ -184,7 +188,8 @@ class Dense(OpSpec):
         w = node.attrs["weight"]
         blobs = {"weights": pack_bipolar(w, word_bits) if is_binary(node)
                  else pack_rows(w, weight_container(node), word_bits),
-                 "bias": pack_int32(node.attrs["bias"], word_bits)}
+                 "bias": pack_int32(node.attrs["bias"], word_bits),
+                 "rows": pack_int32(row_table(node)[0], word_bits)}
         rq = node.attrs.get("requant")
         if rq is not None:
             blobs["mantissa"] = pack_int32(rq["mantissa"], word_bits)
@@ -218,6 +223,8 @@ class Dense(OpSpec):
             "rounding": Rounding(rq["rounding"]).cpp_id if rq is not None else 0,
             "relu": int(bool(node.attrs.get("relu"))),
             "requant": int(rq is not None),
+            "live": row_table(node)[1],
+            "rows_offset": ctx.offset(node, "rows"),
             "in_buf": ctx.buffer(node.inputs[0].name),
             "out_act": ctx.buffer(out) if rq is not None else ctx.dummy["act"],
             "out_acc": ctx.dummy["acc"] if rq is not None else ctx.buffer(out),
@@ -347,6 +354,13 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1) -> DenseResour
     ff = 400 + (products if is_binary(node) else 0) + tree + pe * (2 * acc + 32) + 3 * q * epi
     dsp += epi * dsp48e2_per_product(acc, MANTISSA_BITS + 1)
     return DenseResources(terms, ff, dsp, pe * weights.bram18)
+
+
+def row_table(node: Node) -> tuple[np.ndarray, int]:
+    """The rows with a non-zero weight, then the all-zero rows (pruned channels); and the live count."""
+    nz = np.any(node.attrs["weight"] != 0, axis=1)
+    live = np.flatnonzero(nz)
+    return np.concatenate([live, np.flatnonzero(~nz)]).astype(np.int64), int(live.size)
 
 
 def finalize_dense_attrs(node: Node, x: TensorInfo) -> None:

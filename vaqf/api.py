@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from vaqf import progress
 from vaqf.backend.emit import check_output_dir, write_project
 from vaqf.dse.design import Design
 from vaqf.dse.search import (
@@ -61,9 +62,12 @@ def load_model(model: ModelLike, weights: str = "keep", act_bits: int | None = N
         return model
     if isinstance(calib, (str, Path)):
         calib = load_calibration(calib)
-    graph = import_onnx(model, ImportOptions(weights=weights, act_bits=act_bits, calib=calib))
-    if optimize:
-        graph = PassManager(default_pipeline(), max_iterations=4)(graph).graph
+    what = Path(model).name if isinstance(model, (str, Path)) else "model"
+    bits = f", {act_bits}-bit activations" if act_bits else ""
+    with progress.stage(f"importing {what}{bits}"):
+        graph = import_onnx(model, ImportOptions(weights=weights, act_bits=act_bits, calib=calib))
+        if optimize:
+            graph = PassManager(default_pipeline(), max_iterations=4)(graph).graph
     return graph
 
 
@@ -119,11 +123,41 @@ def compile_model(model: ModelLike, out_dir: str | Path, board: str | Board = "z
         graph = load_model(model, weights, act_bits if act_bits is not None else pinned.act_bits, calib)
         own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
         chosen = design_for_knobs(graph, b, pinned.knobs, fps, None if own else pinned.act_bits)
+        cands = [Candidate(act_bits_of(graph), graph, Space(graph, b, room=cap))]
     else:
-        chosen, cand = select(_candidates(model, b, weights, act_bits, calib, bits, cap), b, fps, cap)
+        cands = _candidates(model, b, weights, act_bits, calib, bits, cap)
+        with progress.stage(f"searching the design space on {b.name}"):
+            chosen, cand = select(cands, b, fps, cap)
         graph = cand.graph
-    project = write_project(graph, chosen, out, force=force)
+
+    def add_report(folder: Path) -> None:
+        _write_report(folder, graph, chosen, b, cands, cap, model, calib)
+
+    with progress.stage(f"writing the project to {out}"):
+        project = write_project(graph, chosen, out, force=force, before_install=add_report)
     return CompileResult(project, chosen, graph)
+
+
+def _write_report(folder: Path, graph: Graph, design: Design, board: Board, cands: list[Candidate], cap: float,
+                  model: ModelLike, calib: np.ndarray | str | Path | None) -> None:
+    """report.html / report.md in the project: the Pareto front of the searched precisions and, when
+    calibration data was given, the per-tensor error of the simulator against the float model."""
+    from vaqf.report import write_report
+
+    pareto = [{"fps": d.estimate["fps"], "lut_util": d.estimate["utilization"]["lut"], "act_bits": d.act_bits}
+              for d in pareto_designs(cands, board, cap, limit=60)]
+    errors = None
+    if calib is not None and not isinstance(model, Graph):
+        try:
+            from vaqf.frontend.onnx_import import load_model as load_onnx
+            from vaqf.sim.compare import layer_errors
+
+            data = load_calibration(calib) if isinstance(calib, (str, Path)) else np.asarray(calib)
+            proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+            errors = [e.to_json() for e in layer_errors(graph, proto, data[:16].astype(np.float32))]
+        except Exception as e:  # the report is extra information: never fail a compile for it
+            log.warning("per-tensor quantization error not reported: %s", str(e).splitlines()[0] if str(e) else e)
+    write_report(folder, graph, design, board, pareto, errors)
 
 
 @dataclass

@@ -34,6 +34,11 @@ EPILOG_SIM = """examples:
   vaqf simulate model.onnx --input x.npy --output y.npy     the model's own quantization (QONNX/QDQ)
   vaqf simulate out/mlp --input x.npy --output y.npy        the compiled design
 """
+EPILOG_REPORT = """examples:
+  vaqf report out/mlp                   model, design, estimate, resources and where the time goes
+  vaqf report out/mlp --json            the same data for scripts
+  vaqf report out/mlp --regenerate      rewrite report.html and report.md (e.g. after upgrading vaqf)
+"""
 EPILOG_EXPLORE = """examples:
   vaqf explore --example mlp --board ultra96v2
   vaqf explore model.onnx --board zcu102 --fps 500 --json
@@ -117,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("board", nargs="?", help="a board name or a .json/.yaml board file to show")
     b.add_argument("--json", action="store_true", help="print JSON")
+
+    r = add_parser("report", help="summarize a compiled project (its report.html has the details)",
+                   epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("project", help="project folder written by `vaqf compile`")
+    r.add_argument("--regenerate", action="store_true", help="rewrite report.html/report.md from the project")
+    r.add_argument("--json", action="store_true", help="print the report data as JSON")
     return ap
 
 
@@ -173,8 +184,6 @@ def cmd_csim(args: argparse.Namespace) -> dict:
     ints = None
     if args.input:
         ints = Simulator(graph).quantize_inputs([_load_npy(args.input, "input")])
-    if not args.json and not args.quiet:
-        print("building the C-simulation with g++ ...", flush=True)
     res = run_csim(project, ints, count=args.inputs, seed=args.seed, graph=graph)
     out = res.to_json()
     if not args.json:
@@ -269,8 +278,25 @@ def cmd_boards(args: argparse.Namespace) -> dict:
     return out
 
 
+def cmd_report(args: argparse.Namespace) -> dict:
+    from vaqf.api import load
+    from vaqf.hw.board import get_board
+    from vaqf.report import report_data, summary_text, write_report
+
+    project = load(args.project)
+    board = get_board(project.design.board)
+    saved = Path(args.project) / "report" / "report.json"
+    if args.regenerate or not saved.is_file():
+        write_report(Path(args.project), project.graph, project.design, board)
+    data = json.loads(saved.read_text()) if saved.is_file() else report_data(project.graph, project.design, board)
+    if not args.json:
+        print(summary_text(data))
+        print(f"details   {Path(args.project) / 'report.html'}")
+    return data
+
+
 COMMANDS = {"compile": cmd_compile, "csim": cmd_csim, "simulate": cmd_simulate, "explore": cmd_explore,
-            "boards": cmd_boards}
+            "boards": cmd_boards, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.DEBUG if args.verbose else (logging.ERROR if args.quiet else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from vaqf import progress
+
+    progress.enable(not args.quiet and not getattr(args, "json", False) and sys.stderr.isatty() or args.verbose)
     tempfile.tempdir = None
     try:
         out = COMMANDS[args.command](args)

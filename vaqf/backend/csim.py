@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaqf import progress
 from vaqf.backend.emit import random_int_inputs, read_io_file, write_io_file
 from vaqf.errors import ToolchainError, VaqfError
 from vaqf.ir import Graph
@@ -74,7 +75,8 @@ def build(project: Path) -> Path:
     exe.parent.mkdir(exist_ok=True)
     cmd = [cxx, *CXXFLAGS, f"-I{project / 'src'}", f"-I{inc}", *map(str, sources), "-o", str(exe)]
     log.info("building C-simulation: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with progress.stage("building the C-simulation with g++"):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
         raise ToolchainError(f"g++ failed to build {project}:\n{tail}")
@@ -94,6 +96,16 @@ class CsimResult:
         return {"inputs": self.inputs, "bit_exact": self.bit_exact, "mismatched_values": self.mismatched_values}
 
 
+def simulate_in_batches(graph: Graph, int_inputs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
+    """The simulator's integer outputs, in batches (bounded memory, and a progress bar when enabled)."""
+    sim = Simulator(graph)
+    n = int(int_inputs[0].shape[0])
+    starts = range(0, n, batch)
+    parts = [sim.run_int([a[i : i + batch] for a in int_inputs]).outputs
+             for i in progress.bar(starts, total=len(starts), desc="simulating", unit="batch")]
+    return [np.concatenate([p[j] for p in parts]) for j in range(len(graph.outputs))]
+
+
 def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: int = 100, seed: int = 0,
              graph: Graph | None = None) -> CsimResult:
     """Run the C-simulation on integer inputs (random over the input types by default) and compare."""
@@ -103,12 +115,13 @@ def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: i
     if int_inputs is None:
         int_inputs = random_int_inputs(graph, count, seed)
     n = int(int_inputs[0].shape[0])
-    expected = Simulator(graph).run_int(int_inputs).outputs
+    expected = simulate_in_batches(graph, int_inputs)
     with tempfile.TemporaryDirectory(prefix="vaqf-csim-") as td:
         tdp = Path(td)
         write_io_file(tdp / "in.bin", int_inputs, np.int32)
-        proc = subprocess.run([str(exe), str(project / "data" / "weights.bin"), str(tdp / "in.bin"),
-                               str(tdp / "out.bin"), str(n)], capture_output=True, text=True)
+        with progress.stage(f"running the C-simulation on {n} inputs"):
+            proc = subprocess.run([str(exe), str(project / "data" / "weights.bin"), str(tdp / "in.bin"),
+                                   str(tdp / "out.bin"), str(n)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise ToolchainError(f"the C-simulation exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         got = read_io_file(tdp / "out.bin", graph.outputs, n, np.int64)

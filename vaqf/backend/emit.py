@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,8 @@ def check_output_dir(out_dir: Path, force: bool) -> None:
 
 
 def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool = False,
-                  tb_inputs: np.ndarray | None = None, extra: dict[str, bytes] | None = None) -> Path:
+                  tb_inputs: np.ndarray | None = None, extra: dict[str, bytes] | None = None,
+                  before_install: Callable[[Path], None] | None = None) -> Path:
     """Render and atomically install the project at ``out_dir``."""
     from vaqf.sim.simulator import Simulator
 
@@ -193,6 +195,8 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
+        if before_install is not None:
+            before_install(tmp)  # e.g. the report: written before the project is moved into place
         (tmp / MARKER).write_text(json.dumps({"tool": "vaqf", "version": __version__,
                                               "note": "created by vaqf; vaqf may replace this folder"}) + "\n")
         _install(tmp, out)

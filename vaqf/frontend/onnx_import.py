@@ -108,7 +108,8 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as e:
-        raise ModelError(f"{p} is not a valid ONNX file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(f"{p} is not a valid ONNX file ({type(e).__name__}: {first})") \
             from e
     if not model.HasField("graph") or not model.graph.node:
         raise ModelError(f"{p} holds no ONNX graph")

@@ -203,7 +203,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> int:
         conv = prod.get(bn.input[0])
         if conv is None or conv.op_type != "Conv" or len(cons.get(conv.output[0], [])) != 1:
             continue
-        names = [conv.input[1]] + list(bn.input[1:5]) + ([conv.input[2]] if len(conv.input) > 2 and conv.input[2] else [])
+        conv_bias = [conv.input[2]] if len(conv.input) > 2 and conv.input[2] else []
+        names = [conv.input[1]] + list(bn.input[1:5]) + conv_bias
         if not all(n in inits for n in names) or len(bn.output) != 1:
             continue
         w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)

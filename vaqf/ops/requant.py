@@ -62,7 +62,8 @@ class Requant(OpSpec):
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         x = node.inputs[0].info
         a = node.attrs
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": x.size, "channels": int(a["mantissa"].size),
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": x.size,
+                "channels": int(a["mantissa"].size),
                 "mant_offset": ctx.offset(node, "mantissa"), "shift_offset": ctx.offset(node, "shift"),
                 "zp_in": x.zero_point, "zp_out": int(a["zero_point"]), "out_lo": int(a["qtype"].min),
                 "out_hi": int(a["qtype"].max), "rounding": Rounding(a["rounding"]).cpp_id,

@@ -16,6 +16,7 @@ from vaqf.ops import (  # noqa: F401  (registration side effects)
     reshape,
     slice,
     softmax,
+    strided_copy,
     transpose,
 )
 from vaqf.ops.base import EmitContext, Epilogue, OpSpec, get_spec, register, registered_ops

@@ -16,6 +16,7 @@ from vaqf.ops.base import EmitContext, OpSpec, register
 @register
 class Reshape(OpSpec):
     name = "reshape"
+    moves_elements = True
     aliases_input = True
     permutes_elements = True
 

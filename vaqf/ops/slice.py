@@ -26,6 +26,7 @@ def _ranges(node: Node, shape: tuple[int, ...]) -> list[range]:
 @register
 class Slice(OpSpec):
     name = "slice"
+    moves_elements = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

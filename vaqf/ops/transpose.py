@@ -17,6 +17,7 @@ from vaqf.ops.strided import contiguous_strides, copy_cost, copy_desc
 @register
 class Transpose(OpSpec):
     name = "transpose"
+    moves_elements = True
     permutes_elements = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:

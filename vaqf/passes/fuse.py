@@ -48,7 +48,13 @@ class RemoveDeadNodes(Pass):
 
 
 def default_pipeline() -> list[Pass]:
-    from vaqf.passes.simplify import CollapsePermutations, HoistRequant, MergeChains, RemoveIdentities
+    from vaqf.passes.simplify import (
+        CollapsePermutations,
+        ComposeCopies,
+        HoistRequant,
+        MergeChains,
+        RemoveIdentities,
+    )
 
     return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues(),
-            HoistRequant()]
+            HoistRequant(), ComposeCopies()]

@@ -159,3 +159,75 @@ def _swap(graph: Graph, first, second) -> None:
     graph.replace_all_uses_with(mid_old, b_out)
     graph.remove(first)
     del a, b
+
+
+class ComposeCopies(Pass):
+    """A data-movement node (``OpSpec.moves_elements``) whose input comes from another one is replaced by
+    one ``strided_copy`` from the first one's source, when the composed index map is affine (checked on
+    the element indices). The intermediate node stays only while other consumers need it."""
+
+    def call(self, graph: Graph) -> PassResult:
+        modified = False
+        changed = True
+        while changed:
+            changed = False
+            for node in list(graph.topo()):
+                spec = get_spec(node.op)
+                if not spec.moves_elements or spec.aliases_input or len(node.inputs) != 1:
+                    continue
+                chain = [node]
+                src = node.inputs[0]
+                while True:
+                    p = graph.producer(src)
+                    if p is None or not get_spec(p.op).moves_elements or len(p.inputs) != 1:
+                        break
+                    chain.insert(0, p)
+                    src = p.inputs[0]
+                if len(chain) < 2 or sum(not get_spec(n.op).aliases_input for n in chain) < 2:
+                    continue
+                if src.info.per_channel:
+                    continue
+                idx = np.arange(src.info.size, dtype=np.int64).reshape((1,) + src.info.shape)
+                for n in chain:
+                    idx = get_spec(n.op).reference(n, [idx])[0]
+                idx = idx[0]
+                strides = _affine_strides(idx)
+                if strides is None:
+                    continue
+                out = node.outputs[0]
+                new = graph.new_value(f"{out.name}_c", out.info)
+                graph.add_node("strided_copy", [src], [new], {"shape": list(out.info.shape), "strides": strides,
+                               "base": int(idx.reshape(-1)[0]) if idx.size else 0},
+                               name=f"{node.name}_copy", source=node.source)
+                graph.replace_all_uses_with(out, new)
+                graph.remove(node)
+                _drop_dead(graph, chain[:-1])
+                modified = changed = True
+                break
+        return PassResult(graph, modified)
+
+
+def _affine_strides(idx: np.ndarray) -> list[int] | None:
+    """Strides s with idx[o] == idx[0] + sum(o_k * s_k) for every o, or None."""
+    if idx.size == 0:
+        return None
+    strides = []
+    origin = idx.reshape(-1)[0]
+    for axis, n in enumerate(idx.shape):
+        if n == 1:
+            strides.append(0)
+            continue
+        sel = [0] * idx.ndim
+        sel[axis] = 1
+        strides.append(int(idx[tuple(sel)] - origin))
+    from vaqf.ops.strided_copy import source_index
+
+    if not np.array_equal(source_index(idx.shape, strides, int(origin)), idx):
+        return None
+    return strides
+
+
+def _drop_dead(graph: Graph, nodes: list) -> None:
+    for n in reversed(nodes):
+        if all(not graph.consumers(v) and not any(o is v for o in graph.outputs) for v in n.outputs):
+            graph.remove(n)

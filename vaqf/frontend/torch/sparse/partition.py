@@ -41,6 +41,7 @@ def default_partitioner() -> str:
 @functools.cache
 def _mtkahypar() -> Any | None:
     if importlib.util.find_spec("mtkahypar") is None:
+        log.info("mtkahypar is not installed (pip install mtkahypar); regroup uses the spectral partitioner")
         return None
     try:
         import mtkahypar

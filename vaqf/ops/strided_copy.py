@@ -1,0 +1,73 @@
+"""strided_copy: out[o] = in[base + sum(o_k * stride_k)] over the output box (a composed data movement).
+
+``passes.simplify.ComposeCopies`` replaces chains such as reshape -> transpose -> slice (the split of a
+fused qkv projection into heads) by one strided copy straight from the source, so the intermediate
+permuted tensor is never written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vaqf.errors import VaqfError
+from vaqf.hw.board import Board
+from vaqf.hw.cost import Cost
+from vaqf.ir import Node, TensorInfo
+from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.strided import contiguous_strides, copy_cost, copy_desc
+
+
+def source_index(shape: tuple[int, ...], strides: list[int], base: int) -> np.ndarray:
+    idx = np.full(shape, base, dtype=np.int64)
+    for axis, (n, st) in enumerate(zip(shape, strides, strict=True)):
+        view = [1] * len(shape)
+        view[axis] = n
+        idx = idx + (np.arange(n, dtype=np.int64) * st).reshape(view)
+    return idx
+
+
+@register
+class StridedCopy(OpSpec):
+    name = "strided_copy"
+    moves_elements = True
+
+    def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
+        (x,) = inputs
+        shape = tuple(int(d) for d in node.attrs["shape"])
+        idx = source_index(shape, node.attrs["strides"], int(node.attrs["base"]))
+        if idx.size and (idx.min() < 0 or idx.max() >= x.size):
+            raise VaqfError(f"{node.name}: strided copy reads outside its input")
+        if x.per_channel:
+            raise VaqfError(f"{node.name}: a strided copy needs a per-tensor scale")
+        return [TensorInfo(shape, x.qtype, x.scale, x.zero_point)]
+
+    def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        shape = tuple(int(d) for d in node.attrs["shape"])
+        idx = source_index(shape, node.attrs["strides"], int(node.attrs["base"]))
+        return [x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + shape)]
+
+    def unit(self, node: Node) -> str:
+        return "mover"
+
+    def knobs(self, node: Node) -> dict[str, list[int]]:
+        return {}
+
+    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
+        """See ops.strided.copy_cost: one element per cycle of the output."""
+        return copy_cost(node.outputs[0].info.size)
+
+    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {}
+
+    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
+        return list(in_kinds)
+
+    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+        shape = tuple(int(d) for d in node.attrs["shape"])
+        desc = copy_desc(list(shape), [int(s) for s in node.attrs["strides"]], contiguous_strides(shape),
+                         int(node.attrs["base"]))
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "copies": [desc],
+                "in_bufs": [ctx.buffer(node.inputs[0].name)], "out_buf": ctx.buffer(node.outputs[0].name)}

@@ -12,6 +12,9 @@ struct matmul_desc {
     int zp_a, zp_b;
     int mant, shift, zp_out, out_lo, out_hi, rounding;
     int relu, requant;
+    // operand views: element (h, r, k) of A is a[a_base + h*a_sh + r*a_sr + k*a_sk]; likewise B (h, k, c)
+    int a_base, a_sh, a_sr, a_sk;
+    int b_base, b_sh, b_sr, b_sk;
 };
 
 struct matmul_config {
@@ -28,8 +31,8 @@ void matmul(const matmul_desc& d, const act_t* a, const act_t* b, act_t* out_act
     typedef ap_int<act_t::width + 1> opd_t;
 heads:
     for (int h = 0; h < d.batch; h++) {
-        const act_t* ah = a + h * d.m * d.k;
-        const act_t* bh = b + h * d.k * d.n;
+        const act_t* ah = a + d.a_base + h * d.a_sh;
+        const act_t* bh = b + d.b_base + h * d.b_sh;
     cols:
         for (int n0 = 0; n0 < d.n; n0 += CFG::PE) {
             // software-pipelined rows, as in dense.h: a row costs max(ceil(K/SIMD), ceil(PE/EPI)) cycles
@@ -53,8 +56,8 @@ heads:
 #pragma HLS UNROLL
                                 int kk = k0 + s, c = n0 + p;
                                 if (kk < d.k && c < d.n) {
-                                    opd_t x = opd_t(ah[r * d.k + kk]) - d.zp_a;
-                                    opd_t y = opd_t(bh[kk * d.n + c]) - d.zp_b;
+                                    opd_t x = opd_t(ah[r * d.a_sr + kk * d.a_sk]) - d.zp_a;
+                                    opd_t y = opd_t(bh[kk * d.b_sr + c * d.b_sk]) - d.zp_b;
                                     partial += sum_t(x * y);
                                 }
                             }

@@ -145,6 +145,11 @@ class Graph:
             self._relink(n)
         self.outputs = [new if o is old else o for o in self.outputs]
 
+    def set_input(self, node: Node, index: int, value: Value) -> None:
+        """Make ``node`` read ``value`` as its input ``index``."""
+        node.inputs[index] = value
+        self._relink(node)
+
     def remove(self, node: Node) -> None:
         """Remove a node; its outputs must be unused."""
         for v in node.outputs:

@@ -47,6 +47,8 @@ class OpSpec:
     aliases_input: ClassVar[bool] = False
     #: the op only reorders elements (every input element lands in exactly one output place, same meaning)
     permutes_elements: ClassVar[bool] = False
+    #: the op can read its first two inputs through strided views (attrs a_view / b_view)
+    accepts_operand_views: ClassVar[bool] = False
     #: every output element is one input element, at an affine position (reshape, transpose, slice, ...)
     moves_elements: ClassVar[bool] = False
     #: elementwise along its first input: the output may overwrite that input's buffer when it dies here

@@ -23,6 +23,38 @@ PE_CHOICES = (1, 2, 4, 8, 16, 32, 64)
 SIMD_CHOICES = (1, 2, 4, 8, 16, 32, 64)
 
 
+def operand_info(node: Node, i: int, info: TensorInfo) -> TensorInfo:
+    """The operand as the product sees it: the input itself, or a strided view of it (``a_view``/``b_view``:
+    shape, strides, base over the input's elements), which passes.simplify.FoldOperandViews sets."""
+    view = node.attrs.get(("a_view", "b_view")[i])
+    if view is None:
+        return info
+    return TensorInfo(tuple(view["shape"]), info.qtype, info.scale * float(view.get("factor", 1.0)),
+                      info.zero_point)
+
+
+def operand(node: Node, i: int, x: np.ndarray) -> np.ndarray:
+    view = node.attrs.get(("a_view", "b_view")[i])
+    if view is None:
+        return x
+    from vaqf.ops.strided_copy import source_index
+
+    idx = source_index(tuple(view["shape"]), view["strides"], int(view["base"]))
+    return x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + tuple(view["shape"]))
+
+
+def _view_params(node: Node, i: int, info: TensorInfo) -> list[int]:
+    """base, batch stride, row stride, column stride of an operand (contiguous when it has no view)."""
+    view = node.attrs.get(("a_view", "b_view")[i])
+    shape = tuple(view["shape"]) if view else info.shape
+    if view is None:
+        r, c = shape[-2], shape[-1]
+        return [0, r * c, c, 1]
+    st = list(view["strides"])
+    batch = [j for j, n in enumerate(shape[:-2]) if n > 1]
+    return [int(view["base"]), int(st[batch[-1]]) if batch else 0, int(st[-2]), int(st[-1])]
+
+
 def _bound(a: TensorInfo, b: TensorInfo) -> int:
     k = a.shape[-1]
     return k * max_abs(int(a.qtype.min), int(a.qtype.max), a.zero_point) * \
@@ -36,10 +68,11 @@ def _signed_bits(x: TensorInfo) -> int:
 @register
 class MatMul(OpSpec):
     name = "matmul"
+    accepts_operand_views = True
     precision_inputs = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
-        a, b = inputs
+        a, b = (operand_info(node, i, x) for i, x in enumerate(inputs))
         if len(a.shape) != len(b.shape) or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
             raise VaqfError(f"{node.name}: cannot multiply {list(a.shape)} by {list(b.shape)}")
         if a.per_channel or b.per_channel:
@@ -54,9 +87,9 @@ class MatMul(OpSpec):
         return [TensorInfo(shape, int_type_for_range(-bound, bound), a.scale * b.scale, 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        a, b = node.inputs[0].info, node.inputs[1].info
-        xa = np.asarray(inputs[0], dtype=np.int64) - a.zero_point
-        xb = np.asarray(inputs[1], dtype=np.int64) - b.zero_point
+        a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
+        xa = np.asarray(operand(node, 0, inputs[0]), dtype=np.int64) - a.zero_point
+        xb = np.asarray(operand(node, 1, inputs[1]), dtype=np.int64) - b.zero_point
         bound = _bound(a, b)
         if bound < 2**24:
             acc = np.matmul(xa.astype(np.float32), xb.astype(np.float32)).astype(np.int64)
@@ -74,15 +107,15 @@ class MatMul(OpSpec):
         return [acc]
 
     def macs(self, node: Node) -> int:
-        a, b = node.inputs[0].info, node.inputs[1].info
+        a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
         return int(np.prod(a.shape[:-2], dtype=np.int64)) * a.shape[-2] * a.shape[-1] * b.shape[-1]
 
     def unit(self, node: Node) -> str:
         return "matmul"
 
     def knobs(self, node: Node) -> dict[str, list[int]]:
-        k = node.inputs[0].info.shape[-1]
-        n = node.inputs[1].info.shape[-1]
+        k = operand_info(node, 0, node.inputs[0].info).shape[-1]
+        n = operand_info(node, 1, node.inputs[1].info).shape[-1]
         pes = [p for p in PE_CHOICES if p <= max(1, n)]
         return {"pe": pes, "simd": [s for s in SIMD_CHOICES if s <= max(1, k)],
                 "epi": [e for e in (1, 2, 4, 8, 16) if e <= pes[-1]]}
@@ -97,7 +130,7 @@ class MatMul(OpSpec):
         LUT: the adder tree of SIMD products of 2A bits per PE and the operand muxing.
         """
         pe, simd = int(knobs["pe"]), int(knobs["simd"])
-        a, b = node.inputs[0].info, node.inputs[1].info
+        a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         batch = int(np.prod(a.shape[:-2], dtype=np.int64))
         bits = max(_signed_bits(a), _signed_bits(b))
@@ -123,7 +156,7 @@ class MatMul(OpSpec):
         return ["act" if node.attrs.get("requant") is not None else "acc"]
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        a, b = node.inputs[0].info, node.inputs[1].info
+        a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
         rq = node.attrs.get("requant")
         out = node.outputs[0].name
         return {
@@ -138,6 +171,7 @@ class MatMul(OpSpec):
             "rounding": Rounding(rq["rounding"]).cpp_id if rq is not None else 0,
             "relu": int(bool(node.attrs.get("relu"))), "requant": int(rq is not None),
             "a_buf": ctx.buffer(node.inputs[0].name), "b_buf": ctx.buffer(node.inputs[1].name),
+            "a_view": _view_params(node, 0, node.inputs[0].info), "b_view": _view_params(node, 1, node.inputs[1].info),
             "out_act": ctx.buffer(out) if rq is not None else ctx.dummy["act"],
             "out_acc": ctx.dummy["acc"] if rq is not None else ctx.buffer(out),
         }
@@ -149,5 +183,5 @@ class MatMul(OpSpec):
 
 
 def finalize_matmul_attrs(node: Node) -> None:
-    a, b = node.inputs[0].info, node.inputs[1].info
+    a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
     node.attrs["acc_bits"] = int_type_for_range(-_bound(a, b), _bound(a, b)).bits

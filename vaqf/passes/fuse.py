@@ -51,10 +51,11 @@ def default_pipeline() -> list[Pass]:
     from vaqf.passes.simplify import (
         CollapsePermutations,
         ComposeCopies,
+        FoldOperandViews,
         HoistRequant,
         MergeChains,
         RemoveIdentities,
     )
 
     return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues(),
-            HoistRequant(), ComposeCopies()]
+            HoistRequant(), ComposeCopies(), FoldOperandViews()]

@@ -231,3 +231,53 @@ def _drop_dead(graph: Graph, nodes: list) -> None:
     for n in reversed(nodes):
         if all(not graph.consumers(v) and not any(o is v for o in graph.outputs) for v in n.outputs):
             graph.remove(n)
+
+
+class FoldOperandViews(Pass):
+    """A strided copy feeding only an activation product, possibly through relabelling ops (reshape,
+    rescale), becomes that operand's view: the product reads the copy's source with strides, so q, k^T
+    and v are read in place from the projection's output."""
+
+    def call(self, graph: Graph) -> PassResult:
+        from vaqf.ops.strided_copy import source_index
+
+        modified = False
+        for node in list(graph.topo()):
+            if not get_spec(node.op).accepts_operand_views:
+                continue
+            for i, key in enumerate(("a_view", "b_view")):
+                if node.attrs.get(key) is not None:
+                    continue
+                operand = node.inputs[i]
+                chain = []
+                v = operand
+                while True:
+                    p = graph.producer(v)
+                    if p is None or len(graph.consumers(v)) != 1 or any(o is v for o in graph.outputs):
+                        p = None
+                        break
+                    if p.op == "strided_copy":
+                        break
+                    if not get_spec(p.op).aliases_input or len(p.inputs) != 1:
+                        p = None
+                        break
+                    chain.insert(0, p)
+                    v = p.inputs[0]
+                if p is None:
+                    continue
+                copy = p
+                shape = tuple(operand.info.shape)
+                if sum(1 for n in shape[:-2] if n > 1) > 1 or copy.inputs[0].info.per_channel:
+                    continue  # the product walks one batch axis
+                idx = source_index(tuple(copy.attrs["shape"]), copy.attrs["strides"], int(copy.attrs["base"]))
+                strides = _affine_strides(idx.reshape(shape))
+                if strides is None:
+                    continue
+                factor = float(operand.info.scale[0]) / float(copy.outputs[0].info.scale[0])
+                node.attrs[key] = {"shape": list(shape), "strides": strides, "base": int(idx.reshape(-1)[0]),
+                                   "factor": factor}
+                graph.set_input(node, i, copy.inputs[0])
+                for dead in reversed([copy] + chain):
+                    graph.remove(dead)
+                modified = True
+        return PassResult(graph, modified)

@@ -61,8 +61,8 @@ class QuantPoint(nn.Identity):
 
     - ``"input"``: the image (8 bits);
     - ``"matmul"``: an input of a matrix product (the activation precision, ``act_bits``);
-    - ``"internal"``: the residual stream, the inputs of LayerNorm/GELU, the outputs feeding an addition
-      (``max(8, act_bits)``, as vaqf's importer keeps them);
+    - ``"internal"``: the residual stream, the inputs of LayerNorm/GELU/softmax, the outputs feeding an
+      addition (``max(8, act_bits)``, as vaqf's importer keeps them);
     - ``"softmax"``: the softmax output as vaqf's softmax unit writes it (unsigned 8 bits, scale 2**-8);
     - ``"probs"``: the attention probabilities as the A.V product reads them (unsigned ``act_bits``; at 8
       bits or more the softmax unit's own quantization);
@@ -110,6 +110,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.qkv_quant = QuantPoint("matmul")                 # q, k and v: operands of Q.K^T and A.V
+        self.scores_quant = QuantPoint("internal")            # attention scores: softmax input
         self.softmax_quant = QuantPoint("softmax", signed=False)
         self.attn_quant = QuantPoint("probs", signed=False)  # attention probabilities: operand of A.V
         self.proj_quant = QuantPoint("matmul")                # input of proj
@@ -118,7 +119,7 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv_quant(self.qkv(x)).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = self.scores_quant((q * self.scale) @ k.transpose(-2, -1))
         attn = self.attn_quant(self.softmax_quant(attn.softmax(dim=-1)))
         x = (attn @ v).transpose(1, 2).reshape(b, n, c)
         return self.proj(self.proj_quant(x))

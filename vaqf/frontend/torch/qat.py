@@ -93,7 +93,7 @@ class ActQuant(nn.Module):
 
     def extra_repr(self) -> str:
         sign = {None: "auto", True: "signed", False: "unsigned"}[self.signed]
-        return f"bits={self.bits}, {sign}, role={self.role}, scale={float(self.scale):.6g}"
+        return f"bits={self.bits}, {sign}, role={self.role}, scale={float(self.scale.detach()):.6g}"
 
     @property
     def qrange(self) -> tuple[int, int]:

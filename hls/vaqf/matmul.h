@@ -15,6 +15,8 @@ struct matmul_desc {
     // operand views: element (h, r, k) of A is a[a_base + h*a_sh + r*a_sr + k*a_sk]; likewise B (h, k, c)
     int a_base, a_sh, a_sr, a_sk;
     int b_base, b_sh, b_sr, b_sk;
+    // output view: element (h, r, c) of the product is written at o_base + h*o_sh + r*o_sr + c*o_sc
+    int o_base, o_sh, o_sr, o_sc;
 };
 
 struct matmul_config {
@@ -72,7 +74,7 @@ heads:
                             if (p < CFG::PE && c < d.n) {
                                 wide_t v = done[p];
                                 if (d.relu && v < 0) v = 0;
-                                int o = h * d.m * d.n + (r - 1) * d.n + c;
+                                int o = d.o_base + h * d.o_sh + (r - 1) * d.o_sr + c * d.o_sc;
                                 if (d.requant) {
                                     out_act[o] = requantize(v, d.mant, d.shift, d.zp_out, d.out_lo, d.out_hi, d.rounding);
                                 } else {

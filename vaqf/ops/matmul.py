@@ -55,6 +55,18 @@ def _view_params(node: Node, i: int, info: TensorInfo) -> list[int]:
     return [int(view["base"]), int(st[batch[-1]]) if batch else 0, int(st[-2]), int(st[-1])]
 
 
+def _out_view_params(node: Node, a: TensorInfo, b: TensorInfo) -> list[int]:
+    """base, batch stride, row stride, column stride where the product's (h, r, c) is written."""
+    view = node.attrs.get("out_view")
+    m, n = a.shape[-2], b.shape[-1]
+    if view is None:
+        return [0, m * n, n, 1]
+    st = list(view["strides"])
+    shape = a.shape[:-2] + (m, n)
+    batch = [j for j, k in enumerate(shape[:-2]) if k > 1]
+    return [int(view["base"]), int(st[batch[-1]]) if batch else 0, int(st[-2]), int(st[-1])]
+
+
 def _bound(a: TensorInfo, b: TensorInfo) -> int:
     k = a.shape[-1]
     return k * max_abs(int(a.qtype.min), int(a.qtype.max), a.zero_point) * \
@@ -80,6 +92,8 @@ class MatMul(OpSpec):
         if not isinstance(a.qtype, IntType) or not isinstance(b.qtype, IntType):
             raise VaqfError(f"{node.name}: operands must be integers")
         shape = a.shape[:-1] + (b.shape[-1],)
+        if node.attrs.get("out_view") is not None:  # written straight into a permuted layout
+            shape = tuple(node.attrs["out_view"]["shape"])
         rq = node.attrs.get("requant")
         if rq is not None:
             return [requant_out_info(shape, rq)]
@@ -104,6 +118,14 @@ class MatMul(OpSpec):
             qt = rq["qtype"]
             acc = requantize(acc, rq["mantissa"], rq["shift"], rq["zero_point"], qt.min, qt.max,
                              Rounding(rq["rounding"]))
+        view = node.attrs.get("out_view")
+        if view is not None:
+            from vaqf.ops.strided_copy import source_index
+
+            pos = source_index(acc.shape[1:], view["strides"], int(view["base"])).reshape(-1)
+            out = np.empty((acc.shape[0], pos.size), dtype=np.int64)
+            out[:, pos] = acc.reshape(acc.shape[0], -1)
+            acc = out.reshape((acc.shape[0],) + tuple(view["shape"]))
         return [acc]
 
     def macs(self, node: Node) -> int:
@@ -172,6 +194,7 @@ class MatMul(OpSpec):
             "relu": int(bool(node.attrs.get("relu"))), "requant": int(rq is not None),
             "a_buf": ctx.buffer(node.inputs[0].name), "b_buf": ctx.buffer(node.inputs[1].name),
             "a_view": _view_params(node, 0, node.inputs[0].info), "b_view": _view_params(node, 1, node.inputs[1].info),
+            "out_view": _out_view_params(node, a, b),
             "out_act": ctx.buffer(out) if rq is not None else ctx.dummy["act"],
             "out_acc": ctx.dummy["acc"] if rq is not None else ctx.buffer(out),
         }

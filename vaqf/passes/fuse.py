@@ -52,10 +52,11 @@ def default_pipeline() -> list[Pass]:
         CollapsePermutations,
         ComposeCopies,
         FoldOperandViews,
+        FoldOutputViews,
         HoistRequant,
         MergeChains,
         RemoveIdentities,
     )
 
     return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues(),
-            HoistRequant(), ComposeCopies(), FoldOperandViews()]
+            HoistRequant(), ComposeCopies(), FoldOperandViews(), FoldOutputViews()]

@@ -281,3 +281,37 @@ class FoldOperandViews(Pass):
                     graph.remove(dead)
                 modified = True
         return PassResult(graph, modified)
+
+
+class FoldOutputViews(Pass):
+    """An activation product whose only consumer permutes its result (the head merge of attention) writes
+    the permuted layout directly (``out_view``), and the permutation disappears."""
+
+    def call(self, graph: Graph) -> PassResult:
+        modified = False
+        for node in list(graph.topo()):
+            if not get_spec(node.op).accepts_operand_views or node.attrs.get("out_view") is not None:
+                continue
+            out = node.outputs[0]
+            users = graph.consumers(out)
+            if len(users) != 1 or any(o is out for o in graph.outputs):
+                continue
+            perm = users[0]
+            pspec = get_spec(perm.op)
+            if not pspec.permutes_elements or pspec.aliases_input or len(perm.inputs) != 1:
+                continue
+            shape = tuple(out.info.shape)
+            if sum(1 for n in shape[:-2] if n > 1) > 1:
+                continue
+            idx = pspec.reference(perm, [np.arange(out.info.size, dtype=np.int64).reshape((1,) + shape)])[0]
+            inverse = np.empty(idx.size, dtype=np.int64)
+            inverse[idx.reshape(-1)] = np.arange(idx.size)
+            strides = _affine_strides(inverse.reshape(shape))
+            if strides is None:
+                continue
+            final = perm.outputs[0]
+            node.attrs["out_view"] = {"shape": list(final.info.shape), "strides": strides,
+                                      "base": int(inverse[0])}
+            graph.absorb_consumer(node, perm)
+            modified = True
+        return PassResult(graph, modified)

@@ -3,11 +3,12 @@
 
 The TorchScript-based exporter writes each quantizer through an ``autograd.Function`` whose ``symbolic``
 emits the QONNX node (as Brevitas does). Weights are written in MatMul layout ([in, out], scale [1, out])
-so no Transpose separates a weight from its quantizer; integer weights and biases (on the accumulator's
-grid) are written already quantized so the importer's rounding cannot disagree with PyTorch's; constants added to activations (class token,
-position embedding) are written already quantized, as the importer would quantize them. Afterwards every ``Constant`` node becomes an
-initializer (the importer reads a quantizer's parameters before it reaches the node) and the IR version
-is lowered to one onnxruntime and qonnx read. ``vaqf.load_model(path)`` imports the file with no flags.
+so no Transpose separates a weight from its quantizer. Integer weights and biases (on the accumulator's
+grid) are written already quantized, so the importer's rounding cannot disagree with PyTorch's; so are
+the constants added to activations (class token, position embedding), as the importer would quantize
+them. Afterwards every ``Constant`` node becomes an initializer (the importer reads a quantizer's
+parameters before it reaches the node) and the IR version is lowered to one onnxruntime and qonnx read.
+``vaqf.load_model(path)`` imports the file with no flags.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ class Pruner:
         """Channel-wise refill (``fillback_rate > 0``: refill+) of every prunable layer."""
         new = {}
         for n, conv in self.layers.items():
-            mask = self._mask_buffer(n).bool().reshape(conv.out_channels, -1).numpy()
+            mask = self._mask_buffer(n).bool().cpu().reshape(conv.out_channels, -1).numpy()
             new[n] = refill_mask(mask, weight_matrix(conv), criterion, fillback_rate)
         self.set_masks(new)
 
@@ -214,7 +214,7 @@ class Pruner:
         """Group-wise regroup of every prunable layer; returns (and keeps in ``blocks``) each layer's blocks."""
         new, blocks = {}, {}
         for n, conv in tqdm(self.layers.items(), desc="regroup", leave=False, disable=None):
-            mask = self._mask_buffer(n).bool().reshape(conv.out_channels, -1).numpy()
+            mask = self._mask_buffer(n).bool().cpu().reshape(conv.out_channels, -1).numpy()
             new[n], blocks[n] = regroup_mask(mask, n_parts, block_rows, min_group_rows, None, min_fill, partitioner,
                                              seed)
         self.set_masks(new)

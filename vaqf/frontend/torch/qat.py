@@ -272,6 +272,17 @@ class QuantLinear(nn.Linear, _WeightQuantMixin):
         return F.linear(x, self.quantized_weight(), self.quantized_bias())
 
 
+class BinaryLinear(QuantLinear):
+    """A linear layer with binary weights: sign(w) (sign(0) = +1) times the per-output-channel mean |w|;
+    clipped straight-through gradient (passed where |w| <= ``clip``)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "binary",
+                 clip: float = 1.0) -> None:
+        if mode != "binary":
+            raise ValueError(f"BinaryLinear has binary weights, not {mode!r}; use QuantLinear")
+        super().__init__(in_features, out_features, bias, mode, clip)
+
+
 class QuantConv2d(nn.Conv2d, _WeightQuantMixin):
     """The patch embedding's convolution with quantized weights (per output channel)."""
 
@@ -349,7 +360,8 @@ def quantize_vit(model: nn.Module, act_bits: int = 8, weights: str = "binary",
         if name and isinstance(m, QuantPoint):
             _replace(model, name, _act_quant_for(m, act_bits, internal))
         elif isinstance(m, nn.Linear) and not isinstance(m, QuantLinear):
-            _replace(model, name, QuantLinear.from_float(m, keep_weights if _under(name, keep) else weights))
+            mode = keep_weights if _under(name, keep) else weights
+            _replace(model, name, (BinaryLinear if mode == "binary" else QuantLinear).from_float(m, mode))
         elif isinstance(m, nn.Conv2d) and not isinstance(m, QuantConv2d):
             _replace(model, name, QuantConv2d.from_float(m, keep_weights if _under(name, keep) else weights))
     for owner in model.modules():

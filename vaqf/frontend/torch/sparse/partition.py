@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PARTITIONERS = ("auto", "mtkahypar", "spectral")
 IMBALANCE = 0.03  # allowed part-size imbalance (Mt-KaHyPar's epsilon)
+MAX_PINS = 100_000  # hyperedge incidences given to Mt-KaHyPar per layer (see _hyperedges)
 
 
 def default_partitioner() -> str:
@@ -57,7 +58,8 @@ def _mtkahypar() -> Any | None:
 
 @functools.cache
 def _mtkahypar_initializer() -> Any:
-    # Mt-KaHyPar's thread pool is process-wide: initialize it once. The graphs are small (rows of one layer).
+    # Mt-KaHyPar's thread pool is process-wide: initialize it once. One thread, because even the deterministic
+    # preset gives another partition with another number of threads.
     return _mtkahypar().initialize(1, False)
 
 
@@ -86,10 +88,32 @@ def partition_rows(mask: np.ndarray, k: int, method: str = "auto", seed: int = 0
     return _partition_spectral(mask, k)
 
 
-def _hyperedges(mask: np.ndarray) -> list[list[int]]:
-    # columns with fewer than two rows cannot be cut; leaving them out changes no partition's cost
+def _hyperedges(mask: np.ndarray, k: int, max_pins: int = MAX_PINS) -> tuple[list[list[int]], list[int]]:
+    """The column hyperedges that can change a k-way partition's cost, identical columns merged into one
+    weighted hyperedge.
+
+    Left out without changing which partition is best: columns with fewer than two rows (never cut) and
+    columns with more rows than k - 1 parts can hold (they touch every part of every feasible partition).
+    Beyond ``max_pins`` pins (row-column incidences) only the smallest hyperedges are kept: Mt-KaHyPar's time
+    grows with the pins (about 20 s for a 512 x 4608 layer at density 0.4 on one core), and a large
+    hyperedge is cut almost whatever the partition, so it says least about which rows belong together.
+    """
+    rows = mask.shape[0]
+    max_part = int(np.floor((1.0 + IMBALANCE) * np.ceil(rows / k)))
     counts = mask.sum(axis=0)
-    return [np.flatnonzero(mask[:, j]).tolist() for j in np.flatnonzero(counts >= 2)]
+    useful = np.flatnonzero((counts >= 2) & (counts <= (k - 1) * max_part))
+    if useful.size == 0:
+        return [], []
+    packed = np.packbits(mask[:, useful], axis=0)               # one column of bytes per hyperedge
+    _, first, weight = np.unique(packed.T, axis=0, return_index=True, return_counts=True)
+    order = np.argsort(first)                                   # keep the columns' order (determinism)
+    cols, weight = useful[first[order]], weight[order]
+    if counts[cols].sum() > max_pins:
+        by_size = np.argsort(counts[cols], kind="stable")
+        keep = np.sort(by_size[np.cumsum(counts[cols][by_size]) <= max_pins])
+        log.debug("partitioning on %d of %d hyperedges (%d pins at most)", keep.size, cols.size, max_pins)
+        cols, weight = cols[keep], weight[keep]
+    return [np.flatnonzero(mask[:, j]).tolist() for j in cols], weight.tolist()
 
 
 def _partition_mtkahypar(mask: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -100,10 +124,10 @@ def _partition_mtkahypar(mask: np.ndarray, k: int, seed: int) -> np.ndarray:
     ctx.logging = False
     mt.set_seed(int(seed))
     rows = mask.shape[0]
-    edges = _hyperedges(mask)
-    if not edges:  # nothing shared: any balanced split is optimal
+    edges, weights = _hyperedges(mask, k)
+    if not edges:  # nothing any partition could save: any balanced split is optimal
         return np.arange(rows, dtype=np.int64) % k
-    hg = init.create_hypergraph(ctx, rows, len(edges), edges)
+    hg = init.create_hypergraph(ctx, rows, len(edges), edges, [1] * rows, weights)
     parts = hg.partition(ctx)
     return np.array([parts.block_id(v) for v in range(rows)], dtype=np.int64)
 

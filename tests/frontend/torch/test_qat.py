@@ -138,3 +138,20 @@ def test_quantized_bias_is_on_the_accumulator_grid(rng: np.random.Generator) -> 
     np.testing.assert_allclose(ints.numpy(), np.round(ints.numpy()), atol=1e-4)
     set_weight_quantization(layer, False)
     assert layer.quantized_bias() is layer.bias
+
+
+def test_quantized_model_state_dict_round_trip() -> None:
+    """Calibrated scales and signs survive save/load: a fresh quantize_vit model loads them and computes
+    the same outputs (its quantizers do not re-initialize from the first batch)."""
+    cfg = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 32, "depth": 1, "num_heads": 2,
+           "num_classes": 5}
+    torch.manual_seed(0)
+    model = quantize_vit(deit("custom", **cfg), act_bits=6)
+    x = torch.rand(8, 1, 16, 16)
+    calibrate(model, [x])
+    want = model.eval()(x)
+    fresh = quantize_vit(deit("custom", **cfg), act_bits=6)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    assert fresh.blocks[0].mlp.fc1_quant.signed is True and fresh.input_quant.signed is False
+    assert torch.equal(fresh.eval()(x * 0.5 + 0.25), model(x * 0.5 + 0.25))
+    assert torch.equal(fresh(x), want)

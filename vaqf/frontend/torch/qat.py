@@ -99,6 +99,14 @@ class ActQuant(nn.Module):
     def qrange(self) -> tuple[int, int]:
         return int_range(self.bits, bool(self.signed), self.narrow)
 
+    # the calibrated sign and whether the scale is set travel with the state dict
+    def get_extra_state(self) -> dict:
+        return {"signed": self.signed, "initialized": self.initialized}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.signed = state["signed"]
+        self.initialized = bool(state["initialized"]) or self.fixed
+
     # calibration
     def _observe(self, x: torch.Tensor) -> None:
         a = x.detach().float().reshape(-1)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skip(reason="QONNX export of QAT ViTs is unfinished: tracing the exported module fails")
-
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 

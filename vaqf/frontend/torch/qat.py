@@ -78,14 +78,20 @@ class ActQuant(nn.Module):
         if not 2 <= bits <= 16:
             raise ValueError(f"activation bits must be within 2..16, got {bits}")
         self.bits = int(bits)
-        self.signed = signed
         self.narrow = bool(narrow)
         self.role = role
         self.percentile = float(percentile)
+        self.fixed = fixed_scale is not None
         self.scale = nn.Parameter(torch.tensor(float(fixed_scale) if fixed_scale else 1.0),
                                   requires_grad=learn_scale and fixed_scale is None)
-        self.initialized = fixed_scale is not None
-        self.fixed = fixed_scale is not None
+        # the calibrated sign and whether the scale is set travel with the state dict as buffers (a module's
+        # "extra state" would be simpler, but the TorchScript tracer behind the ONNX export cannot handle it)
+        self.register_buffer("sign_code", torch.tensor(-1, dtype=torch.int8))
+        self.register_buffer("ready", torch.tensor(False))
+        self._signed: bool | None = None
+        self._initialized = False
+        self.signed = signed
+        self.initialized = self.fixed
         self.calibrating = False
         self.enabled = True
         self._lo = float("inf")
@@ -99,13 +105,29 @@ class ActQuant(nn.Module):
     def qrange(self) -> tuple[int, int]:
         return int_range(self.bits, bool(self.signed), self.narrow)
 
-    # the calibrated sign and whether the scale is set travel with the state dict
-    def get_extra_state(self) -> dict:
-        return {"signed": self.signed, "initialized": self.initialized}
+    @property
+    def signed(self) -> bool | None:
+        return self._signed
 
-    def set_extra_state(self, state: dict) -> None:
-        self.signed = state["signed"]
-        self.initialized = bool(state["initialized"]) or self.fixed
+    @signed.setter
+    def signed(self, value: bool | None) -> None:
+        self._signed = None if value is None else bool(value)
+        self.sign_code.fill_(-1 if value is None else int(bool(value)))
+
+    @property
+    def initialized(self) -> bool:
+        return self._initialized
+
+    @initialized.setter
+    def initialized(self, value: bool) -> None:
+        self._initialized = bool(value)
+        self.ready.fill_(bool(value))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        code = int(self.sign_code)
+        self._signed = None if code < 0 else bool(code)
+        self._initialized = bool(self.ready) or self.fixed
 
     # calibration
     def _observe(self, x: torch.Tensor) -> None:

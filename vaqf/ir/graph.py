@@ -126,6 +126,16 @@ class Graph:
         found = [n for n in cands if any(i is v for i in n.inputs)]
         return sorted(found, key=lambda n: self._seq.get(n.name, -1))
 
+    def sole_consumer(self, node: Node) -> Node | None:
+        """The one node reading ``node``'s single output, when nothing else (nor the graph) uses it."""
+        if len(node.outputs) != 1:
+            return None
+        out = node.outputs[0]
+        users = self.consumers(out)
+        if len(users) != 1 or any(o is out for o in self.outputs):
+            return None
+        return users[0]
+
     def topo(self) -> Iterator[Node]:
         """Nodes in a deterministic topological order; nodes removed while iterating are skipped."""
         order = list(nx.lexicographical_topological_sort(self._g, key=self._order_key))

@@ -11,7 +11,7 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.strided import contiguous_strides, copy_cost, copy_desc
+from vaqf.ops.strided import MoverSpec, contiguous_strides, copy_cost, copy_desc
 
 
 def _ranges(node: Node, shape: tuple[int, ...]) -> list[range]:
@@ -24,7 +24,7 @@ def _ranges(node: Node, shape: tuple[int, ...]) -> list[range]:
 
 
 @register
-class Slice(OpSpec):
+class Slice(MoverSpec, OpSpec):
     name = "slice"
     moves_elements = True
 
@@ -43,21 +43,9 @@ class Slice(OpSpec):
         idx = (slice(None),) + tuple(slice(r.start, r.stop, r.step) for r in rs)
         return [np.ascontiguousarray(inputs[0][idx])]
 
-    def unit(self, node: Node) -> str:
-        return "mover"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {}
-
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """See ops.strided.copy_cost: one element per cycle of the output."""
         return copy_cost(node.outputs[0].info.size)
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {}
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return list(in_kinds)
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         x = node.inputs[0].info

@@ -45,3 +45,19 @@ def copy_cost(elements: int, calls: int = 1) -> Cost:
     LUT/FF: eight nested index counters with stride adders (~40 LUT per axis) and two address adders.
     """
     return Cost(elements + calls * COPY_LATENCY, lut=450, ff=700, dsp=0, bram18=0, uram=0, ddr_bytes=0)
+
+
+class MoverSpec:
+    """Unit plumbing shared by the ops that run on the data-movement unit (no knobs, no config)."""
+
+    def unit(self, node) -> str:
+        return "mover"
+
+    def knobs(self, node) -> dict[str, list[int]]:
+        return {}
+
+    def unit_params(self, unit: str, nodes: list, knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        return {}
+
+    def buffer_kinds(self, node, in_kinds: list[str]) -> list[str]:
+        return list(in_kinds)

@@ -16,7 +16,7 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.strided import contiguous_strides, copy_cost, copy_desc
+from vaqf.ops.strided import MoverSpec, contiguous_strides, copy_cost, copy_desc
 
 
 def source_index(shape: tuple[int, ...], strides: list[int], base: int) -> np.ndarray:
@@ -29,7 +29,7 @@ def source_index(shape: tuple[int, ...], strides: list[int], base: int) -> np.nd
 
 
 @register
-class StridedCopy(OpSpec):
+class StridedCopy(MoverSpec, OpSpec):
     name = "strided_copy"
     moves_elements = True
 
@@ -49,21 +49,9 @@ class StridedCopy(OpSpec):
         idx = source_index(shape, node.attrs["strides"], int(node.attrs["base"]))
         return [x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + shape)]
 
-    def unit(self, node: Node) -> str:
-        return "mover"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {}
-
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """See ops.strided.copy_cost: one element per cycle of the output."""
         return copy_cost(node.outputs[0].info.size)
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {}
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return list(in_kinds)
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         shape = tuple(int(d) for d in node.attrs["shape"])

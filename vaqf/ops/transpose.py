@@ -11,11 +11,11 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.strided import contiguous_strides, copy_cost, copy_desc
+from vaqf.ops.strided import MoverSpec, contiguous_strides, copy_cost, copy_desc
 
 
 @register
-class Transpose(OpSpec):
+class Transpose(MoverSpec, OpSpec):
     name = "transpose"
     moves_elements = True
     permutes_elements = True
@@ -33,21 +33,9 @@ class Transpose(OpSpec):
         perm = [int(p) for p in node.attrs["perm"]]
         return [np.ascontiguousarray(np.transpose(inputs[0], [0] + [p + 1 for p in perm]))]
 
-    def unit(self, node: Node) -> str:
-        return "mover"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {}
-
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """See ops.strided.copy_cost: one element per cycle."""
         return copy_cost(node.inputs[0].info.size)
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {}
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return list(in_kinds)
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         x = node.inputs[0].info

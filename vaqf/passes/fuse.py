@@ -17,14 +17,8 @@ class FuseEpilogues(Pass):
         while changed:
             changed = False
             for node in list(graph.topo()):
-                if len(node.outputs) != 1:
-                    continue
-                out = node.outputs[0]
-                users = graph.consumers(out)
-                if len(users) != 1 or any(o is out for o in graph.outputs):
-                    continue
-                consumer = users[0]
-                if len(consumer.inputs) != 1:
+                consumer = graph.sole_consumer(node)
+                if consumer is None or len(consumer.inputs) != 1:
                     continue
                 epi = get_spec(consumer.op).as_epilogue(consumer)
                 if epi is None or not get_spec(node.op).absorb_epilogue(node, epi):

@@ -21,17 +21,14 @@ class MergeChains(Pass):
         while changed:
             changed = False
             for node in list(graph.topo()):
-                if len(node.outputs) != 1:
+                user = graph.sole_consumer(node)
+                if user is None or len(user.inputs) != 1:
                     continue
-                out = node.outputs[0]
-                users = graph.consumers(out)
-                if len(users) != 1 or any(o is out for o in graph.outputs) or len(users[0].inputs) != 1:
-                    continue
-                merged = get_spec(node.op).merge_with_consumer(node, users[0])
+                merged = get_spec(node.op).merge_with_consumer(node, user)
                 if merged is None:
                     continue
                 node.attrs = merged
-                graph.absorb_consumer(node, users[0])
+                graph.absorb_consumer(node, user)
                 modified = changed = True
                 break
         return PassResult(graph, modified)

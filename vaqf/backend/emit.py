@@ -26,7 +26,7 @@ from vaqf.backend.names import NameTable
 from vaqf.backend.resources import hls_dir, templates_dir
 from vaqf.dse.design import Design
 from vaqf.errors import OutputExists, VaqfError
-from vaqf.hw.board import get_board
+from vaqf.hw.board import Board, get_board
 from vaqf.hw.memory import BufferPlan, plan_buffers
 from vaqf.hw.model import units_of
 from vaqf.ir import Graph
@@ -53,13 +53,18 @@ class DdrImage:
         return self.lanes.size * 32 // self.word_bits
 
 
-def build_ddr_image(graph: Graph, word_bits: int) -> DdrImage:
+def build_ddr_image(graph: Graph, word_bits: int, knobs: dict[str, dict[str, int]] | None = None,
+                    board: Board | None = None) -> DdrImage:
+    """The DDR image of the graph's constants; ``knobs`` (per unit) and ``board`` are the design's, for ops
+    whose layout depends on them (``OpSpec.ddr_blobs_for``)."""
     lanes_per_word = word_bits // 32
     parts: list[np.ndarray] = []
     offsets: dict[tuple[str, str], int] = {}
     pos = 0
     for node in graph.topo():
-        for blob, arr in get_spec(node.op).ddr_blobs(node, word_bits).items():
+        spec = get_spec(node.op)
+        unit_knobs = (knobs or {}).get(spec.unit(node), {})
+        for blob, arr in spec.ddr_blobs_for(node, word_bits, unit_knobs, board).items():
             if arr.size % lanes_per_word:
                 raise VaqfError(f"blob {blob} of {node.name} is not whole words")  # pragma: no cover
             offsets[(node.name, blob)] = pos
@@ -86,11 +91,12 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     if word_bits % 32 or not 32 <= word_bits <= 1024:
         raise VaqfError(f"word width {word_bits} must be a multiple of 32 in 32..1024")
     plan = plan_buffers(graph)
-    image = build_ddr_image(graph, word_bits)
+    board = get_board(design.board)
+    image = build_ddr_image(graph, word_bits, design.knobs, board)
     names = NameTable()
     ident = {n.name: f"l{i}_{names(n.name)}" for i, n in enumerate(graph.topo())}
     buffers = {v: plan.name(v) for v in plan.kind_of}
-    ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"})
+    ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board)
 
     units = units_of(graph)
     unit_structs = []
@@ -111,7 +117,6 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
               "shape_text": ", ".join(map(str, v.info.sample_shape))} for i, v in enumerate(graph.inputs)]
     io_out = [{"ident": f"out{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape)}
               for i, v in enumerate(graph.outputs)]
-    board = get_board(design.board)
     values: dict[str, Any] = {
         "version": __version__,
         "word_bits": word_bits,

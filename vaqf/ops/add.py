@@ -36,6 +36,7 @@ def add_attrs(sa: float, sb: float, out_scale: float, out_qtype: IntType, out_zp
 class Add(OpSpec):
     name = "add"
     in_place = True
+    elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         a, b = inputs

@@ -31,6 +31,8 @@ class EmitContext:
     offsets: dict[tuple[str, str], int]  # (node name, blob name) -> word offset in the DDR image
     ident: dict[str, str]              # node name -> sanitized C++ identifier
     dummy: dict[str, str]              # container kind -> name of a 1-element dummy buffer
+    knobs: dict[str, dict[str, int]] = field(default_factory=dict)  # unit -> the design's knobs for it
+    board: Board | None = None         # the board the design targets
 
     def buffer(self, value_name: str) -> str:
         return self.buffers[value_name]
@@ -55,6 +57,8 @@ class OpSpec:
     in_place: ClassVar[bool] = False
     #: the op's inputs are "activations" in the sense of the activation precision knob (matrix products)
     precision_inputs: ClassVar[bool] = False
+    #: each output element depends only on the input elements at the same position (after NumPy broadcasting)
+    elementwise: ClassVar[bool] = False
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         raise NotImplementedError
@@ -77,6 +81,11 @@ class OpSpec:
     def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
         """Constant data this node streams from DDR, as arrays of ``word_bits``-wide words (uint32 lanes)."""
         return {}
+
+    def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
+                      board: Board | None) -> dict[str, np.ndarray]:
+        """``ddr_blobs`` for a chosen design: ops whose DDR layout depends on their unit's knobs override it."""
+        return self.ddr_blobs(node, word_bits)
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         raise NotImplementedError
@@ -107,6 +116,73 @@ class OpSpec:
     def absorb_epilogue(self, node: Node, epilogue: Epilogue) -> bool:
         """Fold ``epilogue`` into this node's output stage if it can; return whether it did."""
         return False
+
+    # ---- constant elements (passes.sparsity) ----
+    def known_outputs(self, node: Node, known: list[Known | None]) -> list[Known | None]:
+        """Which output elements are the same integer for every input sample, and their values.
+
+        ``known[i]`` describes input i (None: nothing known). Derived from the op's flags: elementwise ops
+        know an element when every input knows it there; ops that only move elements carry each known
+        element to where it lands. Any other op claims nothing, which is always exact.
+        """
+        if all(k is None for k in known) or len(node.outputs) != 1:
+            return [None] * len(node.outputs)
+        out = node.outputs[0].info
+        if self.aliases_input and len(node.inputs) == 1:
+            k = known[0]
+            return [Known(k.mask.reshape(out.shape), k.values.reshape(out.shape))]
+        if self.moves_elements and len(node.inputs) == 1:
+            src = node.inputs[0].info
+            idx = self.reference(node, [np.arange(src.size, dtype=np.int64).reshape(src.shape)])[0].reshape(-1)
+            k = known[0]
+            return [Known(k.mask.reshape(-1)[idx].reshape(out.shape), k.values.reshape(-1)[idx].reshape(out.shape))]
+        if self.elementwise:
+            if any(k is None for k in known):
+                return [None]
+            mask = np.ones(out.shape, dtype=bool)
+            for k in known:
+                mask &= np.broadcast_to(k.mask, out.shape)
+            if not mask.any():
+                return [None]
+            values = np.asarray(self.reference(node, [k.values for k in known])[0], dtype=np.int64)
+            return [Known(mask, np.broadcast_to(values, out.shape).copy())]
+        return [None] * len(node.outputs)
+
+    def fold_known_inputs(self, node: Node, known: list[Known | None]) -> bool:
+        """Fold input elements that are known constants into the node's own constants (a GEMM's bias), so
+        it stops reading them; return whether anything changed. Must keep the node's results exact."""
+        return False
+
+    # ---- removing unused input columns (passes.sparsity) ----
+    def needed_input_columns(self, node: Node) -> np.ndarray | None:
+        """Boolean mask over the last axis of input 0: the columns the node reads (None: all of them)."""
+        return None
+
+    def keep_input_columns(self, node: Node, kept: np.ndarray) -> None:
+        """Adapt the node to an input 0 that now holds only the columns ``kept`` (indices into the old
+        last axis; every column it needed is among them). Only called when ``needed_input_columns`` said
+        some column was not needed."""
+        raise NotImplementedError(f"op {self.name} cannot drop input columns")
+
+    def select_output_columns(self, node: Node, needed: np.ndarray) -> tuple[dict[str, Any], np.ndarray] | None:
+        """New attributes making the node produce fewer columns (last axis) of its output, given the
+        columns its consumer needs (boolean mask); and the indices of the columns it will still produce
+        (a superset of the needed ones). None when it cannot."""
+        return None
+
+    def densified_attrs(self, node: Node) -> dict[str, Any] | None:
+        """Attributes of the same node with its sparsity ignored (zero weights made non-zero, removed columns
+        restored): the baseline a report compares against. None when the node has no sparsity to ignore."""
+        return None
+
+
+@dataclass
+class Known:
+    """Elements of a tensor that hold the same integer for every input sample: ``mask`` marks them and
+    ``values`` holds them (arbitrary where ``mask`` is False); both have the value's IR shape."""
+
+    mask: np.ndarray
+    values: np.ndarray
 
 
 _REGISTRY: dict[str, OpSpec] = {}

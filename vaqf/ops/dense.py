@@ -3,12 +3,22 @@
 Weights are bipolar (binary unit: products are add/subtract in LUTs) or b-bit integers (integer unit:
 products on DSPs). Relu and requantization are optional epilogues absorbed by ``passes.fuse``.
 Inputs are [..., K]; leading axes (tokens, batch) are independent rows sharing the weights.
+
+Structured sparsity (see passes.sparsity and docs/pruning.md): rows whose weights are all zero (pruned
+output channels) are never computed, their constant outputs written by the epilogue alone. A layer whose
+non-zero weights lie in dense blocks (attribute ``blocks``: disjoint row groups, each with its column set,
+covering every non-zero weight) can run block by block, each block a small dense GEMM over its gathered
+input columns; the cost model picks that form for the knobs where it is faster, and the emitter the same.
+The reference is the same sum either way: integer sums are exact, only which zero products are skipped
+changes.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,10 +35,12 @@ from vaqf.hw.cost import (
     signed_bits_for_range,
 )
 from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
-from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
+from vaqf.ops.base import EmitContext, Epilogue, Known, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
 from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows, row_words
-from vaqf.sim.qarith import Rounding, requantize
+from vaqf.sim.qarith import Rounding
+
+log = logging.getLogger(__name__)
 
 PE_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)
 #: requantizers draining the PE accumulators in parallel
@@ -63,20 +75,78 @@ def _in_max_abs(x: TensorInfo) -> int:
     return max_abs(int(x.qtype.min), int(x.qtype.max), x.zero_point)
 
 
+#: multiply-accumulates per call below which the integer kernel beats float conversions and a BLAS call
+SMALL_GEMM = 1 << 15
+
+
 def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
-    """Exact integer GEMM; runs through float BLAS when every partial sum provably fits the mantissa."""
-    xs = np.asarray(x, dtype=np.int64)
+    """Exact integer GEMM plus bias (int64 accumulators [..., N]); see :func:`dense_plan` for how."""
+    from vaqf.sim.kernels import gemm_epilogue
+
+    xs = np.asarray(x)
+    acc = _accumulate(xs.reshape(-1, xs.shape[-1]), weight, zp_in, bound, None)
+    out = np.empty(acc.shape, np.int64)
+    gemm_epilogue(acc, np.asarray(bias, dtype=np.int64), False, False, _NO_RQ, _NO_RQ, 0, 0, 0, 0, out)
+    return out.reshape(xs.shape[:-1] + (weight.shape[0],))
+
+
+_NO_RQ = np.zeros(1, dtype=np.int64)
+
+
+def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
+                w_float: np.ndarray | None) -> np.ndarray:
+    """sum_k (rows[i, k] - zp_in) * weight[n, k], exactly: in int64 for small problems and beyond 2**53 (the
+    compiled kernel), else through BLAS in float32 (when every partial sum provably fits its 24-bit
+    mantissa) or float64 (53 bits). Returns a float or int64 array of integers [rows, N]."""
+    from vaqf.sim.kernels import int_gemm
+
+    n_out, k = weight.shape
+    if rows.shape[0] * k * n_out <= SMALL_GEMM or bound >= 2**53:
+        acc = np.empty((rows.shape[0], n_out), np.int64)
+        int_gemm(np.ascontiguousarray(rows), np.int64(zp_in), weight, acc)
+        return acc
+    dt = np.float32 if bound < 2**24 else np.float64
+    xf = rows.astype(dt)  # exact: |x| < 2**24
     if zp_in:
-        xs = xs - zp_in
-    rows = xs.reshape(-1, xs.shape[-1])  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
-    if bound < 2**24:
-        acc = (rows.astype(np.float32) @ weight.T.astype(np.float32)).astype(np.int64)
-    elif bound < 2**53:
-        acc = (rows.astype(np.float64) @ weight.T.astype(np.float64)).astype(np.int64)
-    else:
-        acc = rows @ weight.T.astype(np.int64)
-    acc += bias.astype(np.int64)  # in place (acc is new): large new arrays cost page faults
-    return acc.reshape(xs.shape[:-1] + (weight.shape[0],))
+        xf -= dt(zp_in)
+    wf = w_float if w_float is not None and w_float.dtype == dt else weight.astype(dt)
+    return xf @ wf.T  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
+
+
+def dense_plan(node: Node) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The node as one function of its input: GEMM (see :func:`_accumulate`), then bias, ReLU and
+    requantization fused in one compiled pass writing the output's storage dtype."""
+    from vaqf.sim.kernels import gemm_epilogue
+    from vaqf.sim.plans import per_column, storage_dtype
+
+    weight = np.ascontiguousarray(node.attrs["weight"])
+    n_out, k = weight.shape
+    zp = int(node.attrs["zp_in"])
+    bound = int(node.attrs["acc_bound"])
+    bias = per_column(node.attrs["bias"], n_out)
+    relu = bool(node.attrs.get("relu"))
+    rq = node.attrs.get("requant")
+    if rq is not None:
+        mant, shift = per_column(rq["mantissa"], n_out), per_column(rq["shift"], n_out)
+        zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
+        mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
+    else:  # the accumulator itself: int64, which holds whatever the inputs are
+        mant = shift = _NO_RQ
+        zp_out = lo = hi = mode = 0
+        out_dt = np.dtype(np.int64)
+    w_float: list[np.ndarray] = []  # converted on first use by a large batch, then kept
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        rows = x.reshape(-1, k)
+        if not w_float and rows.shape[0] * k * n_out > SMALL_GEMM and bound < 2**53:
+            w_float.append(weight.astype(np.float32 if bound < 2**24 else np.float64))
+        acc = _accumulate(rows, weight, zp, bound, w_float[0] if w_float else None)
+        out = np.empty(acc.shape, out_dt)
+        gemm_epilogue(acc, bias, relu, rq is not None, mant, shift, zp_out, lo, hi, mode, out)
+        return [out.reshape(x.shape[:-1] + (n_out,))]
+
+    return run
 
 
 @register
@@ -94,6 +164,8 @@ class Dense(OpSpec):
             raise VaqfError(f"{node.name}: the input of a dense layer needs a per-tensor scale")
         if not isinstance(x.qtype, IntType):
             raise VaqfError(f"{node.name}: input type {x.qtype} is not an integer type")
+        if node.attrs.get("blocks") is not None:
+            check_blocks(node)
         shape = x.shape[:-1] + (n_out,)
         rq = node.attrs.get("requant")
         if rq is not None:
@@ -102,18 +174,12 @@ class Dense(OpSpec):
         return [TensorInfo(shape, at, x.scale[0] * np.asarray(node.attrs["w_scale"], dtype=np.float64), 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        (x,) = inputs
-        zp = node.attrs["zp_in"]
-        bound = node.attrs["acc_bound"]
-        acc = dense_reference(x, node.attrs["weight"], node.attrs["bias"], zp, bound)
-        if node.attrs.get("relu"):
-            np.maximum(acc, 0, out=acc)
-        rq = node.attrs.get("requant")
-        if rq is not None:
-            qt = rq["qtype"]
-            acc = requantize(acc, rq["mantissa"], rq["shift"], rq["zero_point"], qt.min, qt.max,
-                             Rounding(rq["rounding"]))
-        return [acc]
+        from vaqf.sim.plans import reference_of
+
+        return reference_of(dense_plan(node), inputs)
+
+    def sim_plan(self, node: Node) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        return dense_plan(node)
 
     # ---- hardware ---------------------------------------------------------------------------
     def macs(self, node: Node) -> int:
@@ -147,42 +213,70 @@ class Dense(OpSpec):
         buffering makes a block cost max(compute, load); the first load and DDR_LATENCY are exposed.
         Rows whose weights are all zero (pruned output channels) are not computed: only live rows form
         blocks, and the pruned rows' constant outputs are written EPI per cycle.
+        A block-sparse layer (``blocks``) may instead run each dense block as that same GEMM over its
+        n_b rows and its gathered columns: a MAC step feeds lane s from activation bank s (column % SIMD),
+        so a block of columns C_b takes steps_b = max over banks of |{c in C_b: c % SIMD == s}| MAC steps
+        per row (>= ceil(|C_b|/SIMD); the gap is the bank-conflict cost of the gather) and stores
+        steps_b x SIMD weights per row. Per block the gather costs its column table (steps_b x SIMD int32,
+        one per cycle, after a DDR round trip) and its own exposed DDR_LATENCY and first load; DDR bytes
+        are those of the stored blocks only. :func:`block_form` picks the faster form for the knobs.
         Resources: see :func:`dense_resources` (LUT, FF, DSP48E2 and weight-buffer terms, each with
         its source).
         """
         pe, simd = int(knobs["pe"]), int(knobs["simd"])
-        w = node.attrs["weight"]
-        n_out, k = w.shape
-        rows = int(node.attrs["rows"])
-        wb = weight_container(node)
-        word_bits = board.axi_bits
-        rw = row_words(k, wb, word_bits)
         epi = min(int(knobs.get("epi", 1)), pe)
-        live = row_table(node)[1]  # all-zero rows (pruned channels) skip the MACs
-        blocks = math.ceil(live / pe)
-        depth = 4 + max(1, math.ceil(math.log2(max(simd, 2))))
-        items = pe * rw + 3 * pe  # weight words, then bias, multiplier and shift per row: one per cycle
-        bytes_block = pe * rw * word_bits // 8 + 12 * pe
-        load = max(items, math.ceil(bytes_block / board.ddr_bytes_per_cycle))
-        compute = (rows + 1) * max(math.ceil(k / simd), math.ceil(pe / epi))
-        dead = math.ceil(rows * (n_out - live) / epi)  # constant outputs of the pruned rows, EPI per cycle
-        cycles = dead + (DDR_LATENCY + load + (blocks - 1) * max(compute, load) + compute + depth if blocks else 0)
-        ddr_bytes = blocks * bytes_block
-
+        cycles, ddr_bytes, blocked = _cycles(node, pe, simd, epi, board)
         res = dense_resources(node, pe, simd, epi)
-        return Cost(cycles, res.lut, res.ff, res.dsp, res.bram18, res.uram, ddr_bytes)
+        lut, bram18 = res.lut, res.bram18
+        if blocked:  # the column table of the widest block: steps x SIMD column indices
+            index_bits = int(node.attrs["weight"].shape[1]).bit_length() + 1
+            table = memory_cost(max_block_steps(node, simd), simd * index_bits)
+            lut, bram18 = lut + table.lut, bram18 + table.bram18
+        return Cost(cycles, lut, res.ff, res.dsp, bram18, res.uram, ddr_bytes)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
+        simd = int(knobs["simd"])
+        wbits = max(weight_container(n) for n in nodes)
+        steps = max((max_block_steps(n, simd) for n in nodes if n.attrs.get("blocks") is not None), default=1)
         return {
             "pe": int(knobs["pe"]),
-            "simd": int(knobs["simd"]),
+            "simd": simd,
             "epi": min(int(knobs.get("epi", 1)), int(knobs["pe"])),
-            "wbits": max(weight_container(n) for n in nodes),
+            "wbits": wbits,
             "binary": int(is_binary(nodes[0])),
             "max_in": max(n.attrs["weight"].shape[1] for n in nodes),
-            "max_row_words": max(row_words(n.attrs["weight"].shape[1], weight_container(n), word_bits) for n in nodes),
+            "max_row_words": max([row_words(n.attrs["weight"].shape[1], weight_container(n), word_bits) for n in nodes]
+                                 + [row_words(steps * simd, wbits, word_bits)]),
             "acc_bits": max(int(n.attrs["acc_bits"]) for n in nodes),
+            "max_steps": max(1, steps),
         }
+
+    def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
+                      board: Board | None) -> dict[str, np.ndarray]:
+        """The block-sparse layout when :func:`block_form` picks it: the weights block by block, each row
+        as its steps x SIMD slots (zero in empty lanes), the block table and the column table."""
+        blobs = self.ddr_blobs(node, word_bits)
+        if board is None or not block_form(node, knobs, board):
+            return blobs
+        simd = int(knobs["simd"])
+        w = node.attrs["weight"]
+        wc = weight_container(node)
+        parts, table, cols_all, first, at = [], [], [], 0, 0
+        for rows, cols in block_list(node):
+            slots = lane_slots(cols, simd)
+            mat = np.zeros((rows.size, slots.size), dtype=np.int64)
+            used = slots >= 0
+            mat[:, used] = w[np.ix_(rows, slots[used])]
+            parts.append(pack_rows(mat, wc, word_bits))
+            steps = slots.size // simd
+            table += [rows.size, steps, first, at]
+            first += rows.size
+            at += rows.size * row_words(slots.size, wc, word_bits)
+            cols_all.append(slots)
+        blobs["weights"] = np.concatenate(parts)
+        blobs["blocks"] = pack_int32(np.asarray(table), word_bits)
+        blobs["cols"] = pack_int32(np.concatenate(cols_all), word_bits)
+        return blobs
 
     def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
         w = node.attrs["weight"]
@@ -206,7 +300,12 @@ class Dense(OpSpec):
         n_out, k = w.shape
         rq = node.attrs.get("requant")
         out = node.outputs[0].name
+        knobs = ctx.knobs.get(self.unit(node))
+        blocked = knobs is not None and ctx.board is not None and block_form(node, knobs, ctx.board)
         return {
+            "n_blocks": len(block_list(node)) if blocked else 0,
+            "blocks_offset": ctx.offset(node, "blocks") if blocked else 0,
+            "cols_offset": ctx.offset(node, "cols") if blocked else 0,
             "ident": ctx.ident[node.name],
             "unit": self.unit(node),
             "rows": int(node.attrs["rows"]),
@@ -233,6 +332,90 @@ class Dense(OpSpec):
     # ---- fusion ----
     def absorb_epilogue(self, node: Node, epilogue: Epilogue) -> bool:
         return absorb_gemm_epilogue(node, epilogue)
+
+    # ---- constant elements and unused columns (passes.sparsity) ----
+    def known_outputs(self, node: Node, known: list[Known | None]) -> list[Known | None]:
+        """An output is known where every input its row multiplies by a non-zero weight is known: the
+        all-zero rows of pruned channels everywhere (the epilogue of the bias), more when inputs are."""
+        (k,) = known
+        w = node.attrs["weight"]
+        nz = w != 0
+        x = node.inputs[0].info
+        out = node.outputs[0].info
+        zp = int(node.attrs["zp_in"])
+        if k is None:
+            dead = ~nz.any(axis=1)
+            if not dead.any():
+                return [None]
+            mask = np.broadcast_to(dead, out.shape).copy()
+            values = np.full(x.shape, zp, dtype=np.int64)
+        else:
+            unknown = (~k.mask).reshape(-1, w.shape[1]).astype(np.float32) @ nz.T.astype(np.float32)
+            mask = (unknown == 0).reshape(out.shape)
+            if not mask.any():
+                return [None]
+            values = k.values
+        return [Known(mask, np.asarray(self.reference(node, [values])[0], dtype=np.int64).reshape(out.shape))]
+
+    def fold_known_inputs(self, node: Node, known: list[Known | None]) -> bool:
+        """An input column that holds the same known integer v in every row contributes
+        w[n, k] * (v - zp_in) to row n for every input: that goes into the bias (exact, in integers) and
+        the column's weights become zero, so the column is no longer read."""
+        (k,) = known
+        if k is None:
+            return False
+        w = node.attrs["weight"]
+        kdim = w.shape[1]
+        mask = k.mask.reshape(-1, kdim)
+        vals = k.values.reshape(-1, kdim)
+        uniform = mask.all(axis=0) & (vals == vals[:1]).all(axis=0)
+        cols = uniform & (w != 0).any(axis=0)
+        if not cols.any():
+            return False
+        contrib = w[:, cols].astype(np.int64) @ (vals[0, cols] - int(node.attrs["zp_in"]))
+        bias = np.asarray(node.attrs["bias"], dtype=np.int64) + contrib
+        if np.abs(bias).max(initial=0) > 2**31 - 1:
+            log.info("%s: folding constant input columns would overflow the 32-bit bias; kept", node.name)
+            return False
+        weight = w.copy()
+        weight[:, cols] = 0
+        node.attrs["weight"] = weight
+        node.attrs["bias"] = bias
+        node.attrs.pop("blocks", None)
+        finalize_dense_attrs(node, node.inputs[0].info)
+        return True
+
+    def needed_input_columns(self, node: Node) -> np.ndarray | None:
+        needed = np.any(node.attrs["weight"] != 0, axis=0)
+        return None if needed.all() else needed
+
+    def keep_input_columns(self, node: Node, kept: np.ndarray) -> None:
+        w = node.attrs["weight"]
+        dropped = np.ones(w.shape[1], dtype=bool)
+        dropped[kept] = False
+        if np.any(w[:, dropped] != 0):
+            raise VaqfError(f"{node.name}: cannot drop input columns that have non-zero weights")
+        node.attrs.setdefault("k_full", int(w.shape[1]))
+        node.attrs["weight"] = np.ascontiguousarray(w[:, kept])
+        node.attrs.pop("blocks", None)
+
+    def densified_attrs(self, node: Node) -> dict[str, Any] | None:
+        """Zero weights made 1 and removed input columns restored (as 1s): every row computed over all K."""
+        w = node.attrs["weight"]
+        dead = not np.any(w != 0, axis=1).all()
+        if not dead and node.attrs.get("blocks") is None and node.attrs.get("k_full") is None:
+            return None
+        k_full = int(node.attrs.get("k_full", w.shape[1]))
+        full = np.ones((w.shape[0], k_full), dtype=w.dtype)
+        full[:, : w.shape[1]] = np.where(w != 0, w, 1)
+        attrs = {k: v for k, v in node.attrs.items() if k not in ("blocks", "k_full")}
+        attrs["weight"] = full
+        x = node.inputs[0].info
+        sums = np.abs(full.astype(np.int64)).sum(axis=1)
+        bound = int((sums * _in_max_abs(x) + np.abs(attrs["bias"])).max(initial=0))
+        at = int_type_for_range(-bound, bound)
+        attrs["acc_bits"], attrs["acc_bound"] = at.bits, at.max
+        return attrs
 
 
 @dataclass(frozen=True)
@@ -357,10 +540,138 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1) -> DenseResour
 
 
 def row_table(node: Node) -> tuple[np.ndarray, int]:
-    """The rows with a non-zero weight, then the all-zero rows (pruned channels); and the live count."""
+    """The rows with a non-zero weight (block by block in a block-sparse layer), then the all-zero rows
+    (pruned channels); and the live count."""
     nz = np.any(node.attrs["weight"] != 0, axis=1)
-    live = np.flatnonzero(nz)
+    blocks = node.attrs.get("blocks")
+    live = np.asarray(blocks["rows"], dtype=np.int64) if blocks is not None else np.flatnonzero(nz)
     return np.concatenate([live, np.flatnonzero(~nz)]).astype(np.int64), int(live.size)
+
+
+# ---- block-sparse layers ------------------------------------------------------------------------
+
+def lane_slots(cols: np.ndarray, simd: int) -> np.ndarray:
+    """The columns of a block laid out for a SIMD-lane MAC step: slot t*SIMD + s holds the t-th column
+    (in increasing order) with column % SIMD == s, or -1. Lane s only ever reads activation bank s, so a
+    step's SIMD reads never collide; the step count is the fullest bank's column count."""
+    cols = np.sort(np.asarray(cols, dtype=np.int64))
+    if cols.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    bank = cols % simd
+    order = np.argsort(bank, kind="stable")
+    b, c = bank[order], cols[order]
+    rank = np.arange(c.size) - np.searchsorted(b, b, side="left")
+    slots = np.full((int(rank.max()) + 1) * simd, -1, dtype=np.int64)
+    slots[rank * simd + b] = c
+    return slots
+
+
+def make_blocks(node: Node, groups: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The ``blocks`` attribute for row groups with their column sets, with each block's MAC steps at every
+    SIMD choice (the cost model's table, so a design search never lays columns out)."""
+    rows = [np.asarray(r, dtype=np.int64) for r, _ in groups]
+    cols = [np.sort(np.asarray(c, dtype=np.int64)) for _, c in groups]
+    steps = np.array([[lane_slots(c, s).size // s for s in SIMD_CHOICES] for c in cols], dtype=np.int64)
+    return {"rows": np.concatenate(rows) if rows else np.zeros(0, np.int64),
+            "cols": np.concatenate(cols) if cols else np.zeros(0, np.int64),
+            "shape": np.array([[r.size, c.size] for r, c in zip(rows, cols, strict=True)],
+                              dtype=np.int64).reshape(-1, 2),
+            "steps": steps.reshape(-1, len(SIMD_CHOICES))}
+
+
+def block_list(node: Node) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, columns) of each dense block; [] for a layer without blocks."""
+    b = node.attrs.get("blocks")
+    if b is None:
+        return []
+    out, r0, c0 = [], 0, 0
+    for nr, nc in np.asarray(b["shape"]).reshape(-1, 2):
+        out.append((np.asarray(b["rows"][r0:r0 + nr], dtype=np.int64),
+                    np.asarray(b["cols"][c0:c0 + nc], dtype=np.int64)))
+        r0, c0 = r0 + int(nr), c0 + int(nc)
+    return out
+
+
+def check_blocks(node: Node) -> None:
+    """Blocks partition the live rows and hold every non-zero weight; else a VaqfError naming the node."""
+    w = node.attrs["weight"]
+    b = node.attrs["blocks"]
+    n_out, k = w.shape
+    shape = np.asarray(b["shape"]).reshape(-1, 2)
+    rows = np.asarray(b["rows"])
+    if shape[:, 0].sum() != rows.size or shape[:, 1].sum() != np.asarray(b["cols"]).size \
+            or np.asarray(b["steps"]).shape != (shape.shape[0], len(SIMD_CHOICES)):
+        raise VaqfError(f"{node.name}: block table sizes do not match")
+    if is_binary(node):
+        raise VaqfError(f"{node.name}: bipolar weights have no zeros to skip; blocks are for integer weights")
+    covered = np.zeros(w.shape, dtype=bool)
+    for r, c in block_list(node):
+        if r.size == 0 or c.size == 0 or r.min() < 0 or r.max() >= n_out or c.min() < 0 or c.max() >= k \
+                or np.unique(c).size != c.size:
+            raise VaqfError(f"{node.name}: a dense block has rows or columns outside the {n_out}x{k} weights")
+        covered[np.ix_(r, c)] = True
+    live = np.flatnonzero(np.any(w != 0, axis=1))
+    if np.unique(rows).size != rows.size or not np.array_equal(np.sort(rows), live):
+        raise VaqfError(f"{node.name}: the dense blocks must partition the rows with non-zero weights "
+                        "(the weights changed after the blocks were found; rerun passes.sparsity.FindDenseBlocks)")
+    if np.any((w != 0) & ~covered):
+        raise VaqfError(f"{node.name}: a non-zero weight lies outside every dense block")
+
+
+def max_block_steps(node: Node, simd: int) -> int:
+    b = node.attrs.get("blocks")
+    if b is None or np.asarray(b["steps"]).size == 0:
+        return 0
+    return int(np.asarray(b["steps"])[:, SIMD_CHOICES.index(simd)].max())
+
+
+def _segment(n_rows: int, steps: int, rw: int, rows: int, pe: int, epi: int, simd: int, board: Board,
+             table: int) -> tuple[int, int]:
+    """Cycles and DDR bytes of one weight-stationary GEMM over ``n_rows`` output rows (see Dense.cost)."""
+    groups = math.ceil(n_rows / pe)
+    if groups == 0:
+        return 0, 0
+    word_bits = board.axi_bits
+    depth = 4 + max(1, math.ceil(math.log2(max(simd, 2))))
+    items = pe * rw + 3 * pe  # weight words, then bias, multiplier and shift per row: one per cycle
+    bytes_block = pe * rw * word_bits // 8 + 12 * pe
+    load = max(items, math.ceil(bytes_block / board.ddr_bytes_per_cycle))
+    compute = (rows + 1) * max(steps, math.ceil(pe / epi))
+    return DDR_LATENCY + table + load + (groups - 1) * max(compute, load) + compute + depth, groups * bytes_block
+
+
+def _cycles(node: Node, pe: int, simd: int, epi: int, board: Board) -> tuple[int, int, bool]:
+    """(cycles, DDR bytes, whether the block form is used) of the faster form for these knobs."""
+    w = node.attrs["weight"]
+    n_out, k = w.shape
+    rows = int(node.attrs["rows"])
+    wb = weight_container(node)
+    live = row_table(node)[1]
+    dead = math.ceil(rows * (n_out - live) / epi)  # constant outputs of the pruned rows, EPI per cycle
+    plain, plain_bytes = _segment(live, math.ceil(k / simd), row_words(k, wb, board.axi_bits), rows, pe, epi, simd,
+                                  board, 0)
+    b = node.attrs.get("blocks")
+    if b is None:
+        return dead + plain, plain_bytes, False
+    steps = np.asarray(b["steps"])[:, SIMD_CHOICES.index(simd)]
+    cycles, nbytes = 0, 0
+    for (n_rows, _), st in zip(np.asarray(b["shape"]).reshape(-1, 2), steps, strict=True):
+        lanes = int(st) * simd
+        c, by = _segment(int(n_rows), int(st), row_words(lanes, wb, board.axi_bits), rows, pe, epi, simd, board,
+                         DDR_LATENCY + 4 + lanes)  # block and column tables: a DDR round trip, one lane a cycle
+        cycles += c
+        nbytes += by + 4 * (lanes + 4)
+    if cycles < plain:
+        return dead + cycles, nbytes, True
+    return dead + plain, plain_bytes, False
+
+
+def block_form(node: Node, knobs: dict[str, int], board: Board) -> bool:
+    """Whether the layer runs as dense blocks with these knobs (the faster form; see Dense.cost)."""
+    if node.attrs.get("blocks") is None:
+        return False
+    pe, simd = int(knobs["pe"]), int(knobs["simd"])
+    return _cycles(node, pe, simd, min(int(knobs.get("epi", 1)), pe), board)[2]
 
 
 def finalize_dense_attrs(node: Node, x: TensorInfo) -> None:

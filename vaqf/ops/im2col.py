@@ -2,6 +2,9 @@
 
 Input [1, C, H, W] (NCHW); output [1, Ho*Wo, C*kh*kw], row (ho, wo), column (c, i, j) — the layout of an
 ONNX Conv weight flattened to [Co, C*kh*kw]. Padding reads the input's zero point (real zero).
+With the optional attribute ``channels`` (input channel indices, set by passes.sparsity when the GEMM
+reading the patches has no use for the other channels) only those channels are swept: C becomes
+len(channels) in the output layout.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.base import EmitContext, Known, OpSpec, register
 from vaqf.ops.strided import COPY_LATENCY
 
 
@@ -55,10 +58,43 @@ class Im2Col(OpSpec):
             raise VaqfError(f"{node.name}: im2col needs a per-tensor scale")
         c, _, _, ho, wo = conv_geometry(x.shape, node.attrs)
         kh, kw = node.attrs["kernel"]
+        chans = node.attrs.get("channels")
+        if chans is not None:
+            chans = np.asarray(chans)
+            if chans.size == 0 or chans.min() < 0 or chans.max() >= c or np.any(np.diff(chans) <= 0):
+                raise VaqfError(f"{node.name}: channel table {chans.tolist()} is not increasing within 0..{c - 1}")
+            c = chans.size
         return [TensorInfo((1, ho * wo, c * kh * kw), x.qtype, x.scale, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return [im2col_reference(inputs[0], node.attrs, node.inputs[0].info.zero_point)]
+        return [im2col_reference(_selected(node, inputs[0]), node.attrs, node.inputs[0].info.zero_point)]
+
+    def known_outputs(self, node: Node, known: list[Known | None]) -> list[Known | None]:
+        """Each patch element is one input element, or the zero point (known) in the padding."""
+        (k,) = known
+        if k is None:
+            return [None]
+        mask = im2col_reference(_selected(node, k.mask.astype(np.int8)), node.attrs, 1).astype(bool)
+        values = im2col_reference(_selected(node, k.values), node.attrs, node.inputs[0].info.zero_point)
+        return [Known(mask, values)]
+
+    def select_output_columns(self, node: Node, needed: np.ndarray) -> tuple[dict[str, Any], np.ndarray] | None:
+        """Sweep only the input channels with a needed column (a channel's kh*kw taps go together)."""
+        kh, kw = node.attrs["kernel"]
+        taps = kh * kw
+        chans = _channels(node)
+        used = needed.reshape(chans.size, taps).any(axis=1)
+        if used.all() or not used.any():
+            return None  # nothing to drop, or a GEMM with no live column (its rows are constant anyway)
+        attrs = dict(node.attrs)
+        attrs["channels"] = chans[used].astype(np.int64)
+        kept = (np.flatnonzero(used)[:, None] * taps + np.arange(taps)[None, :]).reshape(-1)
+        return attrs, kept
+
+    def densified_attrs(self, node: Node) -> dict[str, Any] | None:
+        if node.attrs.get("channels") is None:
+            return None
+        return {k: v for k, v in node.attrs.items() if k != "channels"}
 
     def unit(self, node: Node) -> str:
         return "mover"
@@ -67,8 +103,9 @@ class Im2Col(OpSpec):
         return {}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """One output element per cycle (one BRAM read and write), plus the address pipeline.
-        LUT/FF: the six nested window counters and the bounds check for padding."""
+        """One output element per cycle (one BRAM read and write), plus the address pipeline; a channel
+        table (``channels``) shrinks the output and so the cycles. LUT/FF: the six nested window counters
+        and the bounds check for padding."""
         return Cost(node.outputs[0].info.size + COPY_LATENCY, lut=500, ff=750)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
@@ -79,10 +116,25 @@ class Im2Col(OpSpec):
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         x = node.inputs[0].info
-        c, h, w, ho, wo = conv_geometry(x.shape, node.attrs)
+        _, h, w, ho, wo = conv_geometry(x.shape, node.attrs)
         kh, kw = node.attrs["kernel"]
         sh, sw = node.attrs["stride"]
         pt, pl, _, _ = node.attrs["pads"]
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "c": c, "h": h, "w": w, "ho": ho, "wo": wo,
+        chans = _channels(node)
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "c": int(chans.size), "h": h, "w": w,
+                "ho": ho, "wo": wo, "channels": [int(v) for v in chans],
                 "kh": kh, "kw": kw, "sh": sh, "sw": sw, "pt": pt, "pl": pl, "zp": x.zero_point,
                 "in_buf": ctx.buffer(node.inputs[0].name), "out_buf": ctx.buffer(node.outputs[0].name)}
+
+
+def _channels(node: Node) -> np.ndarray:
+    """The input channels the node sweeps, in order."""
+    chans = node.attrs.get("channels")
+    if chans is None:
+        return np.arange(node.inputs[0].info.shape[1], dtype=np.int64)
+    return np.asarray(chans, dtype=np.int64)
+
+
+def _selected(node: Node, x: np.ndarray) -> np.ndarray:
+    chans = node.attrs.get("channels")
+    return x if chans is None else np.asarray(x)[:, :, np.asarray(chans, dtype=np.int64)]

@@ -50,6 +50,7 @@ def lut_attrs(fn: str, in_info: TensorInfo, out_qtype: IntType, out_scale: float
 class Lut(OpSpec):
     name = "lut"
     in_place = True
+    elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

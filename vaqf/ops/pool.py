@@ -16,7 +16,7 @@ from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.base import EmitContext, Known, OpSpec, register
 from vaqf.ops.eltwise import LANE_CHOICES
 from vaqf.ops.im2col import conv_geometry
 from vaqf.sim.qarith import Dyadic, Rounding, rshift_round, saturate
@@ -61,6 +61,23 @@ class Pool(OpSpec):
         s = (win - info.zero_point).sum(axis=(-2, -1))
         q = rshift_round(s * int(a["mantissa"]), int(a["shift"]), Rounding.HALF_EVEN) + info.zero_point
         return [saturate(q, int(info.qtype.min), int(info.qtype.max))]
+
+    def known_outputs(self, node: Node, known: list[Known | None]) -> list[Known | None]:
+        """An output is known when every in-bounds element of its window is (max pooling's padding never
+        wins, average pooling has none); its value is the pooling of the known values."""
+        (k,) = known
+        if k is None:
+            return [None]
+        a = node.attrs
+        kh, kw = a["kernel"]
+        sh, sw = a["stride"]
+        pt, pl, pb, pr = a["pads"]
+        unknown = np.pad((~k.mask).astype(np.int8), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        win = np.lib.stride_tricks.sliding_window_view(unknown, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+        mask = win.max(axis=(-2, -1)) == 0
+        if not mask.any():
+            return [None]
+        return [Known(mask, np.asarray(self.reference(node, [k.values])[0], dtype=np.int64))]
 
     def unit(self, node: Node) -> str:
         return "pool"

@@ -17,6 +17,7 @@ from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
 class Relu(OpSpec):
     name = "relu"
     in_place = True
+    elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

@@ -23,6 +23,7 @@ from vaqf.sim.qarith import Rounding, requantize
 class Requant(OpSpec):
     name = "requant"
     in_place = True
+    elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs

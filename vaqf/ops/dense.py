@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,7 +37,7 @@ from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
 from vaqf.ops.base import EmitContext, Epilogue, Known, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
 from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows, row_words
-from vaqf.sim.qarith import Rounding
+from vaqf.sim.qarith import Rounding, requantize
 
 log = logging.getLogger(__name__)
 
@@ -75,78 +74,20 @@ def _in_max_abs(x: TensorInfo) -> int:
     return max_abs(int(x.qtype.min), int(x.qtype.max), x.zero_point)
 
 
-#: multiply-accumulates per call below which the integer kernel beats float conversions and a BLAS call
-SMALL_GEMM = 1 << 15
-
-
 def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
-    """Exact integer GEMM plus bias (int64 accumulators [..., N]); see :func:`dense_plan` for how."""
-    from vaqf.sim.kernels import gemm_epilogue
-
-    xs = np.asarray(x)
-    acc = _accumulate(xs.reshape(-1, xs.shape[-1]), weight, zp_in, bound, None)
-    out = np.empty(acc.shape, np.int64)
-    gemm_epilogue(acc, np.asarray(bias, dtype=np.int64), False, False, _NO_RQ, _NO_RQ, 0, 0, 0, 0, out)
-    return out.reshape(xs.shape[:-1] + (weight.shape[0],))
-
-
-_NO_RQ = np.zeros(1, dtype=np.int64)
-
-
-def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
-                w_float: np.ndarray | None) -> np.ndarray:
-    """sum_k (rows[i, k] - zp_in) * weight[n, k], exactly: in int64 for small problems and beyond 2**53 (the
-    compiled kernel), else through BLAS in float32 (when every partial sum provably fits its 24-bit
-    mantissa) or float64 (53 bits). Returns a float or int64 array of integers [rows, N]."""
-    from vaqf.sim.kernels import int_gemm
-
-    n_out, k = weight.shape
-    if rows.shape[0] * k * n_out <= SMALL_GEMM or bound >= 2**53:
-        acc = np.empty((rows.shape[0], n_out), np.int64)
-        int_gemm(np.ascontiguousarray(rows), np.int64(zp_in), weight, acc)
-        return acc
-    dt = np.float32 if bound < 2**24 else np.float64
-    xf = rows.astype(dt)  # exact: |x| < 2**24
+    """Exact integer GEMM; runs through float BLAS when every partial sum provably fits the mantissa."""
+    xs = np.asarray(x, dtype=np.int64)
     if zp_in:
-        xf -= dt(zp_in)
-    wf = w_float if w_float is not None and w_float.dtype == dt else weight.astype(dt)
-    return xf @ wf.T  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
-
-
-def dense_plan(node: Node) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """The node as one function of its input: GEMM (see :func:`_accumulate`), then bias, ReLU and
-    requantization fused in one compiled pass writing the output's storage dtype."""
-    from vaqf.sim.kernels import gemm_epilogue
-    from vaqf.sim.plans import per_column, storage_dtype
-
-    weight = np.ascontiguousarray(node.attrs["weight"])
-    n_out, k = weight.shape
-    zp = int(node.attrs["zp_in"])
-    bound = int(node.attrs["acc_bound"])
-    bias = per_column(node.attrs["bias"], n_out)
-    relu = bool(node.attrs.get("relu"))
-    rq = node.attrs.get("requant")
-    if rq is not None:
-        mant, shift = per_column(rq["mantissa"], n_out), per_column(rq["shift"], n_out)
-        zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
-        mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
-    else:  # the accumulator itself: int64, which holds whatever the inputs are
-        mant = shift = _NO_RQ
-        zp_out = lo = hi = mode = 0
-        out_dt = np.dtype(np.int64)
-    w_float: list[np.ndarray] = []  # converted on first use by a large batch, then kept
-
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x = inputs[0]
-        rows = x.reshape(-1, k)
-        if not w_float and rows.shape[0] * k * n_out > SMALL_GEMM and bound < 2**53:
-            w_float.append(weight.astype(np.float32 if bound < 2**24 else np.float64))
-        acc = _accumulate(rows, weight, zp, bound, w_float[0] if w_float else None)
-        out = np.empty(acc.shape, out_dt)
-        gemm_epilogue(acc, bias, relu, rq is not None, mant, shift, zp_out, lo, hi, mode, out)
-        return [out.reshape(x.shape[:-1] + (n_out,))]
-
-    return run
+        xs = xs - zp_in
+    rows = xs.reshape(-1, xs.shape[-1])  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
+    if bound < 2**24:
+        acc = (rows.astype(np.float32) @ weight.T.astype(np.float32)).astype(np.int64)
+    elif bound < 2**53:
+        acc = (rows.astype(np.float64) @ weight.T.astype(np.float64)).astype(np.int64)
+    else:
+        acc = rows @ weight.T.astype(np.int64)
+    acc += bias.astype(np.int64)  # in place (acc is new): large new arrays cost page faults
+    return acc.reshape(xs.shape[:-1] + (weight.shape[0],))
 
 
 @register
@@ -174,12 +115,18 @@ class Dense(OpSpec):
         return [TensorInfo(shape, at, x.scale[0] * np.asarray(node.attrs["w_scale"], dtype=np.float64), 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
-
-        return reference_of(dense_plan(node), inputs)
-
-    def sim_plan(self, node: Node) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        return dense_plan(node)
+        (x,) = inputs
+        zp = node.attrs["zp_in"]
+        bound = node.attrs["acc_bound"]
+        acc = dense_reference(x, node.attrs["weight"], node.attrs["bias"], zp, bound)
+        if node.attrs.get("relu"):
+            np.maximum(acc, 0, out=acc)
+        rq = node.attrs.get("requant")
+        if rq is not None:
+            qt = rq["qtype"]
+            acc = requantize(acc, rq["mantissa"], rq["shift"], rq["zero_point"], qt.min, qt.max,
+                             Rounding(rq["rounding"]))
+        return [acc]
 
     # ---- hardware ---------------------------------------------------------------------------
     def macs(self, node: Node) -> int:

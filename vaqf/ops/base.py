@@ -127,25 +127,26 @@ class OpSpec:
         """
         if all(k is None for k in known) or len(node.outputs) != 1:
             return [None] * len(node.outputs)
-        out = node.outputs[0].info
+        shape = (1,) + tuple(node.outputs[0].info.shape)
         if self.aliases_input and len(node.inputs) == 1:
             k = known[0]
-            return [Known(k.mask.reshape(out.shape), k.values.reshape(out.shape))]
+            return [Known(k.mask.reshape(shape), k.values.reshape(shape))]
         if self.moves_elements and len(node.inputs) == 1:
             src = node.inputs[0].info
-            idx = self.reference(node, [np.arange(src.size, dtype=np.int64).reshape(src.shape)])[0].reshape(-1)
+            idx = self.reference(node, [np.arange(src.size, dtype=np.int64).reshape((1,) + src.shape)])[0]
+            idx = idx.reshape(-1)
             k = known[0]
-            return [Known(k.mask.reshape(-1)[idx].reshape(out.shape), k.values.reshape(-1)[idx].reshape(out.shape))]
+            return [Known(k.mask.reshape(-1)[idx].reshape(shape), k.values.reshape(-1)[idx].reshape(shape))]
         if self.elementwise:
             if any(k is None for k in known):
                 return [None]
-            mask = np.ones(out.shape, dtype=bool)
+            mask = np.ones(shape, dtype=bool)
             for k in known:
-                mask &= np.broadcast_to(k.mask, out.shape)
+                mask &= np.broadcast_to(k.mask, shape)
             if not mask.any():
                 return [None]
             values = np.asarray(self.reference(node, [k.values for k in known])[0], dtype=np.int64)
-            return [Known(mask, np.broadcast_to(values, out.shape).copy())]
+            return [Known(mask, np.broadcast_to(values, shape).copy())]
         return [None] * len(node.outputs)
 
     def fold_known_inputs(self, node: Node, known: list[Known | None]) -> bool:
@@ -170,6 +171,11 @@ class OpSpec:
         (a superset of the needed ones). None when it cannot."""
         return None
 
+    def find_blocks(self, node: Node) -> bool:
+        """Record (or drop) the dense-block structure of the node's weights where it can pay off; return
+        whether the attributes changed."""
+        return False
+
     def densified_attrs(self, node: Node) -> dict[str, Any] | None:
         """Attributes of the same node with its sparsity ignored (zero weights made non-zero, removed columns
         restored): the baseline a report compares against. None when the node has no sparsity to ignore."""
@@ -179,7 +185,8 @@ class OpSpec:
 @dataclass
 class Known:
     """Elements of a tensor that hold the same integer for every input sample: ``mask`` marks them and
-    ``values`` holds them (arbitrary where ``mask`` is False); both have the value's IR shape."""
+    ``values`` holds them (the zero point where ``mask`` is False); both are shaped like a batch of one
+    sample, (1,) + the value's IR shape, as references take them."""
 
     mask: np.ndarray
     values: np.ndarray

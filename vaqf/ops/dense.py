@@ -288,21 +288,21 @@ class Dense(OpSpec):
         w = node.attrs["weight"]
         nz = w != 0
         x = node.inputs[0].info
-        out = node.outputs[0].info
+        out = (1,) + tuple(node.outputs[0].info.shape)
         zp = int(node.attrs["zp_in"])
         if k is None:
             dead = ~nz.any(axis=1)
             if not dead.any():
                 return [None]
-            mask = np.broadcast_to(dead, out.shape).copy()
-            values = np.full(x.shape, zp, dtype=np.int64)
+            mask = np.broadcast_to(dead, out).copy()
+            values = np.full((1,) + tuple(x.shape), zp, dtype=np.int64)
         else:
             unknown = (~k.mask).reshape(-1, w.shape[1]).astype(np.float32) @ nz.T.astype(np.float32)
-            mask = (unknown == 0).reshape(out.shape)
+            mask = (unknown == 0).reshape(out)
             if not mask.any():
                 return [None]
             values = k.values
-        return [Known(mask, np.asarray(self.reference(node, [values])[0], dtype=np.int64).reshape(out.shape))]
+        return [Known(mask, np.asarray(self.reference(node, [values])[0], dtype=np.int64).reshape(out))]
 
     def fold_known_inputs(self, node: Node, known: list[Known | None]) -> bool:
         """An input column that holds the same known integer v in every row contributes
@@ -345,6 +345,29 @@ class Dense(OpSpec):
         node.attrs.setdefault("k_full", int(w.shape[1]))
         node.attrs["weight"] = np.ascontiguousarray(w[:, kept])
         node.attrs.pop("blocks", None)
+
+    def find_blocks(self, node: Node) -> bool:
+        """Blocks from :func:`vaqf.ops.blocks.group_rows`, kept when the block form is faster than the
+        row-skipping one for at least one (PE, SIMD) of the layer on the default board (ZCU102); the design's
+        own knobs and board then pick the form (:func:`block_form`)."""
+        from vaqf.hw.board import get_board
+        from vaqf.ops.blocks import group_rows
+
+        old = node.attrs.get("blocks")
+        new = None
+        w = node.attrs["weight"]
+        groups = None if is_binary(node) else group_rows(w)
+        if groups is not None and not (len(groups) == 1 and groups[0][1].size == w.shape[1]):
+            node.attrs["blocks"] = make_blocks(node, groups)
+            board = get_board("zcu102")
+            ks = self.knobs(node)
+            if any(_cycles(node, pe, simd, 1, board)[2] for pe in ks["pe"] for simd in ks["simd"]):
+                new = node.attrs["blocks"]
+        if new is None:
+            node.attrs.pop("blocks", None)
+        else:
+            node.attrs["blocks"] = new
+        return not _same_blocks(old, new)
 
     def densified_attrs(self, node: Node) -> dict[str, Any] | None:
         """Zero weights made 1 and removed input columns restored (as 1s): every row computed over all K."""
@@ -563,6 +586,12 @@ def check_blocks(node: Node) -> None:
                         "(the weights changed after the blocks were found; rerun passes.sparsity.FindDenseBlocks)")
     if np.any((w != 0) & ~covered):
         raise VaqfError(f"{node.name}: a non-zero weight lies outside every dense block")
+
+
+def _same_blocks(a: dict | None, b: dict | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in ("rows", "cols", "shape", "steps"))
 
 
 def max_block_steps(node: Node, simd: int) -> int:

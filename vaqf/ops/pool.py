@@ -72,8 +72,8 @@ class Pool(OpSpec):
         kh, kw = a["kernel"]
         sh, sw = a["stride"]
         pt, pl, pb, pr = a["pads"]
-        unknown = np.pad((~k.mask).astype(np.int8), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-        win = np.lib.stride_tricks.sliding_window_view(unknown, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+        unknown = np.pad((~k.mask).astype(np.int8), ((0, 0), (0, 0), (0, 0), (pt, pb), (pl, pr)))
+        win = np.lib.stride_tricks.sliding_window_view(unknown, (kh, kw), axis=(3, 4))[:, :, :, ::sh, ::sw]
         mask = win.max(axis=(-2, -1)) == 0
         if not mask.any():
             return [None]

@@ -51,6 +51,8 @@ def default_pipeline() -> list[Pass]:
         MergeChains,
         RemoveIdentities,
     )
+    from vaqf.passes.sparsity import FindDenseBlocks, FoldConstantChannels
 
     return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues(),
-            HoistRequant(), ComposeCopies(), FoldOperandViews(), FoldOutputViews()]
+            HoistRequant(), ComposeCopies(), FoldOperandViews(), FoldOutputViews(), FoldConstantChannels(),
+            FindDenseBlocks()]

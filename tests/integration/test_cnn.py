@@ -88,3 +88,66 @@ def test_pruned_cnn_fewer_cycles_and_bit_exact(models, calib, tmp_path):
     # the pruned convolution computes half the rows; both designs are the fastest that fits
     assert conv3(results["pruned"]) < 0.75 * conv3(results["dense"])
     assert results["pruned"].design.estimate["cycles"] < results["dense"].design.estimate["cycles"]
+
+
+# ---- structured sparsity beyond skipped rows (passes.sparsity) -------------------------------------
+
+
+@pytest.mark.cxx
+def test_downstream_channel_removal_saves_cycles_and_bit_exact(tmp_path):
+    """c1 and c2 lose the same 4 of 8 output channels (weights and bias zero, as a refill-pruned net with
+    masked BatchNorm exports them): the residual add's channels are constant, so c2's and c3's im2col sweep
+    half the channels and their GEMMs half the columns. Against the same graph with only the pruned rows
+    skipped (no sparsity passes), at the same knobs, that is clearly fewer cycles; csim is bit-exact."""
+    from tests.passes.test_sparsity import cnn, compiled
+    from vaqf.hw.board import get_board
+    from vaqf.hw.model import estimate
+
+    model = cnn(np.random.default_rng(7), {"c1": [0, 1, 2, 3], "c2": [0, 1, 2, 3]}, size=16)
+    rows_only, full = compiled(model, sparsity=False), compiled(model)
+    res = vaqf.compile_model(full, tmp_path / "p")
+    board = get_board("zcu102")
+    with_removal = estimate(full, board, res.design.knobs)
+    without = estimate(rows_only, board, res.design.knobs)
+    by_node = {(layer.node, layer.op): layer.cycles for layer in with_removal.layers}
+    before = {(layer.node, layer.op): layer.cycles for layer in without.layers}
+    for conv in ("c2", "c3"):
+        assert by_node[(conv, "dense")] < 0.8 * before[(conv, "dense")], conv
+        assert by_node[(f"{conv}_im2col", "im2col")] < 0.6 * before[(f"{conv}_im2col", "im2col")], conv
+    assert with_removal.cycles < 0.85 * without.cycles
+    out = run_csim(res.project, count=20)
+    assert out.bit_exact == 20
+
+
+@pytest.mark.cxx
+def test_group_sparse_layer_runs_as_dense_blocks_bit_exact(tmp_path):
+    """c3 is group-sparse (two groups of 4 output channels, each reading its 4 input channels): the IR
+    carries two dense blocks; with PE = 4 the cost model runs c3 block by block over gathered columns, in
+    fewer cycles than its row-skipping form, and the C-simulation of that kernel is bit-exact."""
+    from tests.passes.test_sparsity import cnn, compiled
+    from vaqf.dse.design import Design
+    from vaqf.hw.board import get_board
+    from vaqf.ops.dense import block_form, block_list
+
+    graph = compiled(cnn(np.random.default_rng(8), {}, blocks3=True, size=16))
+    c3 = next(n for n in graph.nodes if n.name == "c3")
+    assert len(block_list(c3)) == 2
+    first = vaqf.compile_model(graph, tmp_path / "fast")
+    knobs = {u: dict(k) for u, k in first.design.knobs.items()}
+    knobs["dense_int8"] = {"pe": 4, "simd": 4, "epi": 1}
+    pinned = Design(first.design.board, first.design.act_bits, knobs, first.design.clock_mhz,
+                    first.design.word_bits)
+    res = vaqf.compile_model(graph, tmp_path / "blocks", design=pinned)
+    board = get_board("zcu102")
+    assert block_form(c3, knobs["dense_int8"], board)
+    blocked = next(layer["cycles"] for layer in res.design.estimate["layers"] if layer["node"] == "c3")
+    blocks = c3.attrs.pop("blocks")
+    from vaqf.ops import get_spec
+
+    plain = get_spec("dense").cost(c3, knobs["dense_int8"], board).cycles
+    c3.attrs["blocks"] = blocks
+    assert blocked < 0.8 * plain
+    sources = "".join(p.read_text() for p in (res.project / "src").glob("*.*"))
+    assert sources.count("/*n_blocks*/ 2") == 1  # c3 (the classifier's single block may go either way)
+    out = run_csim(res.project, count=20)
+    assert out.bit_exact == 20

@@ -28,7 +28,7 @@ def cnn(rng: np.random.Generator, zero: dict[str, list[int]], bias: dict[str, fl
     """x[1,1,size,size] -> c1 -> relu -> c2 -> relu -> add(c1, c2) -> maxpool 2 -> c3 -> relu -> global avg pool
     -> flatten -> fc. ``zero[conv]`` lists output channels whose weights are zeroed, with bias ``bias[conv]``
     (default 0); ``blocks3`` makes c3 group-sparse (two groups of 4 output channels, each reading 4 input
-    channels)."""
+    channels: 0, 2, 5, 6 and 1, 3, 4, 7)."""
     bias = bias or {}
     shapes = {"c1": (C, 1, 3, 3), "c2": (C, C, 3, 3), "c3": (C, C, 3, 3)}
     inits, nodes = [], []
@@ -38,9 +38,11 @@ def cnn(rng: np.random.Generator, zero: dict[str, list[int]], bias: dict[str, fl
         for ch in zero.get(name, []):
             w[ch] = 0
             b[ch] = bias.get(name, 0.0)
-        if name == "c3" and blocks3:
-            w[: C // 2, C // 2:] = 0
-            w[C // 2:, : C // 2] = 0
+        if name == "c3" and blocks3:  # interleaved groups: the gathered columns are irregular
+            group_a = [0, 2, 5, 6]
+            group_b = [1, 3, 4, 7]
+            w[np.ix_(range(C // 2), group_b)] = 0
+            w[np.ix_(range(C // 2, C), group_a)] = 0
         inits += [numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(b, f"{name}_b")]
     inits += [numpy_helper.from_array(rng.normal(0, 0.5, size=(4, C)).astype(np.float32), "fc_w"),
               numpy_helper.from_array(np.zeros(4, np.float32), "fc_b")]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -37,7 +38,10 @@ from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
 from vaqf.ops.base import EmitContext, Epilogue, Known, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
 from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows, row_words
-from vaqf.sim.qarith import Rounding, requantize
+from vaqf.sim.qarith import Rounding
+
+if TYPE_CHECKING:
+    from vaqf.sim.plans import Scratch
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +78,90 @@ def _in_max_abs(x: TensorInfo) -> int:
     return max_abs(int(x.qtype.min), int(x.qtype.max), x.zero_point)
 
 
+#: multiply-accumulates per call below which the integer kernel beats float conversions and a BLAS call
+SMALL_GEMM = 1 << 15
+
+
 def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
-    """Exact integer GEMM; runs through float BLAS when every partial sum provably fits the mantissa."""
-    xs = np.asarray(x, dtype=np.int64)
+    """Exact integer GEMM plus bias (int64 accumulators [..., N]); see :func:`dense_plan` for how."""
+    from vaqf.sim.kernels import gemm_epilogue
+
+    xs = np.asarray(x)
+    acc = _accumulate(xs.reshape(-1, xs.shape[-1]), weight, zp_in, bound, None)
+    out = np.empty(acc.shape, np.int64)
+    gemm_epilogue(acc, np.asarray(bias, dtype=np.int64), False, False, _NO_RQ, _NO_RQ, 0, 0, 0, 0, out)
+    return out.reshape(xs.shape[:-1] + (weight.shape[0],))
+
+
+_NO_RQ = np.zeros(1, dtype=np.int64)
+
+
+def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
+                w_float: np.ndarray | None, scratch: Scratch | None = None) -> np.ndarray:
+    """sum_k (rows[i, k] - zp_in) * weight[n, k], exactly: in int64 for small problems and beyond 2**53 (the
+    compiled kernel), else through BLAS in float32 (when every partial sum provably fits its 24-bit
+    mantissa) or float64 (53 bits). Returns a float or int64 array of integers [rows, N] (a scratch
+    buffer when ``scratch`` is given)."""
+    from vaqf.sim.kernels import int_gemm
+    from vaqf.sim.plans import Scratch
+
+    n_out, k = weight.shape
+    if rows.shape[0] * k * n_out <= SMALL_GEMM or bound >= 2**53:
+        acc = np.empty((rows.shape[0], n_out), np.int64)
+        int_gemm(np.ascontiguousarray(rows), np.int64(zp_in), weight, acc)
+        return acc
+    scratch = scratch if scratch is not None else Scratch()
+    dt = np.float32 if bound < 2**24 else np.float64
+    xf = scratch.get("gemm_a", rows.shape, dt)
+    np.copyto(xf, rows, casting="unsafe")  # exact: |x| < 2**24
     if zp_in:
-        xs = xs - zp_in
-    rows = xs.reshape(-1, xs.shape[-1])  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
-    if bound < 2**24:
-        acc = (rows.astype(np.float32) @ weight.T.astype(np.float32)).astype(np.int64)
-    elif bound < 2**53:
-        acc = (rows.astype(np.float64) @ weight.T.astype(np.float64)).astype(np.int64)
-    else:
-        acc = rows @ weight.T.astype(np.int64)
-    acc += bias.astype(np.int64)  # in place (acc is new): large new arrays cost page faults
-    return acc.reshape(xs.shape[:-1] + (weight.shape[0],))
+        xf -= dt(zp_in)
+    wf = w_float if w_float is not None and w_float.dtype == dt else weight.astype(dt)
+    acc = scratch.get("gemm_acc", (rows.shape[0], n_out), dt)
+    return np.matmul(xf, wf.T, out=acc)  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
+
+
+def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The node as one function of its input: GEMM (see :func:`_accumulate`), then bias, ReLU and
+    requantization fused in one compiled pass writing the output's storage dtype."""
+    from vaqf.sim.kernels import dense_int, gemm_epilogue
+    from vaqf.sim.plans import Scratch, per_column, storage_dtype
+
+    weight = np.ascontiguousarray(node.attrs["weight"])
+    n_out, k = weight.shape
+    zp = int(node.attrs["zp_in"])
+    bound = int(node.attrs["acc_bound"])
+    bias = per_column(node.attrs["bias"], n_out)
+    relu = bool(node.attrs.get("relu"))
+    rq = node.attrs.get("requant")
+    requant = rq is not None
+    if rq is not None:
+        mant, shift = per_column(rq["mantissa"], n_out), per_column(rq["shift"], n_out)
+        zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
+        mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
+    else:  # the accumulator itself: int64, which holds whatever the inputs are
+        mant = shift = _NO_RQ
+        zp_out = lo = hi = mode = 0
+        out_dt = np.dtype(np.int64)
+    w_float: list[np.ndarray] = []  # converted on first use by a large batch, then kept
+    scratch = scratch if scratch is not None else Scratch()
+    small = SMALL_GEMM // (k * n_out) if bound < 2**53 else -1  # rows up to which the integer kernel runs
+    fdt = np.float32 if bound < 2**24 else np.float64
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        rows = x.reshape(-1, k)
+        out = scratch.new((rows.shape[0], n_out), out_dt)
+        if rows.shape[0] <= small or small < 0:
+            dense_int(rows, zp, weight, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
+        else:
+            if not w_float:
+                w_float.append(weight.astype(fdt))
+            acc = _accumulate(rows, weight, zp, bound, w_float[0], scratch)
+            gemm_epilogue(acc, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
+        return [out.reshape(x.shape[:-1] + (n_out,))]
+
+    return run
 
 
 @register
@@ -115,18 +189,12 @@ class Dense(OpSpec):
         return [TensorInfo(shape, at, x.scale[0] * np.asarray(node.attrs["w_scale"], dtype=np.float64), 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        (x,) = inputs
-        zp = node.attrs["zp_in"]
-        bound = node.attrs["acc_bound"]
-        acc = dense_reference(x, node.attrs["weight"], node.attrs["bias"], zp, bound)
-        if node.attrs.get("relu"):
-            np.maximum(acc, 0, out=acc)
-        rq = node.attrs.get("requant")
-        if rq is not None:
-            qt = rq["qtype"]
-            acc = requantize(acc, rq["mantissa"], rq["shift"], rq["zero_point"], qt.min, qt.max,
-                             Rounding(rq["rounding"]))
-        return [acc]
+        from vaqf.sim.plans import reference_of
+
+        return reference_of(dense_plan(node), inputs)
+
+    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        return dense_plan(node, scratch)
 
     # ---- hardware ---------------------------------------------------------------------------
     def macs(self, node: Node) -> int:
@@ -159,23 +227,25 @@ class Dense(OpSpec):
         stream in from DDR (one word per cycle, at most the board's DDR bytes per cycle): double
         buffering makes a block cost max(compute, load); the first load and DDR_LATENCY are exposed.
         Rows whose weights are all zero (pruned output channels) are not computed: only live rows form
-        blocks, and the pruned rows' constant outputs are written EPI per cycle.
+        blocks, and the pruned rows' constant outputs are written EPI per cycle (form "skip"); when PE
+        covers the pruned rows for free that writing costs more than computing them, so the form "all"
+        computes every row (the zero weights give the bias alone, the same constants).
         A block-sparse layer (``blocks``) may instead run each dense block as that same GEMM over its
         n_b rows and its gathered columns: a MAC step feeds lane s from activation bank s (column % SIMD),
         so a block of columns C_b takes steps_b = max over banks of |{c in C_b: c % SIMD == s}| MAC steps
         per row (>= ceil(|C_b|/SIMD); the gap is the bank-conflict cost of the gather) and stores
         steps_b x SIMD weights per row. Per block the gather costs its column table (steps_b x SIMD int32,
         one per cycle, after a DDR round trip) and its own exposed DDR_LATENCY and first load; DDR bytes
-        are those of the stored blocks only. :func:`block_form` picks the faster form for the knobs.
+        are those of the stored blocks only. :func:`dense_form` picks the fastest form for the knobs.
         Resources: see :func:`dense_resources` (LUT, FF, DSP48E2 and weight-buffer terms, each with
         its source).
         """
         pe, simd = int(knobs["pe"]), int(knobs["simd"])
         epi = min(int(knobs.get("epi", 1)), pe)
-        cycles, ddr_bytes, blocked = _cycles(node, pe, simd, epi, board)
+        cycles, ddr_bytes, form = _cycles(node, pe, simd, epi, board)
         res = dense_resources(node, pe, simd, epi)
         lut, bram18 = res.lut, res.bram18
-        if blocked:  # the column table of the widest block: steps x SIMD column indices
+        if form == "blocks":  # the column table of the widest block: steps x SIMD column indices
             index_bits = int(node.attrs["weight"].shape[1]).bit_length() + 1
             table = memory_cost(max_block_steps(node, simd), simd * index_bits)
             lut, bram18 = lut + table.lut, bram18 + table.bram18
@@ -248,7 +318,8 @@ class Dense(OpSpec):
         rq = node.attrs.get("requant")
         out = node.outputs[0].name
         knobs = ctx.knobs.get(self.unit(node))
-        blocked = knobs is not None and ctx.board is not None and block_form(node, knobs, ctx.board)
+        form = dense_form(node, knobs, ctx.board) if knobs is not None and ctx.board is not None else "skip"
+        blocked = form == "blocks"
         return {
             "n_blocks": len(block_list(node)) if blocked else 0,
             "blocks_offset": ctx.offset(node, "blocks") if blocked else 0,
@@ -269,7 +340,7 @@ class Dense(OpSpec):
             "rounding": Rounding(rq["rounding"]).cpp_id if rq is not None else 0,
             "relu": int(bool(node.attrs.get("relu"))),
             "requant": int(rq is not None),
-            "live": row_table(node)[1],
+            "live": int(n_out) if form == "all" else row_table(node)[1],
             "rows_offset": ctx.offset(node, "rows"),
             "in_buf": ctx.buffer(node.inputs[0].name),
             "out_act": ctx.buffer(out) if rq is not None else ctx.dummy["act"],
@@ -361,7 +432,7 @@ class Dense(OpSpec):
             node.attrs["blocks"] = make_blocks(node, groups)
             board = get_board("zcu102")
             ks = self.knobs(node)
-            if any(_cycles(node, pe, simd, 1, board)[2] for pe in ks["pe"] for simd in ks["simd"]):
+            if any(_cycles(node, pe, simd, 1, board)[2] == "blocks" for pe in ks["pe"] for simd in ks["simd"]):
                 new = node.attrs["blocks"]
         if new is None:
             node.attrs.pop("blocks", None)
@@ -616,38 +687,48 @@ def _segment(n_rows: int, steps: int, rw: int, rows: int, pe: int, epi: int, sim
     return DDR_LATENCY + table + load + (groups - 1) * max(compute, load) + compute + depth, groups * bytes_block
 
 
-def _cycles(node: Node, pe: int, simd: int, epi: int, board: Board) -> tuple[int, int, bool]:
-    """(cycles, DDR bytes, whether the block form is used) of the faster form for these knobs."""
+#: the ways a dense layer can run (see Dense.cost): live rows only, every row, or dense blocks
+FORMS = ("skip", "all", "blocks")
+
+
+def _cycles(node: Node, pe: int, simd: int, epi: int, board: Board) -> tuple[int, int, str]:
+    """(cycles, DDR bytes, form) of the fastest form for these knobs (ties go to the earlier of FORMS)."""
     w = node.attrs["weight"]
     n_out, k = w.shape
     rows = int(node.attrs["rows"])
     wb = weight_container(node)
     live = row_table(node)[1]
+    rw = row_words(k, wb, board.axi_bits)
+    steps = math.ceil(k / simd)
     dead = math.ceil(rows * (n_out - live) / epi)  # constant outputs of the pruned rows, EPI per cycle
-    plain, plain_bytes = _segment(live, math.ceil(k / simd), row_words(k, wb, board.axi_bits), rows, pe, epi, simd,
-                                  board, 0)
+    skip, skip_bytes = _segment(live, steps, rw, rows, pe, epi, simd, board, 0)
+    options = [(dead + skip, skip_bytes, "skip")]
+    if live < n_out:  # computing the pruned rows too (zero weights, the bias alone) can be cheaper
+        every, every_bytes = _segment(n_out, steps, rw, rows, pe, epi, simd, board, 0)
+        options.append((every, every_bytes, "all"))
     b = node.attrs.get("blocks")
-    if b is None:
-        return dead + plain, plain_bytes, False
-    steps = np.asarray(b["steps"])[:, SIMD_CHOICES.index(simd)]
-    cycles, nbytes = 0, 0
-    for (n_rows, _), st in zip(np.asarray(b["shape"]).reshape(-1, 2), steps, strict=True):
-        lanes = int(st) * simd
-        c, by = _segment(int(n_rows), int(st), row_words(lanes, wb, board.axi_bits), rows, pe, epi, simd, board,
-                         DDR_LATENCY + 4 + lanes)  # block and column tables: a DDR round trip, one lane a cycle
-        cycles += c
-        nbytes += by + 4 * (lanes + 4)
-    if cycles < plain:
-        return dead + cycles, nbytes, True
-    return dead + plain, plain_bytes, False
+    if b is not None:
+        block_steps = np.asarray(b["steps"])[:, SIMD_CHOICES.index(simd)]
+        cycles, nbytes = 0, 0
+        for (n_rows, _), st in zip(np.asarray(b["shape"]).reshape(-1, 2), block_steps, strict=True):
+            lanes = int(st) * simd
+            c, by = _segment(int(n_rows), int(st), row_words(lanes, wb, board.axi_bits), rows, pe, epi, simd, board,
+                             DDR_LATENCY + 4 + lanes)  # block and column tables: a DDR round trip, one lane a cycle
+            cycles += c
+            nbytes += by + 4 * (lanes + 4)
+        options.append((dead + cycles, nbytes, "blocks"))
+    return min(options, key=lambda o: (o[0], FORMS.index(o[2])))
+
+
+def dense_form(node: Node, knobs: dict[str, int], board: Board) -> str:
+    """How the layer runs with these knobs: one of FORMS, the fastest (see Dense.cost)."""
+    pe, simd = int(knobs["pe"]), int(knobs["simd"])
+    return _cycles(node, pe, simd, min(int(knobs.get("epi", 1)), pe), board)[2]
 
 
 def block_form(node: Node, knobs: dict[str, int], board: Board) -> bool:
-    """Whether the layer runs as dense blocks with these knobs (the faster form; see Dense.cost)."""
-    if node.attrs.get("blocks") is None:
-        return False
-    pe, simd = int(knobs["pe"]), int(knobs["simd"])
-    return _cycles(node, pe, simd, min(int(knobs.get("epi", 1)), pe), board)[2]
+    """Whether the layer runs as dense blocks with these knobs."""
+    return node.attrs.get("blocks") is not None and dense_form(node, knobs, board) == "blocks"
 
 
 def finalize_dense_attrs(node: Node, x: TensorInfo) -> None:

@@ -13,7 +13,8 @@ All roundings are half-to-even; isqrt is the floor square root.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +25,10 @@ from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
 from vaqf.ops.eltwise import LANE_CHOICES
 from vaqf.ops.packing import pack_int32
-from vaqf.sim.qarith import Rounding, round_div, round_real, rshift_round, saturate
+from vaqf.sim.qarith import round_real
+
+if TYPE_CHECKING:
+    from vaqf.sim.plans import Scratch
 
 F_BITS = 10
 FG_BITS = 24
@@ -52,16 +56,36 @@ def isqrt_array(v: np.ndarray) -> np.ndarray:
     return r
 
 
-def layernorm_reference(x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
-    xi = np.asarray(x, dtype=np.int64)
+def layernorm_reference(x: np.ndarray, a: dict[str, Any], out: np.ndarray | None = None) -> np.ndarray:
+    """LayerNorm over the last axis (compiled, :func:`vaqf.sim.kernels.layernorm_rows`); int64 unless ``out``
+    (an array of x's shape in a dtype holding the output type) is given."""
+    from vaqf.sim.kernels import layernorm_rows
+
+    xi = np.asarray(x)
+    if out is None:
+        out = np.empty(xi.shape, np.int64)
     d = xi.shape[-1]
-    y = d * xi - xi.sum(axis=-1, keepdims=True)
-    v = (y * y).sum(axis=-1, keepdims=True)
-    s = np.maximum(isqrt_array(v // d + int(a["eps_q"])), 1)
-    n = round_div(y << F_BITS, s)
-    q = rshift_round(n * a["gamma_q"] + a["beta_q"], FG_BITS, Rounding.HALF_EVEN) + int(a["zero_point"])
     qt = a["qtype"]
-    return saturate(q, int(qt.min), int(qt.max))
+    layernorm_rows(np.ascontiguousarray(xi).reshape(-1, d), np.asarray(a["gamma_q"], dtype=np.int64),
+                   np.asarray(a["beta_q"], dtype=np.int64), int(a["eps_q"]), F_BITS, FG_BITS, int(a["zero_point"]),
+                   int(qt.min), int(qt.max), out.reshape(-1, d))
+    return out
+
+
+def layernorm_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    from vaqf.sim.plans import Scratch, storage_dtype
+
+    scratch = scratch if scratch is not None else Scratch()
+    a = dict(node.attrs)
+    a["gamma_q"] = np.asarray(a["gamma_q"], dtype=np.int64)
+    a["beta_q"] = np.asarray(a["beta_q"], dtype=np.int64)
+    out_dt = storage_dtype(a["qtype"])
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        return [layernorm_reference(x, a, scratch.new(x.shape, out_dt))]
+
+    return run
 
 
 @register
@@ -83,7 +107,12 @@ class LayerNorm(OpSpec):
         return [TensorInfo(x.shape, node.attrs["qtype"], node.attrs["scale"], node.attrs["zero_point"])]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return [layernorm_reference(inputs[0], node.attrs)]
+        from vaqf.sim.plans import reference_of
+
+        return reference_of(layernorm_plan(node), inputs)
+
+    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        return layernorm_plan(node, scratch)
 
     def unit(self, node: Node) -> str:
         return "layernorm"

@@ -7,7 +7,8 @@ so the products go to DSP48E2 slices. Relu and requantization epilogues fuse as 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,7 +18,10 @@ from vaqf.hw.cost import Cost
 from vaqf.ir import IntType, Node, TensorInfo, int_type_for_range
 from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
-from vaqf.sim.qarith import Rounding, requantize
+from vaqf.sim.qarith import Rounding
+
+if TYPE_CHECKING:
+    from vaqf.sim.plans import Scratch
 
 PE_CHOICES = (1, 2, 4, 8, 16, 32, 64)
 SIMD_CHOICES = (1, 2, 4, 8, 16, 32, 64)
@@ -73,6 +77,63 @@ def _bound(a: TensorInfo, b: TensorInfo) -> int:
         max_abs(int(b.qtype.min), int(b.qtype.max), b.zero_point)
 
 
+def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The node as one function of its inputs: both operands read through their views (zero-copy strided
+    views) into float buffers, one batched BLAS product (exact: float32 when every partial sum fits the
+    24-bit mantissa, float64 below 2**53, int64 beyond), then ReLU and requantization in one compiled pass
+    writing the output's storage dtype, placed through ``out_view``."""
+    from vaqf.sim.kernels import gemm_epilogue
+    from vaqf.sim.plans import Scratch, per_column, scatter_strided, storage_dtype, strided_view
+
+    scratch = scratch if scratch is not None else Scratch()
+    a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
+    views = [node.attrs.get("a_view"), node.attrs.get("b_view")]
+    zps = (int(a.zero_point), int(b.zero_point))
+    bound = _bound(a, b)
+    dt = np.float32 if bound < 2**24 else np.float64 if bound < 2**53 else np.int64
+    n = b.shape[-1]
+    relu = bool(node.attrs.get("relu"))
+    rq = node.attrs.get("requant")
+    requant = rq is not None
+    zeros = np.zeros(n, dtype=np.int64)
+    if rq is not None:
+        mant, shift = per_column(rq["mantissa"], n), per_column(rq["shift"], n)
+        zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
+        mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
+    else:
+        mant = shift = zeros
+        zp_out = lo = hi = mode = 0
+        out_dt = np.dtype(np.int64)
+    out_view = node.attrs.get("out_view")
+
+    def operand_array(i: int, x: np.ndarray, role: str) -> np.ndarray:
+        view = views[i]
+        if view is not None:
+            x = strided_view(x, tuple(view["shape"]), list(view["strides"]), int(view["base"]))
+        buf = scratch.get(role, x.shape, dt)
+        np.copyto(buf, x, casting="unsafe")  # exact: |x| < 2**24
+        if zps[i]:
+            buf -= zps[i]
+        return buf
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        xa = operand_array(0, inputs[0], "gemm_a")
+        xb = operand_array(1, inputs[1], "gemm_b")
+        acc_shape = np.broadcast_shapes(xa.shape[:-2], xb.shape[:-2]) + (xa.shape[-2], n)
+        acc = np.matmul(xa, xb, out=scratch.get("gemm_acc", acc_shape, dt))
+        if out_view is None:
+            out = scratch.new(acc_shape, out_dt)
+            gemm_epilogue(acc.reshape(-1, n), zeros, relu, requant, mant, shift, zp_out, lo, hi, mode,
+                          out.reshape(-1, n))
+            return [out]
+        tmp = scratch.get("epilogue", acc_shape, out_dt)
+        gemm_epilogue(acc.reshape(-1, n), zeros, relu, requant, mant, shift, zp_out, lo, hi, mode, tmp.reshape(-1, n))
+        return [scatter_strided(tmp, tuple(out_view["shape"]), list(out_view["strides"]), int(out_view["base"]),
+                                scratch)]
+
+    return run
+
+
 def _signed_bits(x: TensorInfo) -> int:
     return int(x.qtype.bits) + (0 if x.qtype.signed else 1)
 
@@ -101,32 +162,12 @@ class MatMul(OpSpec):
         return [TensorInfo(shape, int_type_for_range(-bound, bound), a.scale * b.scale, 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
-        xa = np.asarray(operand(node, 0, inputs[0]), dtype=np.int64) - a.zero_point
-        xb = np.asarray(operand(node, 1, inputs[1]), dtype=np.int64) - b.zero_point
-        bound = _bound(a, b)
-        if bound < 2**24:
-            acc = np.matmul(xa.astype(np.float32), xb.astype(np.float32)).astype(np.int64)
-        elif bound < 2**53:
-            acc = np.matmul(xa.astype(np.float64), xb.astype(np.float64)).astype(np.int64)
-        else:
-            acc = np.matmul(xa, xb)
-        if node.attrs.get("relu"):
-            acc = np.maximum(acc, 0)
-        rq = node.attrs.get("requant")
-        if rq is not None:
-            qt = rq["qtype"]
-            acc = requantize(acc, rq["mantissa"], rq["shift"], rq["zero_point"], qt.min, qt.max,
-                             Rounding(rq["rounding"]))
-        view = node.attrs.get("out_view")
-        if view is not None:
-            from vaqf.ops.strided_copy import source_index
+        from vaqf.sim.plans import reference_of
 
-            pos = source_index(acc.shape[1:], view["strides"], int(view["base"])).reshape(-1)
-            out = np.empty((acc.shape[0], pos.size), dtype=np.int64)
-            out[:, pos] = acc.reshape(acc.shape[0], -1)
-            acc = out.reshape((acc.shape[0],) + tuple(view["shape"]))
-        return [acc]
+        return reference_of(matmul_plan(node), inputs)
+
+    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        return matmul_plan(node, scratch)
 
     def macs(self, node: Node) -> int:
         a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))

@@ -13,7 +13,8 @@ step adds a relative error of at most s_t / 2 to each exponential; the output st
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +25,10 @@ from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
 from vaqf.ops.eltwise import LANE_CHOICES
 from vaqf.ops.packing import pack_int32
-from vaqf.sim.qarith import Dyadic, rshift_round
+from vaqf.sim.qarith import Dyadic
+
+if TYPE_CHECKING:
+    from vaqf.sim.plans import Scratch
 
 TABLE_SIZE = 1024
 EXP_RANGE = 12.0   # exp(-12) * 2**16 < 0.5: entries beyond are zero
@@ -42,15 +46,35 @@ def softmax_attrs(in_scale: float, out_bits: int) -> dict[str, Any]:
             "step": step}
 
 
-def softmax_reference(x: np.ndarray, table: np.ndarray, mant: int, shift: int, out_bits: int) -> np.ndarray:
-    xi = np.asarray(x, dtype=np.int64)
-    d = xi.max(axis=-1, keepdims=True) - xi
-    idx = np.minimum(rshift_round(d * mant, shift), table.size - 1)
-    e = table[idx]
-    total = e.sum(axis=-1, keepdims=True)
-    recip = (np.int64(1) << RECIP_BITS) // total
-    y = rshift_round(e * recip, RECIP_BITS - out_bits)
-    return np.minimum(y, 2**out_bits - 1)
+def softmax_reference(x: np.ndarray, table: np.ndarray, mant: int, shift: int, out_bits: int,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax over the last axis (compiled, :func:`vaqf.sim.kernels.softmax_rows`); int64 unless ``out``
+    (an array of x's shape, any integer dtype holding b bits) is given."""
+    from vaqf.sim.kernels import softmax_rows
+
+    xi = np.asarray(x)
+    if out is None:
+        out = np.empty(xi.shape, np.int64)
+    n = xi.shape[-1]
+    softmax_rows(np.ascontiguousarray(xi).reshape(-1, n), np.asarray(table, dtype=np.int64), int(mant), int(shift),
+                 int(out_bits), out.reshape(-1, n))
+    return out
+
+
+def softmax_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    from vaqf.sim.plans import Scratch, storage_dtype
+
+    scratch = scratch if scratch is not None else Scratch()
+    a = node.attrs
+    table, mant, shift, bits = np.asarray(a["table"], dtype=np.int64), int(a["idx_mantissa"]), int(a["idx_shift"]), \
+        int(a["out_bits"])
+    out_dt = storage_dtype(IntType(bits, signed=False))
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        return [softmax_reference(x, table, mant, shift, bits, scratch.new(x.shape, out_dt))]
+
+    return run
 
 
 @register
@@ -71,9 +95,12 @@ class Softmax(OpSpec):
         return [TensorInfo(x.shape, IntType(b, signed=False), np.array([2.0**-b]), 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        a = node.attrs
-        return [softmax_reference(inputs[0], a["table"], int(a["idx_mantissa"]), int(a["idx_shift"]),
-                                  int(a["out_bits"]))]
+        from vaqf.sim.plans import reference_of
+
+        return reference_of(softmax_plan(node), inputs)
+
+    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        return softmax_plan(node, scratch)
 
     def unit(self, node: Node) -> str:
         return "softmax"

@@ -1,0 +1,250 @@
+"""Compiled integer kernels of the simulator (numba): each op's integer arithmetic fused into one pass.
+
+The op references (``vaqf/ops/*.py``) run these; the simulator calls them through per-node plans
+(:mod:`vaqf.sim.plans`). The scalar helpers are the elementwise definitions of :mod:`vaqf.sim.qarith`
+(``rshift_round``, ``round_div``, saturation), written once per element instead of once per array pass;
+``tests/sim/test_kernels.py`` checks them against qarith and against exact rational arithmetic.
+
+Conventions: every scalar is converted to int64 before any arithmetic (numba would otherwise promote
+uint64 mixes to float); outputs are written into arrays the caller allocates in the value's storage dtype
+(:func:`vaqf.sim.plans.storage_dtype`), after saturation, so the narrowing store is exact. Rounding modes
+are ``Rounding.cpp_id`` integers (0 = HALF_EVEN, 1 = HALF_UP, 2 = HALF_DOWN, 3 = HALF_CEIL, 4 = CEIL,
+5 = FLOOR, 6 = UP, 7 = DOWN).
+
+Compiled code is cached on disk (``cache=True``: next to this file, or numba's per-user cache directory
+when the install is read-only); where no cache directory is writable the kernels are compiled in memory
+on first use in each process.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numba
+import numpy as np
+
+HALF_EVEN, HALF_UP, HALF_DOWN, HALF_CEIL, CEIL, FLOOR, UP, DOWN = range(8)
+INT64_MIN = -(2**63)
+
+
+def _jit(fn):  # noqa: ANN001, ANN202
+    """njit with an on-disk cache where one can be written, in-memory compilation otherwise."""
+    opts = {"nogil": True, "error_model": "numpy"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", numba.NumbaWarning)
+            return numba.njit(cache=True, **opts)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available" (no writable cache directory)
+        return numba.njit(cache=False, **opts)(fn)
+
+
+# ---- scalar arithmetic (the elementwise definitions of vaqf.sim.qarith) ------------------------------
+
+@_jit
+def _round_inc(q, r, d, negative, mode):  # noqa: ANN001, ANN202
+    """Rounding increment (0 or 1) for floor quotient q and remainder 0 <= r < d (of a value < 0 when negative)."""
+    if mode == FLOOR:
+        return np.int64(0)
+    if mode == CEIL:
+        return np.int64(r != 0)
+    if mode == DOWN:
+        return np.int64(r != 0 and negative)
+    if mode == UP:
+        return np.int64(r != 0 and not negative)
+    rest = d - r
+    if r > rest:
+        return np.int64(1)
+    if r != rest:
+        return np.int64(0)
+    if mode == HALF_EVEN:
+        return q & 1
+    if mode == HALF_UP:
+        return np.int64(not negative)
+    if mode == HALF_DOWN:
+        return np.int64(negative)
+    return np.int64(1)  # HALF_CEIL
+
+
+@_jit
+def rshift_round(n, s, mode):  # noqa: ANN001, ANN202
+    """``n / 2**s`` rounded with ``mode``; n int64, 0 <= s <= 62. Exact for every int64 (no overflow)."""
+    n = np.int64(n)
+    s = np.int64(s)
+    d = np.int64(1) << s
+    q = n >> s
+    r = n & (d - 1)
+    return q + _round_inc(q, r, d, n < 0, mode)
+
+
+@_jit
+def round_div(n, d, mode):  # noqa: ANN001, ANN202
+    """``n / d`` rounded with ``mode``; d > 0. Exact for every int64 n."""
+    n = np.int64(n)
+    d = np.int64(d)
+    q = n // d  # floor division (numba follows Python's semantics for signed integers)
+    r = n - q * d
+    return q + _round_inc(q, r, d, n < 0, mode)
+
+
+@_jit
+def isqrt(v):  # noqa: ANN001, ANN202
+    """Floor square root of 0 <= v < 2**62: a float estimate corrected exactly."""
+    v = np.int64(v)
+    r = np.int64(math.sqrt(np.float64(v)))
+    while r * r > v:
+        r -= 1
+    while (r + 1) * (r + 1) <= v:
+        r += 1
+    return r
+
+
+@_jit
+def clamp(v, lo, hi):  # noqa: ANN001, ANN202
+    return min(max(v, lo), hi)
+
+
+# ---- array kernels -----------------------------------------------------------------------------------
+
+@_jit
+def gemm_epilogue(acc, bias, relu, requant, mant, shift, zp, lo, hi, mode, out):  # noqa: ANN001, ANN201
+    """out[i, j] = requant(relu(acc[i, j] + bias[j])) for a 2-D accumulator (exact integers, any dtype).
+
+    requant: saturate(rshift_round(v * mant[j], shift[j], mode) + zp, lo, hi); when ``requant`` is False the
+    biased (and rectified) accumulator is stored as it is. mant/shift/bias have one entry per column.
+    """
+    rows, cols = acc.shape
+    if requant and mode == HALF_EVEN:
+        # the mode of every requantization: branch-free, so the column loop vectorizes
+        half = np.empty(cols, np.int64)
+        mask = np.empty(cols, np.int64)
+        for j in range(cols):
+            s = np.int64(shift[j])
+            mask[j] = (np.int64(1) << s) - 1
+            half[j] = (np.int64(1) << (s - 1)) if s > 0 else np.int64(1)  # s = 0: r = 0 < 1, never rounds
+        for i in range(rows):
+            for j in range(cols):
+                v = np.int64(acc[i, j]) + np.int64(bias[j])
+                if relu:
+                    v = max(v, np.int64(0))
+                p = v * np.int64(mant[j])
+                q = p >> np.int64(shift[j])
+                r = p & mask[j]
+                h = half[j]
+                q += np.int64((r > h) | ((r == h) & ((q & 1) == 1)))
+                out[i, j] = min(max(q + zp, lo), hi)
+    elif requant:
+        for i in range(rows):
+            for j in range(cols):
+                v = np.int64(acc[i, j]) + np.int64(bias[j])
+                if relu:
+                    v = max(v, np.int64(0))
+                q = rshift_round(v * np.int64(mant[j]), shift[j], mode)
+                out[i, j] = min(max(q + zp, lo), hi)
+    else:
+        for i in range(rows):
+            for j in range(cols):
+                v = np.int64(acc[i, j]) + np.int64(bias[j])
+                if relu:
+                    v = max(v, np.int64(0))
+                out[i, j] = v
+
+
+@_jit
+def int_gemm(x, zp, w, acc):  # noqa: ANN001, ANN201
+    """acc[i, n] = sum_k (x[i, k] - zp) * w[n, k] in int64 (small problems: no BLAS call, no conversions)."""
+    rows, k = x.shape
+    n_out = w.shape[0]
+    xs = np.empty(k, np.int64)
+    for i in range(rows):
+        for t in range(k):
+            xs[t] = np.int64(x[i, t]) - zp
+        for n in range(n_out):
+            s = np.int64(0)
+            for t in range(k):
+                s += xs[t] * np.int64(w[n, t])
+            acc[i, n] = s
+
+
+@_jit
+def dense_int(x, zp, w, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out):  # noqa: ANN001, ANN201
+    """A small dense layer in one call: :func:`int_gemm` then :func:`gemm_epilogue`."""
+    acc = np.empty((x.shape[0], w.shape[0]), np.int64)
+    int_gemm(x, zp, w, acc)
+    gemm_epilogue(acc, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
+
+
+@_jit
+def softmax_rows(x, table, mant, shift, out_bits, out):  # noqa: ANN001, ANN201
+    """Integer softmax of each row of a 2-D array (see vaqf.ops.softmax for the definition)."""
+    rows, n = x.shape
+    last = np.int64(table.size - 1)
+    top = (np.int64(1) << np.int64(out_bits)) - 1
+    oshift = np.int64(32 - out_bits)
+    e = np.empty(n, np.int64)
+    for i in range(rows):
+        mx = np.int64(x[i, 0])
+        for j in range(1, n):
+            mx = max(mx, np.int64(x[i, j]))
+        total = np.int64(0)
+        for j in range(n):
+            d = mx - np.int64(x[i, j])
+            idx = min(rshift_round(d * mant, shift, HALF_EVEN), last)
+            e[j] = np.int64(table[idx])
+            total += e[j]
+        recip = (np.int64(1) << np.int64(32)) // total
+        for j in range(n):
+            out[i, j] = min(rshift_round(e[j] * recip, oshift, HALF_EVEN), top)
+
+
+@_jit
+def layernorm_rows(x, gamma, beta, eps, f_bits, fg_bits, zp, lo, hi, out):  # noqa: ANN001, ANN201
+    """Integer LayerNorm of each row of a 2-D array (see vaqf.ops.layernorm for the definition)."""
+    rows, d = x.shape
+    d64 = np.int64(d)
+    y = np.empty(d, np.int64)
+    for i in range(rows):
+        total = np.int64(0)
+        for j in range(d):
+            total += np.int64(x[i, j])
+        v = np.int64(0)
+        for j in range(d):
+            y[j] = d64 * np.int64(x[i, j]) - total
+            v += y[j] * y[j]
+        s = max(isqrt(v // d64 + eps), np.int64(1))
+        for j in range(d):
+            n = round_div(y[j] << f_bits, s, HALF_EVEN)
+            q = rshift_round(n * np.int64(gamma[j]) + np.int64(beta[j]), fg_bits, HALF_EVEN) + zp
+            out[i, j] = min(max(q, lo), hi)
+
+
+@_jit
+def add_scaled(a, b, zpa, zpb, ma, mb, shift, zp, lo, hi, out):  # noqa: ANN001, ANN201
+    """out = saturate(rshift_round((a - zpa) * ma + (b - zpb) * mb, shift) + zp); 2-D, a row of 1 broadcasts."""
+    rows, n = out.shape
+    for i in range(rows):
+        ia = 0 if a.shape[0] == 1 else i
+        ib = 0 if b.shape[0] == 1 else i
+        for j in range(n):
+            s = (np.int64(a[ia, j]) - zpa) * ma + (np.int64(b[ib, j]) - zpb) * mb
+            out[i, j] = min(max(rshift_round(s, shift, HALF_EVEN) + zp, lo), hi)
+
+
+@_jit
+def table_lookup(x, table, in_min, out):  # noqa: ANN001, ANN201
+    """out = table[x - in_min], 1-D."""
+    for i in range(x.size):
+        out[i] = table[np.int64(x[i]) - in_min]
+
+
+@_jit
+def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
+    """out = saturate(rint(float64(x) / scale) + zp), 1-D: host-side quantization, as numpy does it.
+
+    Values whose rounding does not fit int64 (and NaN) become INT64_MIN before the zero point is added, as
+    numpy's float-to-int64 conversion does on x86-64; the sum wraps as numpy's int64 addition does.
+    """
+    for i in range(x.size):
+        v = np.rint(np.float64(x[i]) / scale)
+        q = np.int64(v) if -9.223372036854775808e18 <= v < 9.223372036854775808e18 else np.int64(INT64_MIN)
+        out[i] = min(max(q + zp, lo), hi)

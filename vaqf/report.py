@@ -155,6 +155,37 @@ def report_data(graph: Graph, design: Design, board: Board, pareto: list[dict[st
         "pareto": pareto or [],
         "errors": errors or [],
         "why": _why(design, board, resources),
+        "sparsity": sparsity_savings(graph, design, board),
+    }
+
+
+def sparsity_savings(graph: Graph, design: Design, board: Board) -> dict[str, Any] | None:
+    """Latency and resources against the same model with its structured sparsity ignored (every row of
+    every GEMM computed over every column: ``passes.sparsity.densified``), at the same knobs; None for a
+    model without structured sparsity. What it does not count: a dense model's own search could pick
+    other knobs."""
+    from vaqf.hw.model import estimate
+    from vaqf.passes.sparsity import densified, has_sparsity
+
+    if not has_sparsity(graph):
+        return None
+    try:
+        base = estimate(densified(graph), board, design.knobs)
+    except Exception as e:  # the report is extra information: never fail a compile for it
+        log.warning("no comparison against the dense model: %s", str(e).splitlines()[0] if str(e) else e)
+        return None
+    est = design.estimate
+    cycles = int(est["cycles"])
+    layers = {layer.node: layer.cycles for layer in base.layers}
+    changed = [{"node": r["node"], "op": r["op"], "dense_cycles": layers[r["node"]], "cycles": r["cycles"]}
+               for r in est.get("layers", []) if r["node"] in layers and layers[r["node"]] != r["cycles"]]
+    return {
+        "dense_cycles": base.cycles, "cycles": cycles, "speedup": base.cycles / max(cycles, 1),
+        "latency_saving": 1.0 - cycles / max(base.cycles, 1),
+        "dense_latency_ms": 1e3 * base.cycles / (design.clock_mhz * 1e6),
+        "resources": [{"name": k, "dense": int(base.resources.get(k, 0)), "used": int(est["resources"].get(k, 0))}
+                      for k in RESOURCE_KEYS],
+        "layers": changed,
     }
 
 
@@ -219,6 +250,10 @@ def summary_text(data: dict[str, Any]) -> str:
         "time by op " + ", ".join(f"{o['op']} {o['share']:.1f}%" for o in data["by_op"][:6]),
         f"why       {data['why']}",
     ]
+    sp = data.get("sparsity")
+    if sp:
+        lines.append(f"sparsity  {sp['cycles']} cycles against {sp['dense_cycles']} with the sparsity ignored "
+                     f"({100 * sp['latency_saving']:.1f}% less latency, {sp['speedup']:.2f}x)")
     if data["errors"]:
         worst = max(data["errors"], key=lambda r: r["rel_l2"])
         lines.append(f"quant err worst tensor {worst['value']} ({worst['op']}): rel. L2 {worst['rel_l2']:.4f}")

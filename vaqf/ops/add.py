@@ -8,7 +8,8 @@ Inputs broadcast NumPy-style over leading axes (a constant position embedding ov
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +19,10 @@ from vaqf.hw.cost import Cost
 from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
 from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
-from vaqf.sim.qarith import Rounding, round_real, rshift_round, saturate
+from vaqf.sim.qarith import round_real
+
+if TYPE_CHECKING:
+    from vaqf.sim.plans import Scratch
 
 
 def add_attrs(sa: float, sb: float, out_scale: float, out_qtype: IntType, out_zp: int, where: str) -> dict[str, Any]:
@@ -51,12 +55,35 @@ class Add(OpSpec):
         return [TensorInfo(a.shape, at["qtype"], at["scale"], at["zero_point"])]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        from vaqf.sim.plans import reference_of
+
+        return reference_of(self.sim_plan(node), inputs)
+
+    def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        """One compiled pass (:func:`vaqf.sim.kernels.add_scaled`); a single-sample input (a constant)
+        broadcasts over the samples."""
+        from vaqf.sim.kernels import add_scaled
+        from vaqf.sim.plans import Scratch, storage_dtype
+
+        scratch = scratch if scratch is not None else Scratch()
         at = node.attrs
-        a, b = node.inputs[0].info, node.inputs[1].info
-        s = (np.asarray(inputs[0], dtype=np.int64) - a.zero_point) * int(at["ma"]) + \
-            (np.asarray(inputs[1], dtype=np.int64) - b.zero_point) * int(at["mb"])
-        q = rshift_round(s, int(at["shift"]), Rounding.HALF_EVEN) + int(at["zero_point"])
-        return [saturate(q, int(at["qtype"].min), int(at["qtype"].max))]
+        zpa, zpb = int(node.inputs[0].info.zero_point), int(node.inputs[1].info.zero_point)
+        ma, mb, shift, zp = int(at["ma"]), int(at["mb"]), int(at["shift"]), int(at["zero_point"])
+        lo, hi = int(at["qtype"].min), int(at["qtype"].max)
+        out_dt = storage_dtype(at["qtype"])
+
+        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+            a, b = (np.asarray(x) for x in inputs)
+            shape = np.broadcast_shapes(a.shape, b.shape)
+            if a.shape[1:] != shape[1:] or b.shape[1:] != shape[1:]:  # only the sample axis broadcasts cheaply
+                a, b = np.broadcast_to(a, shape).copy(), np.broadcast_to(b, shape).copy()
+            out = scratch.new(shape, out_dt)
+            rows = shape[0]
+            add_scaled(np.ascontiguousarray(a).reshape(a.shape[0], -1), np.ascontiguousarray(b).reshape(b.shape[0], -1),
+                       zpa, zpb, ma, mb, shift, zp, lo, hi, out.reshape(rows, -1))
+            return [out]
+
+        return run
 
     def unit(self, node: Node) -> str:
         return "eltwise"

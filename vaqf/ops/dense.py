@@ -97,11 +97,13 @@ _NO_RQ = np.zeros(1, dtype=np.int64)
 
 
 def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
-                w_float: np.ndarray | None, scratch: Scratch | None = None) -> np.ndarray:
+                w_t: np.ndarray | None, scratch: Scratch | None = None) -> np.ndarray:
     """sum_k (rows[i, k] - zp_in) * weight[n, k], exactly: in int64 for small problems and beyond 2**53 (the
-    compiled kernel), else through BLAS in float32 (when every partial sum provably fits its 24-bit
-    mantissa) or float64 (53 bits). Returns a float or int64 array of integers [rows, N] (a scratch
-    buffer when ``scratch`` is given)."""
+    compiled kernel), else as a float product (:func:`vaqf.sim.gemm.matmul_into`) in float32 when every
+    partial sum provably fits its 24-bit mantissa, float64 below 2**53. ``w_t``: the weights transposed
+    [K, N], contiguous, in that float type (converted here when None). Returns a float or int64 array of
+    integers [rows, N] (a scratch buffer when ``scratch`` is given)."""
+    from vaqf.sim.gemm import matmul_into
     from vaqf.sim.kernels import int_gemm
     from vaqf.sim.plans import Scratch
 
@@ -116,9 +118,9 @@ def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
     np.copyto(xf, rows, casting="unsafe")  # exact: |x| < 2**24
     if zp_in:
         xf -= dt(zp_in)
-    wf = w_float if w_float is not None and w_float.dtype == dt else weight.astype(dt)
-    acc = scratch.get("gemm_acc", (rows.shape[0], n_out), dt)
-    return np.matmul(xf, wf.T, out=acc)  # one 2-D GEMM: BLAS runs it faster than a stack of matrices
+    if w_t is None or w_t.dtype != dt:
+        w_t = np.ascontiguousarray(weight.T.astype(dt))
+    return matmul_into(xf, w_t, scratch.get("gemm_acc", (rows.shape[0], n_out), dt))  # one 2-D GEMM
 
 
 def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
@@ -156,7 +158,7 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
             dense_int(rows, zp, weight, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
         else:
             if not w_float:
-                w_float.append(weight.astype(fdt))
+                w_float.append(np.ascontiguousarray(weight.T.astype(fdt)))
             acc = _accumulate(rows, weight, zp, bound, w_float[0], scratch)
             gemm_epilogue(acc, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
         return [out.reshape(x.shape[:-1] + (n_out,))]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from vaqf.ops.base import EmitContext, OpSpec, register
 from vaqf.ops.eltwise import LANE_CHOICES
 from vaqf.ops.packing import pack_int32
 from vaqf.sim.qarith import round_real, saturate
+
+if TYPE_CHECKING:
+    from vaqf.sim.plans import Scratch
 
 MAX_INPUT_BITS = 12
 
@@ -60,8 +63,26 @@ class Lut(OpSpec):
         return [TensorInfo(x.shape, a["qtype"], a["scale"], a["zero_point"])]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        from vaqf.sim.plans import reference_of
+
+        return reference_of(self.sim_plan(node), inputs)
+
+    def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        """One compiled pass (:func:`vaqf.sim.kernels.table_lookup`)."""
+        from vaqf.sim.kernels import table_lookup
+        from vaqf.sim.plans import Scratch, storage_dtype
+
+        scratch = scratch if scratch is not None else Scratch()
         a = node.attrs
-        return [a["table"][np.asarray(inputs[0], dtype=np.int64) - int(a["in_min"])]]
+        table, in_min, out_dt = np.asarray(a["table"], dtype=np.int64), int(a["in_min"]), storage_dtype(a["qtype"])
+
+        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+            x = np.asarray(inputs[0])
+            out = scratch.new(x.shape, out_dt)
+            table_lookup(np.ascontiguousarray(x).reshape(-1), table, in_min, out.reshape(-1))
+            return [out]
+
+        return run
 
     def unit(self, node: Node) -> str:
         return "lut"

@@ -82,6 +82,7 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     views) into float buffers, one batched BLAS product (exact: float32 when every partial sum fits the
     24-bit mantissa, float64 below 2**53, int64 beyond), then ReLU and requantization in one compiled pass
     writing the output's storage dtype, placed through ``out_view``."""
+    from vaqf.sim.gemm import matmul_into
     from vaqf.sim.kernels import gemm_epilogue
     from vaqf.sim.plans import Scratch, per_column, scatter_strided, storage_dtype, strided_view
 
@@ -120,7 +121,7 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
         xa = operand_array(0, inputs[0], "gemm_a")
         xb = operand_array(1, inputs[1], "gemm_b")
         acc_shape = np.broadcast_shapes(xa.shape[:-2], xb.shape[:-2]) + (xa.shape[-2], n)
-        acc = np.matmul(xa, xb, out=scratch.get("gemm_acc", acc_shape, dt))
+        acc = matmul_into(xa, xb, scratch.get("gemm_acc", acc_shape, dt))
         if out_view is None:
             out = scratch.new(acc_shape, out_dt)
             gemm_epilogue(acc.reshape(-1, n), zeros, relu, requant, mant, shift, zp_out, lo, hi, mode,

@@ -5,7 +5,8 @@ Rescales an integer tensor to a new scale and bit width with a per-channel dyadi
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,7 +17,10 @@ from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
 from vaqf.ops.common import check_product_fits, requant_out_info
 from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
 from vaqf.ops.packing import pack_int32
-from vaqf.sim.qarith import Rounding, requantize
+from vaqf.sim.qarith import Rounding
+
+if TYPE_CHECKING:
+    from vaqf.sim.plans import Scratch
 
 
 @register
@@ -31,11 +35,31 @@ class Requant(OpSpec):
         return [requant_out_info(x.shape, node.attrs)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        from vaqf.sim.plans import reference_of
+
+        return reference_of(self.sim_plan(node), inputs)
+
+    def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        """The GEMM epilogue kernel on the input minus its zero point (the "bias"), channels on the last axis."""
+        from vaqf.sim.kernels import gemm_epilogue
+        from vaqf.sim.plans import Scratch, per_column, storage_dtype
+
+        scratch = scratch if scratch is not None else Scratch()
         a = node.attrs
-        zp_in = node.inputs[0].info.zero_point
-        qt = a["qtype"]
-        return [requantize(np.asarray(inputs[0], dtype=np.int64) - zp_in, a["mantissa"], a["shift"],
-                           a["zero_point"], qt.min, qt.max, Rounding(a["rounding"]))]
+        c = int(node.inputs[0].info.shape[-1]) if node.inputs[0].info.shape else 1
+        mant, shift = per_column(a["mantissa"], c), per_column(a["shift"], c)
+        bias = per_column(-int(node.inputs[0].info.zero_point), c)
+        zp, lo, hi = int(a["zero_point"]), int(a["qtype"].min), int(a["qtype"].max)
+        mode, out_dt = Rounding(a["rounding"]).cpp_id, storage_dtype(a["qtype"])
+
+        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+            x = np.asarray(inputs[0])
+            out = scratch.new(x.shape, out_dt)
+            gemm_epilogue(np.ascontiguousarray(x).reshape(-1, c), bias, False, True, mant, shift, zp, lo, hi, mode,
+                          out.reshape(-1, c))
+            return [out]
+
+        return run
 
     def unit(self, node: Node) -> str:
         return "eltwise"

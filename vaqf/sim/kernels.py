@@ -78,6 +78,17 @@ def rshift_round(n, s, mode):  # noqa: ANN001, ANN202
 
 
 @_jit
+def rshift_half_even(n, s):  # noqa: ANN001, ANN202
+    """``rshift_round(n, s, HALF_EVEN)`` without branches (vectorizes); exact for every int64, 0 <= s <= 62."""
+    n = np.int64(n)
+    s = np.int64(s)
+    q = n >> s
+    r = n & ((np.int64(1) << s) - 1)
+    h = (np.int64(1) << (s - 1)) if s > 0 else np.int64(1)  # s = 0: r = 0 < 1, never rounds
+    return q + np.int64((r > h) | ((r == h) & ((q & 1) == 1)))
+
+
+@_jit
 def round_div(n, d, mode):  # noqa: ANN001, ANN202
     """``n / d`` rounded with ``mode``; d > 0. Exact for every int64 n."""
     n = np.int64(n)
@@ -85,6 +96,27 @@ def round_div(n, d, mode):  # noqa: ANN001, ANN202
     q = n // d  # floor division (numba follows Python's semantics for signed integers)
     r = n - q * d
     return q + _round_inc(q, r, d, n < 0, mode)
+
+
+@_jit
+def round_div_half_even(n, d, inv):  # noqa: ANN001, ANN202
+    """``round_div(n, d, HALF_EVEN)`` for d > 0 given inv = 1.0 / d: a float quotient estimate corrected to the
+    exact floor quotient by integer steps (|n| < 2**52 keeps the estimate within a few units), instead of a
+    64-bit division per element."""
+    n = np.int64(n)
+    d = np.int64(d)
+    if n >= np.int64(1) << np.int64(52) or n <= -(np.int64(1) << np.int64(52)):
+        return round_div(n, d, HALF_EVEN)
+    q = np.int64(math.floor(np.float64(n) * inv))
+    r = n - q * d
+    while r < 0:
+        q -= 1
+        r += d
+    while r >= d:
+        q += 1
+        r -= d
+    rest = d - r
+    return q + np.int64((r > rest) | ((r == rest) & ((q & 1) == 1)))
 
 
 @_jit
@@ -189,12 +221,12 @@ def softmax_rows(x, table, mant, shift, out_bits, out):  # noqa: ANN001, ANN201
         total = np.int64(0)
         for j in range(n):
             d = mx - np.int64(x[i, j])
-            idx = min(rshift_round(d * mant, shift, HALF_EVEN), last)
+            idx = min(rshift_half_even(d * mant, shift), last)
             e[j] = np.int64(table[idx])
             total += e[j]
         recip = (np.int64(1) << np.int64(32)) // total
         for j in range(n):
-            out[i, j] = min(rshift_round(e[j] * recip, oshift, HALF_EVEN), top)
+            out[i, j] = min(rshift_half_even(e[j] * recip, oshift), top)
 
 
 @_jit
@@ -212,9 +244,10 @@ def layernorm_rows(x, gamma, beta, eps, f_bits, fg_bits, zp, lo, hi, out):  # no
             y[j] = d64 * np.int64(x[i, j]) - total
             v += y[j] * y[j]
         s = max(isqrt(v // d64 + eps), np.int64(1))
+        inv = 1.0 / np.float64(s)
         for j in range(d):
-            n = round_div(y[j] << f_bits, s, HALF_EVEN)
-            q = rshift_round(n * np.int64(gamma[j]) + np.int64(beta[j]), fg_bits, HALF_EVEN) + zp
+            n = round_div_half_even(y[j] << f_bits, s, inv)
+            q = rshift_half_even(n * np.int64(gamma[j]) + np.int64(beta[j]), fg_bits) + zp
             out[i, j] = min(max(q, lo), hi)
 
 
@@ -227,14 +260,18 @@ def add_scaled(a, b, zpa, zpb, ma, mb, shift, zp, lo, hi, out):  # noqa: ANN001,
         ib = 0 if b.shape[0] == 1 else i
         for j in range(n):
             s = (np.int64(a[ia, j]) - zpa) * ma + (np.int64(b[ib, j]) - zpb) * mb
-            out[i, j] = min(max(rshift_round(s, shift, HALF_EVEN) + zp, lo), hi)
+            out[i, j] = min(max(rshift_half_even(s, shift) + zp, lo), hi)
 
 
 @_jit
 def table_lookup(x, table, in_min, out):  # noqa: ANN001, ANN201
-    """out = table[x - in_min], 1-D."""
+    """out = table[x - in_min], 1-D; an input outside the table raises IndexError."""
+    n = np.int64(table.size)
     for i in range(x.size):
-        out[i] = table[np.int64(x[i]) - in_min]
+        k = np.int64(x[i]) - in_min
+        if k < 0 or k >= n:
+            raise IndexError("table input out of range")
+        out[i] = table[k]
 
 
 @_jit

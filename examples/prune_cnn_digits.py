@@ -44,6 +44,9 @@ from vaqf.frontend.torch.cnn import small_resnet, small_vgg  # noqa: E402
 from vaqf.frontend.torch.data import Digits, load_digits_8x8, load_handwritten_digits  # noqa: E402
 from vaqf.frontend.torch.prune import PruneConfig, Pruner, export_onnx, records_to_json, structure_lth  # noqa: E402
 from vaqf.frontend.torch.sparse import default_partitioner  # noqa: E402
+from vaqf.hw.board import get_board  # noqa: E402
+from vaqf.ops import get_spec  # noqa: E402
+from vaqf.ops.dense import dense_form  # noqa: E402
 
 log = logging.getLogger("prune_cnn_digits")
 
@@ -104,6 +107,18 @@ def try_compile(onnx_path: Path, out: Path, calib: Path) -> dict:
     est = res.to_json()["estimate"]
     est["act_bits"] = res.design.act_bits
     est["compile_seconds"] = round(time.perf_counter() - start, 2)
+    # what the sparsity passes did, and the report's comparison with the sparsity ignored (same knobs)
+    board = get_board("zcu102")
+    graph, knobs = res.graph, res.design.knobs
+    est["dense_forms"] = {n.name: dense_form(n, knobs[get_spec(n.op).unit(n)], board)
+                          for n in graph.nodes if n.op == "dense"}
+    est["im2col_channels"] = {n.name: f"{len(n.attrs['channels'])}/{n.inputs[0].info.shape[1]}"
+                              for n in graph.nodes if n.op == "im2col" and n.attrs.get("channels") is not None}
+    report = json.loads((res.project / "report" / "report.json").read_text())
+    if report.get("sparsity"):
+        sp = report["sparsity"]
+        est["sparsity_ignored_cycles"] = sp["dense_cycles"]
+        est["saving_vs_sparsity_ignored"] = round(sp["latency_saving"], 4)
     return est
 
 
@@ -215,11 +230,13 @@ def main() -> None:
     results["seconds"] = round(time.perf_counter() - t0, 1)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
 
-    print(f"{'model':<12} {'sparsity':>8} {'accuracy':>8} {'onnx acc':>8} {'MACs':>9} {'fps':>9} {'cycles':>10}")
+    print(f"{'model':<12} {'sparsity':>8} {'accuracy':>8} {'onnx acc':>8} {'MACs':>9} {'fps':>9} {'cycles':>10} "
+          f"{'vs dense':>8}")
     for name, info in results["models"].items():
         c = info.get("compile", {})
         print(f"{name:<12} {info['sparsity']:>8.4f} {info['accuracy']:>8.4f} {info['onnx_accuracy']:>8.4f} "
-              f"{info['macs']:>9} {c.get('fps', float('nan')):>9.1f} {c.get('cycles', 0):>10}")
+              f"{info['macs']:>9} {c.get('fps', float('nan')):>9.1f} {c.get('cycles', 0):>10} "
+              f"{c.get('cycles_vs_dense', float('nan')):>8.3f}")
     print(f"partitioner: {results['partitioner']}; {results['seconds']} s; results in {args.out / 'results.json'}")
 
 

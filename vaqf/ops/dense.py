@@ -84,12 +84,12 @@ SMALL_GEMM = 1 << 15
 
 def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
     """Exact integer GEMM plus bias (int64 accumulators [..., N]); see :func:`dense_plan` for how."""
-    from vaqf.sim.kernels import gemm_epilogue
+    from vaqf.sim.kernels import epilogue_params, gemm_epilogue
 
     xs = np.asarray(x)
     acc = _accumulate(xs.reshape(-1, xs.shape[-1]), weight, zp_in, bound, None)
     out = np.empty(acc.shape, np.int64)
-    gemm_epilogue(acc, np.asarray(bias, dtype=np.int64), False, False, _NO_RQ, _NO_RQ, 0, 0, 0, 0, out)
+    gemm_epilogue(acc, np.asarray(bias, dtype=np.int64), _NO_RQ, _NO_RQ, epilogue_params(False, False, 0, 0, 0, 0), out)
     return out.reshape(xs.shape[:-1] + (weight.shape[0],))
 
 
@@ -126,7 +126,7 @@ def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
 def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     """The node as one function of its input: GEMM (see :func:`_accumulate`), then bias, ReLU and
     requantization fused in one compiled pass writing the output's storage dtype."""
-    from vaqf.sim.kernels import dense_int, gemm_epilogue
+    from vaqf.sim.kernels import dense_int, epilogue_params, gemm_epilogue
     from vaqf.sim.plans import Scratch, per_column, storage_dtype
 
     weight = np.ascontiguousarray(node.attrs["weight"])
@@ -149,18 +149,21 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
     scratch = scratch if scratch is not None else Scratch()
     small = SMALL_GEMM // (k * n_out) if bound < 2**53 else -1  # rows up to which the integer kernel runs
     fdt = np.float32 if bound < 2**24 else np.float64
+    params = epilogue_params(relu, requant, zp_out, lo, hi, mode, zp)
+    new = scratch.new
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         rows = x.reshape(-1, k)
-        out = scratch.new((rows.shape[0], n_out), out_dt)
-        if rows.shape[0] <= small or small < 0:
-            dense_int(rows, zp, weight, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
+        r = rows.shape[0]
+        if r <= small or small < 0:
+            out = np.empty((r, n_out), out_dt) if r <= small else new((r, n_out), out_dt)
+            dense_int(rows, weight, bias, mant, shift, params, out)
         else:
             if not w_float:
                 w_float.append(np.ascontiguousarray(weight.T.astype(fdt)))
-            acc = _accumulate(rows, weight, zp, bound, w_float[0], scratch)
-            gemm_epilogue(acc, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
+            out = new((r, n_out), out_dt)
+            gemm_epilogue(_accumulate(rows, weight, zp, bound, w_float[0], scratch), bias, mant, shift, params, out)
         return [out.reshape(x.shape[:-1] + (n_out,))]
 
     return run

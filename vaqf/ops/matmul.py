@@ -83,7 +83,7 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     24-bit mantissa, float64 below 2**53, int64 beyond), then ReLU and requantization in one compiled pass
     writing the output's storage dtype, placed through ``out_view``."""
     from vaqf.sim.gemm import matmul_into
-    from vaqf.sim.kernels import gemm_epilogue
+    from vaqf.sim.kernels import epilogue_params, gemm_epilogue
     from vaqf.sim.plans import Scratch, per_column, scatter_strided, storage_dtype, strided_view
 
     scratch = scratch if scratch is not None else Scratch()
@@ -106,6 +106,7 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
         zp_out = lo = hi = mode = 0
         out_dt = np.dtype(np.int64)
     out_view = node.attrs.get("out_view")
+    params = epilogue_params(relu, requant, zp_out, lo, hi, mode)
 
     def operand_array(i: int, x: np.ndarray, role: str) -> np.ndarray:
         view = views[i]
@@ -124,11 +125,10 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
         acc = matmul_into(xa, xb, scratch.get("gemm_acc", acc_shape, dt))
         if out_view is None:
             out = scratch.new(acc_shape, out_dt)
-            gemm_epilogue(acc.reshape(-1, n), zeros, relu, requant, mant, shift, zp_out, lo, hi, mode,
-                          out.reshape(-1, n))
+            gemm_epilogue(acc.reshape(-1, n), zeros, mant, shift, params, out.reshape(-1, n))
             return [out]
         tmp = scratch.get("epilogue", acc_shape, out_dt)
-        gemm_epilogue(acc.reshape(-1, n), zeros, relu, requant, mant, shift, zp_out, lo, hi, mode, tmp.reshape(-1, n))
+        gemm_epilogue(acc.reshape(-1, n), zeros, mant, shift, params, tmp.reshape(-1, n))
         return [scatter_strided(tmp, tuple(out_view["shape"]), list(out_view["strides"]), int(out_view["base"]),
                                 scratch)]
 

@@ -41,7 +41,7 @@ class Requant(OpSpec):
 
     def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
         """The GEMM epilogue kernel on the input minus its zero point (the "bias"), channels on the last axis."""
-        from vaqf.sim.kernels import gemm_epilogue
+        from vaqf.sim.kernels import epilogue_params, gemm_epilogue
         from vaqf.sim.plans import Scratch, per_column, storage_dtype
 
         scratch = scratch if scratch is not None else Scratch()
@@ -51,12 +51,12 @@ class Requant(OpSpec):
         bias = per_column(-int(node.inputs[0].info.zero_point), c)
         zp, lo, hi = int(a["zero_point"]), int(a["qtype"].min), int(a["qtype"].max)
         mode, out_dt = Rounding(a["rounding"]).cpp_id, storage_dtype(a["qtype"])
+        params = epilogue_params(False, True, zp, lo, hi, mode)
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
             x = np.asarray(inputs[0])
             out = scratch.new(x.shape, out_dt)
-            gemm_epilogue(np.ascontiguousarray(x).reshape(-1, c), bias, False, True, mant, shift, zp, lo, hi, mode,
-                          out.reshape(-1, c))
+            gemm_epilogue(np.ascontiguousarray(x).reshape(-1, c), bias, mant, shift, params, out.reshape(-1, c))
             return [out]
 
         return run

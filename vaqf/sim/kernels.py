@@ -138,14 +138,23 @@ def clamp(v, lo, hi):  # noqa: ANN001, ANN202
 
 # ---- array kernels -----------------------------------------------------------------------------------
 
+def epilogue_params(relu: bool, requant: bool, zp: int, lo: int, hi: int, mode: int, zp_in: int = 0) -> np.ndarray:
+    """The scalars of :func:`gemm_epilogue` and :func:`dense_int` as one int64 array (one argument to pass)."""
+    return np.array([int(relu), int(requant), zp, lo, hi, mode, zp_in], dtype=np.int64)
+
+
 @_jit
-def gemm_epilogue(acc, bias, relu, requant, mant, shift, zp, lo, hi, mode, out):  # noqa: ANN001, ANN201
+def gemm_epilogue(acc, bias, mant, shift, params, out):  # noqa: ANN001, ANN201
     """out[i, j] = requant(relu(acc[i, j] + bias[j])) for a 2-D accumulator (exact integers, any dtype).
 
-    requant: saturate(rshift_round(v * mant[j], shift[j], mode) + zp, lo, hi); when ``requant`` is False the
-    biased (and rectified) accumulator is stored as it is. mant/shift/bias have one entry per column.
+    params (:func:`epilogue_params`): relu, requant, zp, lo, hi, mode. requant: saturate(rshift_round(v *
+    mant[j], shift[j], mode) + zp, lo, hi); without it the biased (and rectified) accumulator is stored as
+    it is. mant/shift/bias have one entry per column.
     """
     rows, cols = acc.shape
+    relu = params[0] != 0
+    requant = params[1] != 0
+    zp, lo, hi, mode = params[2], params[3], params[4], params[5]
     if requant and mode == HALF_EVEN:
         # the mode of every requantization: branch-free, so the column loop vectorizes
         half = np.empty(cols, np.int64)
@@ -199,11 +208,12 @@ def int_gemm(x, zp, w, acc):  # noqa: ANN001, ANN201
 
 
 @_jit
-def dense_int(x, zp, w, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out):  # noqa: ANN001, ANN201
-    """A small dense layer in one call: :func:`int_gemm` then :func:`gemm_epilogue`."""
+def dense_int(x, w, bias, mant, shift, params, out):  # noqa: ANN001, ANN201
+    """A small dense layer in one call: :func:`int_gemm` (input zero point params[6]), then
+    :func:`gemm_epilogue`."""
     acc = np.empty((x.shape[0], w.shape[0]), np.int64)
-    int_gemm(x, zp, w, acc)
-    gemm_epilogue(acc, bias, relu, requant, mant, shift, zp_out, lo, hi, mode, out)
+    int_gemm(x, params[6], w, acc)
+    gemm_epilogue(acc, bias, mant, shift, params, out)
 
 
 @_jit
@@ -285,3 +295,18 @@ def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
         v = np.rint(np.float64(x[i]) / scale)
         q = np.int64(v) if -9.223372036854775808e18 <= v < 9.223372036854775808e18 else np.int64(INT64_MIN)
         out[i] = min(max(q + zp, lo), hi)
+
+
+@_jit
+def dequantize_into(q, scale, zp, out):  # noqa: ANN001, ANN201
+    """out[i, j] = scale[j or 0] * (float64(q[i, j]) - zp): TensorInfo.dequantize's operations, in its order."""
+    rows, c = q.shape
+    if scale.size == 1:
+        s = scale[0]
+        for i in range(rows):
+            for j in range(c):
+                out[i, j] = s * (np.float64(q[i, j]) - zp)
+    else:
+        for i in range(rows):
+            for j in range(c):
+                out[i, j] = scale[j] * (np.float64(q[i, j]) - zp)

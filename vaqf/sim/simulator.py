@@ -9,6 +9,7 @@ References therefore address axes from the end, or shift IR axes by one.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,10 +33,12 @@ class SimResult:
 
 def quantize_input(value: Value, x: np.ndarray, rounding: Rounding) -> np.ndarray:
     """Float input to the integers the accelerator takes (done by the host driver on a board)."""
-    return _quantizer(value, rounding)(x)
+    return _quantizer(value, rounding)(x).astype(np.int64)
 
 
-def _quantizer(value: Value, rounding: Rounding) -> Callable[[np.ndarray], np.ndarray]:
+def _quantizer(value: Value, rounding: Rounding,
+               new: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.empty) -> Callable[[np.ndarray], np.ndarray]:
+    """A function quantizing float arrays for ``value`` into arrays from ``new`` (storage dtype)."""
     info = value.info
     lo, hi, zp = int(info.qtype.min), int(info.qtype.max), int(info.zero_point)
     if rounding is Rounding.HALF_EVEN and info.scale.size == 1:  # the usual case: one compiled pass
@@ -43,13 +46,15 @@ def _quantizer(value: Value, rounding: Rounding) -> Callable[[np.ndarray], np.nd
         from vaqf.sim.plans import storage_dtype
 
         dt, scale = storage_dtype(info.qtype), float(info.scale[0])
+        small = Scratch.POOL_MIN_BYTES // dt.itemsize
 
         def fast(x: np.ndarray) -> np.ndarray:
             a = np.asarray(x)
-            if a.dtype != np.float32 and a.dtype != np.float64:
+            if a.dtype.char not in "fd":
                 a = a.astype(np.float64)
-            a = np.ascontiguousarray(a)
-            out = np.empty(a.shape, dt)
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            out = np.empty(a.shape, dt) if a.size < small else new(a.shape, dt)
             quantize_half_even(a.reshape(-1), scale, zp, lo, hi, out.reshape(-1))
             return out
 
@@ -62,10 +67,37 @@ def _quantizer(value: Value, rounding: Rounding) -> Callable[[np.ndarray], np.nd
     return general
 
 
+def _dequantizer(value: Value) -> Callable[[np.ndarray], np.ndarray]:
+    """``value.info.dequantize`` (scale * (float64(q) - zp), scale per tensor or on the last axis) in one
+    compiled pass over an integer array of any dtype: the same float operations, so the same results."""
+    from vaqf.sim.kernels import dequantize_into
+
+    info = value.info
+    scale = np.ascontiguousarray(np.asarray(info.scale, dtype=np.float64).reshape(-1))
+    zp = float(info.zero_point)
+    if scale.size != 1 and (not info.shape or scale.size != info.shape[-1]):
+        return info.dequantize
+
+    c = scale.size
+
+    def run(q: np.ndarray) -> np.ndarray:
+        out = np.empty(q.shape, np.float64)
+        if not q.flags.c_contiguous:
+            q = np.ascontiguousarray(q)
+        dequantize_into(q.reshape(-1, c), scale, zp, out.reshape(-1, c))
+        return out
+
+    return run
+
+
 class Simulator:
-    """Runs a graph on batches of inputs. Each node runs through a plan built once per simulator (the op's
-    ``sim_plan``, see vaqf.sim.plans; ops without one run their ``reference``); values between nodes are
-    held in their narrowest integer dtype, results and traces are int64."""
+    """Runs a graph on batches of inputs.
+
+    Each node runs through a plan built once per simulator (the op's ``sim_plan``, see vaqf.sim.plans; ops
+    without one run their ``reference``). Values between nodes are held in their narrowest integer dtype and,
+    when large, in buffers recycled once no later node reads them; results and traces are int64. A simulator
+    keeps those buffers between runs of the same batch size; it is not thread-safe (one per thread).
+    """
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -78,31 +110,39 @@ class Simulator:
             for v in n.inputs:
                 uses[v.name] += 1
         keep = {v.name for v in graph.outputs}
-        # after each node, the values nothing later reads (freed while running, unless tracing)
-        self._dead: list[list[str]] = []
+        # per node: input names, output names, and the values nothing later reads (freed unless tracing)
+        self._steps: list[tuple[Node, list[str], list[str], list[str]]] = []
         for n in self.order:
             dead = []
             for v in n.inputs:
                 uses[v.name] -= 1
                 if uses[v.name] == 0 and v.name not in keep and v.name not in dead:
                     dead.append(v.name)
-            self._dead.append(dead)
+            self._steps.append((n, [v.name for v in n.inputs], [v.name for v in n.outputs], dead))
         self._in_names = [v.name for v in graph.inputs]
-        self._quantizers: list[Callable[[np.ndarray], np.ndarray]] | None = None
         self._in_shapes = [(v.info.sample_shape, v.info.shape) for v in graph.inputs]
+        self._out_shapes = [v.info.sample_shape for v in graph.outputs]
+        self._quantizers: list[Callable[[np.ndarray], np.ndarray]] | None = None
+        self._dequantizers: list[Callable[[np.ndarray], np.ndarray]] | None = None
+        self._planned: list[Callable[[list[np.ndarray]], list[np.ndarray]]] | None = None
+        self._forward: tuple[Callable, Callable] | None = None
+        self._last_env: dict[str, np.ndarray] = {}
+        # the smallest batch at which some value outgrows Scratch.POOL_MIN_BYTES (8 bytes per element at most)
+        biggest = max((8 * math.prod(v.info.shape) for v in graph.values()), default=0)
+        self._pooled_batch = max(1, Scratch.POOL_MIN_BYTES // max(biggest, 1))
 
     def _check_inputs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """User arrays [B, *sample] (the IR's batch axis of 1 dropped) to simulator arrays [B, *IR shape]."""
-        if len(arrays) != len(self.graph.inputs):
-            raise VaqfError(f"the model takes {len(self.graph.inputs)} input(s), got {len(arrays)}")
+        if len(arrays) != len(self._in_names):
+            raise VaqfError(f"the model takes {len(self._in_names)} input(s), got {len(arrays)}")
         out = []
-        for v, a, (want, ir_shape) in zip(self.graph.inputs, arrays, self._in_shapes, strict=True):
+        for name, a, (want, ir_shape) in zip(self._in_names, arrays, self._in_shapes, strict=True):
             a = np.asarray(a)
             if a.shape[1:] != want:
                 if a.shape == want:
                     a = a[None]
                 else:
-                    raise VaqfError(f"input '{v.name}' must be shaped [batch, {', '.join(map(str, want))}], "
+                    raise VaqfError(f"input '{name}' must be shaped [batch, {', '.join(map(str, want))}], "
                                     f"got {list(a.shape)}")
             out.append(a.reshape((a.shape[0],) + ir_shape))
         return out
@@ -111,6 +151,13 @@ class Simulator:
     def _user_shape(v: Value, a: np.ndarray) -> np.ndarray:
         """Drop the IR's leading batch axis of 1 (a value whose leading axis is not 1 keeps it)."""
         return a.reshape((a.shape[0],) + v.info.sample_shape)
+
+    def _batch(self, arrays: list[np.ndarray]) -> None:
+        """Drop the recycled buffers when the batch size changes (so that memory does not pile up)."""
+        batch = arrays[0].shape[0] if arrays else 0
+        if batch != self._last_batch:
+            self._scratch.reset()
+            self._last_batch = batch
 
     def quantize_inputs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Float inputs [B, *sample] to integer inputs of the same shape (int64)."""
@@ -121,7 +168,8 @@ class Simulator:
         """Simulator arrays [B, *IR shape] of floats to integers of the same shape (storage dtypes)."""
         if self._quantizers is None:
             roundings = self.graph.metadata.get("input_rounding", {})
-            self._quantizers = [_quantizer(v, Rounding(roundings.get(v.name, "HALF_EVEN"))) for v in self.graph.inputs]
+            self._quantizers = [_quantizer(v, Rounding(roundings.get(v.name, "HALF_EVEN")), self._scratch.new)
+                                for v in self.graph.inputs]
         return [q(a) for q, a in zip(self._quantizers, arrays, strict=True)]
 
     def plan(self, node: Node) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
@@ -153,49 +201,103 @@ class Simulator:
             if ai.size and (ai.min() < v.info.qtype.min or ai.max() > v.info.qtype.max):
                 raise VaqfError(f"input '{v.name}' has values outside {v.info.qtype}")
             checked.append(ai)
+        self._batch(checked)
         return self._execute(checked, trace)
 
+    def run(self, arrays: list[np.ndarray], trace: bool = False) -> SimResult:
+        """Quantize float inputs as the host would, then run."""
+        arrays = self._check_inputs(arrays)
+        self._batch(arrays)
+        return self._execute(self._quantize(arrays), trace)
+
     def _execute(self, arrays: list[np.ndarray], trace: bool) -> SimResult:
-        env: dict[str, np.ndarray] = dict(zip(self._in_names, arrays, strict=True))
-        batch = arrays[0].shape[0] if arrays else 0
-        scratch = self._scratch
-        if batch != self._last_batch:
-            scratch.reset()
-            self._last_batch = batch
-        owned = scratch.owned
-        live: dict[int, int] = {}  # pooled buffer -> values held in env that use it
-        run_node = self.run_node
-        for node, dead in zip(self.order, self._dead, strict=True):
-            results = run_node(node, [env[v.name] for v in node.inputs])
-            for v, r in zip(node.outputs, results, strict=True):
-                env[v.name] = r
-                if owned:
-                    k = id(root(r))
+        if trace or "run_node" in self.__dict__:  # traced, or run_node replaced on the instance (timing nodes)
+            results = self._interpret(arrays, trace)
+        else:
+            if self._forward is None:
+                self._forward = self._generate()
+            plans = [self.plan(node) for node in self.order] if self._planned is None else self._planned
+            self._planned = plans
+            scratch = self._scratch
+            if self._pooled_batch <= arrays[0].shape[0] if arrays else False:  # large values: recycle buffers
+                owned = scratch.owned
+                live: dict[int, int] = {}
+
+                def hold(a: np.ndarray) -> None:
+                    k = id(root(a))
                     if k in owned:
                         live[k] = live.get(k, 0) + 1
-            if trace:
-                continue
-            for name in dead:
-                a = env.pop(name)
-                if owned:
+
+                def free(a: np.ndarray) -> None:
                     k = id(root(a))
                     if k in live:
                         live[k] -= 1
                         if not live[k]:
                             del live[k]
                             scratch.release(owned[k]())
-        outs = [self._user_shape(v, env[v.name]).astype(np.int64) for v in self.graph.outputs]
-        deq = [v.info.dequantize(o) for v, o in zip(self.graph.outputs, outs, strict=True)]
-        if trace:  # the trace keeps its arrays: none goes back to the pool
-            scratch.reset()
-            return SimResult(outs, deq, {k: a.astype(np.int64) for k, a in env.items()})
-        for k in live:
-            scratch.release(owned[k]())
+
+                results = self._forward[1](arrays, plans, hold, free)
+                for k in live:
+                    scratch.release(owned[k]())
+            else:
+                results = self._forward[0](arrays, plans, None, None)
+        if self._dequantizers is None:
+            self._dequantizers = [_dequantizer(v) for v in self.graph.outputs]
+        deq = [d(r).reshape((r.shape[0],) + shape)
+               for d, r, shape in zip(self._dequantizers, results, self._out_shapes, strict=True)]
+        outs = [r.reshape((r.shape[0],) + shape).astype(np.int64)
+                for r, shape in zip(results, self._out_shapes, strict=True)]
+        if trace:
+            return SimResult(outs, deq, {k: a.astype(np.int64) for k, a in self._last_env.items()})
         return SimResult(outs, deq, {})
 
-    def run(self, arrays: list[np.ndarray], trace: bool = False) -> SimResult:
-        """Quantize float inputs as the host would, then run."""
-        return self._execute(self._quantize(self._check_inputs(arrays)), trace)
+    def _interpret(self, arrays: list[np.ndarray], trace: bool) -> list[np.ndarray]:
+        """The plain interpreter loop (values in a dict, each node through ``run_node``); no buffer recycling."""
+        env: dict[str, np.ndarray] = dict(zip(self._in_names, arrays, strict=True))
+        for node, ins, outs, dead in self._steps:
+            results = self.run_node(node, [env[n] for n in ins])
+            for name, r in zip(outs, results, strict=True):
+                env[name] = r
+            if not trace:
+                for name in dead:
+                    del env[name]
+        self._scratch.reset()  # whatever was handed out stays with the values
+        self._last_env = env if trace else {}
+        return [env[v.name] for v in self.graph.outputs]
+
+    def _generate(self) -> tuple[Callable, Callable]:
+        """The graph as straight-line Python (like torch.fx's generated forward): values in local variables,
+        each node one call of its plan, dead values dropped at once. Two versions: plain, and one that tells
+        ``hold``/``free`` when a value appears and when it dies (to recycle large buffers)."""
+        local = {name: f"v{i}" for i, name in enumerate(self._in_names)}
+        for _, _, outs, _ in self._steps:
+            for name in outs:
+                local.setdefault(name, f"v{len(local)}")
+        sources = []
+        for pooled in (False, True):
+            lines = ["def forward(inputs, plans, hold, free):"]
+            ins = [local[n] for n in self._in_names]
+            if ins:
+                lines.append(f"    {', '.join(ins)}, = inputs")
+            if pooled:
+                lines += [f"    hold({v})" for v in ins]
+            for i, (_, args, outs, dead) in enumerate(self._steps):
+                targets = ", ".join(local[n] for n in outs) + ","
+                lines.append(f"    {targets} = plans[{i}]([{', '.join(local[n] for n in args)}])")
+                if pooled:
+                    lines += [f"    hold({local[n]})" for n in outs]
+                    lines += [f"    free({local[n]})" for n in dead]
+                if dead:
+                    lines.append(f"    del {', '.join(local[n] for n in dead)}")
+            lines.append(f"    return [{', '.join(local[v.name] for v in self.graph.outputs)}]")
+            sources.append("\n".join(lines))
+        fns = []
+        for src in sources:
+            ns: dict[str, object] = {}
+            exec(compile(src, f"<vaqf simulator: {self.graph.name if hasattr(self.graph, 'name') else 'graph'}>",
+                         "exec"), ns)  # noqa: S102 - code generated above from value indices only
+            fns.append(ns["forward"])
+        return fns[0], fns[1]
 
 
 def simulate(graph: Graph, inputs: np.ndarray | list[np.ndarray], trace: bool = False) -> SimResult:

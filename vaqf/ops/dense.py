@@ -84,16 +84,13 @@ SMALL_GEMM = 1 << 15
 
 def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
     """Exact integer GEMM plus bias (int64 accumulators [..., N]); see :func:`dense_plan` for how."""
-    from vaqf.sim.kernels import epilogue_params, gemm_epilogue
+    from vaqf.sim.kernels import epilogue_columns, epilogue_params, gemm_epilogue
 
     xs = np.asarray(x)
     acc = _accumulate(xs.reshape(-1, xs.shape[-1]), weight, zp_in, bound, None)
     out = np.empty(acc.shape, np.int64)
-    gemm_epilogue(acc, np.asarray(bias, dtype=np.int64), _NO_RQ, _NO_RQ, epilogue_params(False, False, 0, 0, 0, 0), out)
+    gemm_epilogue(acc, epilogue_columns(bias, 1, 0, acc.shape[1]), epilogue_params(False, False, 0, 0, 0, 0), out)
     return out.reshape(xs.shape[:-1] + (weight.shape[0],))
-
-
-_NO_RQ = np.zeros(1, dtype=np.int64)
 
 
 def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
@@ -126,23 +123,22 @@ def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
 def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     """The node as one function of its input: GEMM (see :func:`_accumulate`), then bias, ReLU and
     requantization fused in one compiled pass writing the output's storage dtype."""
-    from vaqf.sim.kernels import dense_int, epilogue_params, gemm_epilogue
-    from vaqf.sim.plans import Scratch, per_column, storage_dtype
+    from vaqf.sim.kernels import dense_int, epilogue_columns, epilogue_params, gemm_epilogue
+    from vaqf.sim.plans import Scratch, storage_dtype
 
     weight = np.ascontiguousarray(node.attrs["weight"])
     n_out, k = weight.shape
     zp = int(node.attrs["zp_in"])
     bound = int(node.attrs["acc_bound"])
-    bias = per_column(node.attrs["bias"], n_out)
     relu = bool(node.attrs.get("relu"))
     rq = node.attrs.get("requant")
     requant = rq is not None
     if rq is not None:
-        mant, shift = per_column(rq["mantissa"], n_out), per_column(rq["shift"], n_out)
+        cols = epilogue_columns(node.attrs["bias"], rq["mantissa"], rq["shift"], n_out)
         zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
         mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
     else:  # the accumulator itself: int64, which holds whatever the inputs are
-        mant = shift = _NO_RQ
+        cols = epilogue_columns(node.attrs["bias"], 1, 0, n_out)
         zp_out = lo = hi = mode = 0
         out_dt = np.dtype(np.int64)
     w_float: list[np.ndarray] = []  # converted on first use by a large batch, then kept
@@ -158,12 +154,12 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
         r = rows.shape[0]
         if r <= small or small < 0:
             out = np.empty((r, n_out), out_dt) if r <= small else new((r, n_out), out_dt)
-            dense_int(rows, weight, bias, mant, shift, params, out)
+            dense_int(rows, weight, cols, params, out)
         else:
             if not w_float:
                 w_float.append(np.ascontiguousarray(weight.T.astype(fdt)))
             out = new((r, n_out), out_dt)
-            gemm_epilogue(_accumulate(rows, weight, zp, bound, w_float[0], scratch), bias, mant, shift, params, out)
+            gemm_epilogue(_accumulate(rows, weight, zp, bound, w_float[0], scratch), cols, params, out)
         return [out.reshape(x.shape[:-1] + (n_out,))]
 
     return run

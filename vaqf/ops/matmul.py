@@ -83,8 +83,8 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     24-bit mantissa, float64 below 2**53, int64 beyond), then ReLU and requantization in one compiled pass
     writing the output's storage dtype, placed through ``out_view``."""
     from vaqf.sim.gemm import matmul_into
-    from vaqf.sim.kernels import epilogue_params, gemm_epilogue
-    from vaqf.sim.plans import Scratch, per_column, scatter_strided, storage_dtype, strided_view
+    from vaqf.sim.kernels import epilogue_columns, epilogue_params, gemm_epilogue
+    from vaqf.sim.plans import Scratch, scatter_strided, storage_dtype, strided_view
 
     scratch = scratch if scratch is not None else Scratch()
     a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
@@ -96,13 +96,12 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     relu = bool(node.attrs.get("relu"))
     rq = node.attrs.get("requant")
     requant = rq is not None
-    zeros = np.zeros(n, dtype=np.int64)
     if rq is not None:
-        mant, shift = per_column(rq["mantissa"], n), per_column(rq["shift"], n)
+        cols = epilogue_columns(0, rq["mantissa"], rq["shift"], n)
         zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
         mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
     else:
-        mant = shift = zeros
+        cols = epilogue_columns(0, 1, 0, n)
         zp_out = lo = hi = mode = 0
         out_dt = np.dtype(np.int64)
     out_view = node.attrs.get("out_view")
@@ -125,10 +124,10 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
         acc = matmul_into(xa, xb, scratch.get("gemm_acc", acc_shape, dt))
         if out_view is None:
             out = scratch.new(acc_shape, out_dt)
-            gemm_epilogue(acc.reshape(-1, n), zeros, mant, shift, params, out.reshape(-1, n))
+            gemm_epilogue(acc.reshape(-1, n), cols, params, out.reshape(-1, n))
             return [out]
         tmp = scratch.get("epilogue", acc_shape, out_dt)
-        gemm_epilogue(acc.reshape(-1, n), zeros, mant, shift, params, tmp.reshape(-1, n))
+        gemm_epilogue(acc.reshape(-1, n), cols, params, tmp.reshape(-1, n))
         return [scatter_strided(tmp, tuple(out_view["shape"]), list(out_view["strides"]), int(out_view["base"]),
                                 scratch)]
 

@@ -41,14 +41,13 @@ class Requant(OpSpec):
 
     def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
         """The GEMM epilogue kernel on the input minus its zero point (the "bias"), channels on the last axis."""
-        from vaqf.sim.kernels import epilogue_params, gemm_epilogue
-        from vaqf.sim.plans import Scratch, per_column, storage_dtype
+        from vaqf.sim.kernels import epilogue_columns, epilogue_params, gemm_epilogue
+        from vaqf.sim.plans import Scratch, storage_dtype
 
         scratch = scratch if scratch is not None else Scratch()
         a = node.attrs
         c = int(node.inputs[0].info.shape[-1]) if node.inputs[0].info.shape else 1
-        mant, shift = per_column(a["mantissa"], c), per_column(a["shift"], c)
-        bias = per_column(-int(node.inputs[0].info.zero_point), c)
+        cols = epilogue_columns(-int(node.inputs[0].info.zero_point), a["mantissa"], a["shift"], c)
         zp, lo, hi = int(a["zero_point"]), int(a["qtype"].min), int(a["qtype"].max)
         mode, out_dt = Rounding(a["rounding"]).cpp_id, storage_dtype(a["qtype"])
         params = epilogue_params(False, True, zp, lo, hi, mode)
@@ -56,7 +55,7 @@ class Requant(OpSpec):
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
             x = np.asarray(inputs[0])
             out = scratch.new(x.shape, out_dt)
-            gemm_epilogue(np.ascontiguousarray(x).reshape(-1, c), bias, mant, shift, params, out.reshape(-1, c))
+            gemm_epilogue(np.ascontiguousarray(x).reshape(-1, c), cols, params, out.reshape(-1, c))
             return [out]
 
         return run

@@ -143,49 +143,59 @@ def epilogue_params(relu: bool, requant: bool, zp: int, lo: int, hi: int, mode: 
     return np.array([int(relu), int(requant), zp, lo, hi, mode, zp_in], dtype=np.int64)
 
 
+def epilogue_columns(bias: np.ndarray | int, mant: np.ndarray | int, shift: np.ndarray | int, cols: int) -> np.ndarray:
+    """The per-column constants of :func:`gemm_epilogue` as one int64 array [5, cols]: bias, multiplier,
+    shift, and for the half-to-even shift the remainder mask 2**s - 1 and the half 2**(s-1) (1 when s = 0,
+    which a remainder of 0 never exceeds). Per-tensor values broadcast."""
+    t = np.empty((5, cols), dtype=np.int64)
+    for i, v in enumerate((bias, mant, shift)):
+        t[i] = np.broadcast_to(np.asarray(v, dtype=np.int64).reshape(-1), (cols,))
+    s = t[2]
+    if np.any((s < 0) | (s > 62)):
+        raise ValueError("shift must be within [0, 62]")
+    t[3] = (np.int64(1) << s) - 1
+    t[4] = np.where(s > 0, np.int64(1) << np.maximum(s - 1, 0), 1)
+    return t
+
+
 @_jit
-def gemm_epilogue(acc, bias, mant, shift, params, out):  # noqa: ANN001, ANN201
+def gemm_epilogue(acc, cols, params, out):  # noqa: ANN001, ANN201
     """out[i, j] = requant(relu(acc[i, j] + bias[j])) for a 2-D accumulator (exact integers, any dtype).
 
-    params (:func:`epilogue_params`): relu, requant, zp, lo, hi, mode. requant: saturate(rshift_round(v *
-    mant[j], shift[j], mode) + zp, lo, hi); without it the biased (and rectified) accumulator is stored as
-    it is. mant/shift/bias have one entry per column.
+    cols (:func:`epilogue_columns`): bias, mant, shift, mask, half per column; params
+    (:func:`epilogue_params`): relu, requant, zp, lo, hi, mode. requant: saturate(rshift_round(v * mant[j],
+    shift[j], mode) + zp, lo, hi); without it the biased (and rectified) accumulator is stored as it is.
     """
-    rows, cols = acc.shape
+    rows, n = acc.shape
     relu = params[0] != 0
     requant = params[1] != 0
     zp, lo, hi, mode = params[2], params[3], params[4], params[5]
+    bias, mant, shift, mask, half = cols[0], cols[1], cols[2], cols[3], cols[4]
     if requant and mode == HALF_EVEN:
-        # the mode of every requantization: branch-free, so the column loop vectorizes
-        half = np.empty(cols, np.int64)
-        mask = np.empty(cols, np.int64)
-        for j in range(cols):
-            s = np.int64(shift[j])
-            mask[j] = (np.int64(1) << s) - 1
-            half[j] = (np.int64(1) << (s - 1)) if s > 0 else np.int64(1)  # s = 0: r = 0 < 1, never rounds
+        # the mode of every requantization: branch-free (rshift_half_even), so the column loop vectorizes
         for i in range(rows):
-            for j in range(cols):
-                v = np.int64(acc[i, j]) + np.int64(bias[j])
+            for j in range(n):
+                v = np.int64(acc[i, j]) + bias[j]
                 if relu:
                     v = max(v, np.int64(0))
-                p = v * np.int64(mant[j])
-                q = p >> np.int64(shift[j])
+                p = v * mant[j]
+                q = p >> shift[j]
                 r = p & mask[j]
                 h = half[j]
                 q += np.int64((r > h) | ((r == h) & ((q & 1) == 1)))
                 out[i, j] = min(max(q + zp, lo), hi)
     elif requant:
         for i in range(rows):
-            for j in range(cols):
-                v = np.int64(acc[i, j]) + np.int64(bias[j])
+            for j in range(n):
+                v = np.int64(acc[i, j]) + bias[j]
                 if relu:
                     v = max(v, np.int64(0))
-                q = rshift_round(v * np.int64(mant[j]), shift[j], mode)
+                q = rshift_round(v * mant[j], shift[j], mode)
                 out[i, j] = min(max(q + zp, lo), hi)
     else:
         for i in range(rows):
-            for j in range(cols):
-                v = np.int64(acc[i, j]) + np.int64(bias[j])
+            for j in range(n):
+                v = np.int64(acc[i, j]) + bias[j]
                 if relu:
                     v = max(v, np.int64(0))
                 out[i, j] = v
@@ -208,12 +218,12 @@ def int_gemm(x, zp, w, acc):  # noqa: ANN001, ANN201
 
 
 @_jit
-def dense_int(x, w, bias, mant, shift, params, out):  # noqa: ANN001, ANN201
+def dense_int(x, w, cols, params, out):  # noqa: ANN001, ANN201
     """A small dense layer in one call: :func:`int_gemm` (input zero point params[6]), then
     :func:`gemm_epilogue`."""
     acc = np.empty((x.shape[0], w.shape[0]), np.int64)
     int_gemm(x, params[6], w, acc)
-    gemm_epilogue(acc, bias, mant, shift, params, out)
+    gemm_epilogue(acc, cols, params, out)
 
 
 @_jit
@@ -298,15 +308,18 @@ def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
 
 
 @_jit
-def dequantize_into(q, scale, zp, out):  # noqa: ANN001, ANN201
-    """out[i, j] = scale[j or 0] * (float64(q[i, j]) - zp): TensorInfo.dequantize's operations, in its order."""
-    rows, c = q.shape
-    if scale.size == 1:
+def finish_output(q, scale, zp, ints, real):  # noqa: ANN001, ANN201
+    """ints = int64(q); real = scale[k % C] * (float64(q) - zp) with C = scale.size (per tensor, or per
+    channel on the last axis): TensorInfo.dequantize's operations in its order. All 1-D."""
+    c = scale.size
+    if c == 1:
         s = scale[0]
-        for i in range(rows):
-            for j in range(c):
-                out[i, j] = s * (np.float64(q[i, j]) - zp)
+        for i in range(q.size):
+            v = np.int64(q[i])
+            ints[i] = v
+            real[i] = s * (np.float64(v) - zp)
     else:
-        for i in range(rows):
-            for j in range(c):
-                out[i, j] = scale[j] * (np.float64(q[i, j]) - zp)
+        for i in range(q.size):
+            v = np.int64(q[i])
+            ints[i] = v
+            real[i] = scale[i % c] * (np.float64(v) - zp)

@@ -116,6 +116,44 @@ def test_gemm_epilogue_matches_fractions(mode, relu):
     np.testing.assert_array_equal(out, _ref_epilogue(acc, bias, relu, None, None, 0, 0, 0, mode))
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_float_epilogue_exact_where_allowed(relu):
+    """The float64 epilogue equals the exact definition wherever float_epilogue_exact admits it (ties
+    included), and is refused where products may pass 2**53."""
+    rng = np.random.default_rng(5)
+    cols = 16
+    for bound, mbits in ((2**24 - 1, 24), (2**28, 24), (2**21, 31)):
+        acc = rng.integers(-bound, bound + 1, size=(40, cols))
+        acc[0] = [0, 1, -1, bound, -bound, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7]
+        bias = rng.integers(-50, 50, size=cols)
+        mant = rng.integers(1, 2**mbits, size=cols)
+        mant[:4] = [1, 1, 3, 2**mbits - 1]
+        shift = rng.integers(0, 62, size=cols)
+        shift[:4] = [0, 1, 2, 62]
+        assert K.float_epilogue_exact(bound, bias, mant)
+        for dt in (np.float32, np.float64, np.int64):
+            if dt is np.float32 and bound >= 2**24:
+                continue
+            out = np.empty(acc.shape, np.int32)
+            K.gemm_epilogue_f64(acc.astype(dt), K.float_epilogue_columns(bias, mant, shift, cols),
+                                K.epilogue_params(relu, True, -9, -(2**31), 2**31 - 1, 0), out)
+            want = _ref_epilogue(acc, bias, relu, mant, shift, -9, -(2**31), 2**31 - 1, Rounding.HALF_EVEN)
+            np.testing.assert_array_equal(out, want)
+    # ties: v * mant = (2k + 1) * 2**(s-1)
+    s = np.arange(1, 40)
+    acc = np.stack([(2 * np.arange(6)[:, None] + 1) * (1 << (s - 1))[None, :], -(2 * np.arange(6)[:, None] + 1)
+                    * (1 << (s - 1))[None, :]]).reshape(12, -1)
+    out = np.empty(acc.shape, np.int64)
+    K.gemm_epilogue_f64(acc, K.float_epilogue_columns(0, 1, s, s.size), K.epilogue_params(False, True, 0, -(2**40),
+                                                                                           2**40, 0), out)
+    np.testing.assert_array_equal(out, _ref_epilogue(acc, np.zeros(s.size, np.int64), False, np.ones(s.size), s, 0,
+                                                     -(2**40), 2**40, Rounding.HALF_EVEN))
+    assert not K.float_epilogue_exact(2**30, 0, 2**24)
+    assert K.Epilogue(4, 0, False, True, 2**24, 30, bound=2**30).fcols is None
+    assert K.Epilogue(4, 0, False, True, 2**20, 30, bound=2**24).fcols is not None
+    assert K.Epilogue(4, 0, False, True, 2**20, 30, mode=Rounding.FLOOR.cpp_id, bound=2**24).fcols is None
+
+
 def _softmax_numpy(x, table, mant, shift, out_bits):
     """The op's definition as int64 numpy passes (the simulator's implementation before the kernels)."""
     xi = np.asarray(x, dtype=np.int64)

@@ -123,7 +123,7 @@ def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
 def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     """The node as one function of its input: GEMM (see :func:`_accumulate`), then bias, ReLU and
     requantization fused in one compiled pass writing the output's storage dtype."""
-    from vaqf.sim.kernels import dense_int, epilogue_columns, epilogue_params, gemm_epilogue
+    from vaqf.sim.kernels import Epilogue, dense_int
     from vaqf.sim.plans import Scratch, storage_dtype
 
     weight = np.ascontiguousarray(node.attrs["weight"])
@@ -132,20 +132,18 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
     bound = int(node.attrs["acc_bound"])
     relu = bool(node.attrs.get("relu"))
     rq = node.attrs.get("requant")
-    requant = rq is not None
     if rq is not None:
-        cols = epilogue_columns(node.attrs["bias"], rq["mantissa"], rq["shift"], n_out)
-        zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
-        mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
+        out_dt = storage_dtype(rq["qtype"])
+        epi = Epilogue(n_out, node.attrs["bias"], relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]),
+                       int(rq["qtype"].min), int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, zp, bound)
     else:  # the accumulator itself: int64, which holds whatever the inputs are
-        cols = epilogue_columns(node.attrs["bias"], 1, 0, n_out)
-        zp_out = lo = hi = mode = 0
         out_dt = np.dtype(np.int64)
+        epi = Epilogue(n_out, node.attrs["bias"], relu, False, zp_in=zp)
+    cols, params = epi.cols, epi.params
     w_float: list[np.ndarray] = []  # converted on first use by a large batch, then kept
     scratch = scratch if scratch is not None else Scratch()
     small = SMALL_GEMM // (k * n_out) if bound < 2**53 else -1  # rows up to which the integer kernel runs
     fdt = np.float32 if bound < 2**24 else np.float64
-    params = epilogue_params(relu, requant, zp_out, lo, hi, mode, zp)
     new = scratch.new
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -159,7 +157,7 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
             if not w_float:
                 w_float.append(np.ascontiguousarray(weight.T.astype(fdt)))
             out = new((r, n_out), out_dt)
-            gemm_epilogue(_accumulate(rows, weight, zp, bound, w_float[0], scratch), cols, params, out)
+            epi(_accumulate(rows, weight, zp, bound, w_float[0], scratch), out)
         return [out.reshape(x.shape[:-1] + (n_out,))]
 
     return run

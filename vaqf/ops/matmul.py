@@ -83,7 +83,7 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     24-bit mantissa, float64 below 2**53, int64 beyond), then ReLU and requantization in one compiled pass
     writing the output's storage dtype, placed through ``out_view``."""
     from vaqf.sim.gemm import matmul_into
-    from vaqf.sim.kernels import epilogue_columns, epilogue_params, gemm_epilogue
+    from vaqf.sim.kernels import Epilogue
     from vaqf.sim.plans import Scratch, scatter_strided, storage_dtype, strided_view
 
     scratch = scratch if scratch is not None else Scratch()
@@ -95,17 +95,14 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     n = b.shape[-1]
     relu = bool(node.attrs.get("relu"))
     rq = node.attrs.get("requant")
-    requant = rq is not None
     if rq is not None:
-        cols = epilogue_columns(0, rq["mantissa"], rq["shift"], n)
-        zp_out, lo, hi = int(rq["zero_point"]), int(rq["qtype"].min), int(rq["qtype"].max)
-        mode, out_dt = Rounding(rq["rounding"]).cpp_id, storage_dtype(rq["qtype"])
+        out_dt = storage_dtype(rq["qtype"])
+        epi = Epilogue(n, 0, relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]), int(rq["qtype"].min),
+                       int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, bound=bound)
     else:
-        cols = epilogue_columns(0, 1, 0, n)
-        zp_out = lo = hi = mode = 0
         out_dt = np.dtype(np.int64)
+        epi = Epilogue(n, 0, relu, False)
     out_view = node.attrs.get("out_view")
-    params = epilogue_params(relu, requant, zp_out, lo, hi, mode)
 
     def operand_array(i: int, x: np.ndarray, role: str) -> np.ndarray:
         view = views[i]
@@ -124,10 +121,10 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
         acc = matmul_into(xa, xb, scratch.get("gemm_acc", acc_shape, dt))
         if out_view is None:
             out = scratch.new(acc_shape, out_dt)
-            gemm_epilogue(acc.reshape(-1, n), cols, params, out.reshape(-1, n))
+            epi(acc.reshape(-1, n), out.reshape(-1, n))
             return [out]
         tmp = scratch.get("epilogue", acc_shape, out_dt)
-        gemm_epilogue(acc.reshape(-1, n), cols, params, tmp.reshape(-1, n))
+        epi(acc.reshape(-1, n), tmp.reshape(-1, n))
         return [scatter_strided(tmp, tuple(out_view["shape"]), list(out_view["strides"]), int(out_view["base"]),
                                 scratch)]
 

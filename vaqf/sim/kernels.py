@@ -201,6 +201,61 @@ def gemm_epilogue(acc, cols, params, out):  # noqa: ANN001, ANN201
                 out[i, j] = v
 
 
+def float_epilogue_columns(bias: np.ndarray | int, mant: np.ndarray | int, shift: np.ndarray | int,
+                           cols: int) -> np.ndarray:
+    """The constants of :func:`gemm_epilogue_f64` as float64 [3, cols]: bias, multiplier and 2**-shift."""
+    t = epilogue_columns(bias, mant, shift, cols)
+    return np.stack([t[0].astype(np.float64), t[1].astype(np.float64), np.ldexp(1.0, -t[2])])
+
+
+def float_epilogue_exact(bound: int, bias: np.ndarray | int, mant: np.ndarray | int) -> bool:
+    """Whether :func:`gemm_epilogue_f64` is exact for accumulators |acc| <= bound: every biased accumulator
+    and its product with the multiplier below 2**53 (then the product, its scaling by 2**-s and the
+    half-to-even rounding of that are all exact in float64)."""
+    b = int(np.max(np.abs(np.asarray(bias, dtype=np.int64)), initial=0))
+    m = int(np.max(np.abs(np.asarray(mant, dtype=np.int64)), initial=0))
+    return (int(bound) + b) * max(m, 1) < 2**53
+
+
+@_jit
+def gemm_epilogue_f64(acc, fcols, params, out):  # noqa: ANN001, ANN201
+    """:func:`gemm_epilogue` with half-to-even requantization, in float64 (vectorizes better than int64);
+    only where :func:`float_epilogue_exact` holds: then v * mant is exact, scaling it by 2**-shift is
+    exact, and ``rint`` rounds half to even, so the result is rshift_round(v * mant, shift) exactly."""
+    rows, n = acc.shape
+    relu = params[0] != 0
+    zp, lo, hi = np.float64(params[2]), np.float64(params[3]), np.float64(params[4])
+    bias, mant, scale = fcols[0], fcols[1], fcols[2]
+    for i in range(rows):
+        for j in range(n):
+            v = np.float64(acc[i, j]) + bias[j]
+            if relu:
+                v = max(v, 0.0)
+            q = np.rint(v * mant[j] * scale[j]) + zp
+            out[i, j] = np.int64(min(max(q, lo), hi))
+
+
+class Epilogue:
+    """A node's output stage, constants prepared once: ``epi(acc, out)`` runs :func:`gemm_epilogue_f64` where
+    that is exact for accumulators up to ``bound`` (half-to-even requantization), :func:`gemm_epilogue`
+    otherwise. ``cols``/``params`` are the integer kernel's constants (also for :func:`dense_int`)."""
+
+    def __init__(self, cols: int, bias: np.ndarray | int, relu: bool, requant: bool, mant: np.ndarray | int = 1,
+                 shift: np.ndarray | int = 0, zp: int = 0, lo: int = 0, hi: int = 0, mode: int = HALF_EVEN,
+                 zp_in: int = 0, bound: int | None = None) -> None:
+        self.cols = epilogue_columns(bias, mant, shift, cols)
+        self.params = epilogue_params(relu, requant, zp, lo, hi, mode, zp_in)
+        self.fcols = None
+        if requant and mode == HALF_EVEN and bound is not None and float_epilogue_exact(bound, bias, mant):
+            self.fcols = float_epilogue_columns(bias, mant, shift, cols)
+
+    def __call__(self, acc: np.ndarray, out: np.ndarray) -> None:
+        if self.fcols is not None:
+            gemm_epilogue_f64(acc, self.fcols, self.params, out)
+        else:
+            gemm_epilogue(acc, self.cols, self.params, out)
+
+
 @_jit
 def int_gemm(x, zp, w, acc):  # noqa: ANN001, ANN201
     """acc[i, n] = sum_k (x[i, k] - zp) * w[n, k] in int64 (small problems: no BLAS call, no conversions)."""

@@ -148,11 +148,17 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
+        r = x.size // k
+        if r <= small:
+            if not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x)
+            out = np.empty(x.shape[:-1] + (n_out,), out_dt)
+            dense_int(x, weight, cols, params, out)
+            return [out]
         rows = x.reshape(-1, k)
-        r = rows.shape[0]
-        if r <= small or small < 0:
-            out = np.empty((r, n_out), out_dt) if r <= small else new((r, n_out), out_dt)
-            dense_int(rows, weight, cols, params, out)
+        if small < 0:
+            out = new((r, n_out), out_dt)
+            dense_int(np.ascontiguousarray(rows), weight, cols, params, out)
         else:
             if not w_float:
                 w_float.append(np.ascontiguousarray(weight.T.astype(fdt)))

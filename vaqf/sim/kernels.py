@@ -275,10 +275,12 @@ def int_gemm(x, zp, w, acc):  # noqa: ANN001, ANN201
 @_jit
 def dense_int(x, w, cols, params, out):  # noqa: ANN001, ANN201
     """A small dense layer in one call: :func:`int_gemm` (input zero point params[6]), then
-    :func:`gemm_epilogue`."""
-    acc = np.empty((x.shape[0], w.shape[0]), np.int64)
-    int_gemm(x, params[6], w, acc)
-    gemm_epilogue(acc, cols, params, out)
+    :func:`gemm_epilogue`. x [..., K] and out [..., N] C-contiguous, any number of leading axes."""
+    k, n = w.shape[1], w.shape[0]
+    rows = x.size // k
+    acc = np.empty((rows, n), np.int64)
+    int_gemm(x.reshape((rows, k)), params[6], w, acc)
+    gemm_epilogue(acc, cols, params, out.reshape((rows, n)))
 
 
 @_jit
@@ -351,11 +353,14 @@ def table_lookup(x, table, in_min, out):  # noqa: ANN001, ANN201
 
 @_jit
 def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
-    """out = saturate(rint(float64(x) / scale) + zp), 1-D: host-side quantization, as numpy does it.
+    """out = saturate(rint(float64(x) / scale) + zp), element by element (both C-contiguous, same size):
+    host-side quantization, as numpy does it.
 
     Values whose rounding does not fit int64 (and NaN) become INT64_MIN before the zero point is added, as
     numpy's float-to-int64 conversion does on x86-64; the sum wraps as numpy's int64 addition does.
     """
+    x = x.reshape(x.size)
+    out = out.reshape(out.size)
     for i in range(x.size):
         v = np.rint(np.float64(x[i]) / scale)
         q = np.int64(v) if -9.223372036854775808e18 <= v < 9.223372036854775808e18 else np.int64(INT64_MIN)
@@ -365,7 +370,10 @@ def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
 @_jit
 def finish_output(q, scale, zp, ints, real):  # noqa: ANN001, ANN201
     """ints = int64(q); real = scale[k % C] * (float64(q) - zp) with C = scale.size (per tensor, or per
-    channel on the last axis): TensorInfo.dequantize's operations in its order. All 1-D."""
+    channel on the last axis): TensorInfo.dequantize's operations in its order. All C-contiguous, same size."""
+    q = q.reshape(q.size)
+    ints = ints.reshape(ints.size)
+    real = real.reshape(real.size)
     c = scale.size
     if c == 1:
         s = scale[0]

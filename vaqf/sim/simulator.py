@@ -55,7 +55,7 @@ def _quantizer(value: Value, rounding: Rounding,
             if not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a)
             out = np.empty(a.shape, dt) if a.size < small else new(a.shape, dt)
-            quantize_half_even(a.reshape(-1), scale, zp, lo, hi, out.reshape(-1))
+            quantize_half_even(a, scale, zp, lo, hi, out)
             return out
 
         return fast
@@ -88,7 +88,7 @@ def _finisher(value: Value) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarr
         shape = (q.shape[0],) + sample
         ints = np.empty(shape, np.int64)
         real = np.empty(shape, np.float64)
-        finish_output(q.ravel(), scale, zp, ints.reshape(-1), real.reshape(-1))
+        finish_output(q if q.flags.c_contiguous else np.ascontiguousarray(q), scale, zp, ints, real)
         return ints, real
 
     return run

@@ -1,11 +1,11 @@
 """Helpers of the ops' simulation plans.
 
-An op that has a fast simulation path defines ``sim_plan(node)``: it returns a function of the input arrays
-(leading sample axis first, as ``OpSpec.reference`` takes them) that computes the node's outputs, with
-everything that depends only on the node (converted weights, per-column multipliers, strided views) worked
-out once. The simulator builds one plan per node and calls it for every batch; the op's ``reference``
-builds a plan and runs it, so there is one implementation of each op's arithmetic
-(:mod:`vaqf.sim.kernels`).
+An op that has a fast simulation path defines ``sim_plan(node, scratch)``: it returns a function of the
+input arrays (leading sample axis first, as ``OpSpec.reference`` takes them) that computes the node's
+outputs, with everything that depends only on the node (converted weights, per-column multipliers, strided
+views) worked out once, and its large arrays from ``scratch`` (:class:`Scratch`). The simulator builds one
+plan per node and calls it for every batch; the op's ``reference`` builds a plan and runs it, so there is
+one implementation of each op's arithmetic (:mod:`vaqf.sim.kernels`).
 
 Plans return integers in the narrowest numpy dtype holding the value's type (:func:`storage_dtype`), which
 is what makes the kernels memory-light; ``reference`` and the simulator's results convert to int64.
@@ -110,11 +110,6 @@ def as_int64(arrays: list[np.ndarray]) -> list[np.ndarray]:
 def reference_of(plan: Plan, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Run a plan on arrays as ``OpSpec.reference`` receives them; int64 results, as references return."""
     return as_int64(plan([np.asarray(a) for a in inputs]))
-
-
-def per_column(values: np.ndarray | int, cols: int) -> np.ndarray:
-    """A per-channel (last axis) or per-tensor parameter as one int64 entry per column, contiguous."""
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.int64).reshape(-1), (cols,)))
 
 
 def strided_view(x: np.ndarray, shape: tuple[int, ...], strides: list[int], base: int) -> np.ndarray:

@@ -57,7 +57,7 @@ def compile_one(name: str, work: Path, build: bool) -> dict:
     from vaqf import api
     from vaqf.backend.csim import build as build_csim
     from vaqf.backend.emit import write_project
-    from vaqf.dse.search import Candidate, Space, select
+    from vaqf.dse.search import Candidate, select
     from vaqf.errors import InfeasibleDesign
     from vaqf.frontend.onnx_import import ImportOptions, import_onnx
     from vaqf.hw.board import get_board
@@ -75,14 +75,14 @@ def compile_one(name: str, work: Path, build: bool) -> dict:
     note = ""
     with stage("search", stages):
         cap = CAP
-        cands = [Candidate(8, graph, Space(graph, board, room=cap))]
+        cands = [Candidate.build(graph, board, cap, 8)]
         try:
             design, _ = select(cands, board, None, cap)
         except InfeasibleDesign as e:
             # still produce (and time) a complete project: the whole board, as --cap 1.0 would
             note = f"no 8-bit design within {CAP:.0%} ({str(e).splitlines()[1].strip()}); searched again with cap 1.0"
             cap = 1.0
-            cands = [Candidate(8, graph, Space(graph, board, room=cap))]
+            cands = [Candidate.build(graph, board, cap, 8)]
             design, _ = select(cands, board, None, cap)
 
     # inside the emission: the simulator computing the testbench's expected outputs, and the report

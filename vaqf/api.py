@@ -16,8 +16,6 @@ from vaqf.dse.design import Design
 from vaqf.dse.search import (
     DEFAULT_ACT_BITS,
     Candidate,
-    Space,
-    act_bits_of,
     build_candidates,
     design_for_knobs,
     pareto_designs,
@@ -79,16 +77,16 @@ def _candidates(model: ModelLike, board: Board, weights: str, act_bits: int | No
     if isinstance(calib, (str, Path)):
         calib = load_calibration(calib)
     if isinstance(model, Graph):
-        return [Candidate(act_bits_of(model), model, Space(model, board, room=cap))]
+        return [Candidate.build(model, board, cap)]
     wanted = sorted({int(k) for k in (bits or DEFAULT_ACT_BITS)}, reverse=True)
     first_bits = act_bits if act_bits is not None else wanted[0]
     first = load_model(model, weights, first_bits, calib)
     if first.metadata.get("format", "onnx") != "onnx":  # the model's quantizers set its precision
         if act_bits is not None:
             log.info("the model quantizes its own activations; --act-bits %d does not apply", act_bits)
-        return [Candidate(act_bits_of(first), first, Space(first, board, room=cap))]
+        return [Candidate.build(first, board, cap)]
     if act_bits is not None:
-        return [Candidate(act_bits, first, Space(first, board, room=cap))]
+        return [Candidate.build(first, board, cap, act_bits)]
     graphs = {first_bits: first}
 
     def graph_for_bits(k: int) -> Graph:
@@ -123,7 +121,7 @@ def compile_model(model: ModelLike, out_dir: str | Path, board: str | Board = "z
         graph = load_model(model, weights, act_bits if act_bits is not None else pinned.act_bits, calib)
         own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
         chosen = design_for_knobs(graph, b, pinned.knobs, fps, None if own else pinned.act_bits)
-        cands = [Candidate(act_bits_of(graph), graph, Space(graph, b, room=cap))]
+        cands = [Candidate.build(graph, b, cap)]
     else:
         cands = _candidates(model, b, weights, act_bits, calib, bits, cap)
         with progress.stage(f"searching the design space on {b.name}"):

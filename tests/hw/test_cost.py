@@ -225,3 +225,46 @@ def test_mux_and_memory_building_blocks() -> None:
     assert signed_bits_for_range(-128, 127) == 8
     assert signed_bits_for_range(-255, 255) == 9
     assert signed_bits_for_range(0, 255) == 9
+
+
+# ---- costing repeated layers once (hw.model.cost_key / unit_options) --------------------------------
+
+def _chain_of_equal_layers(prune_last: bool) -> Graph:
+    """Four 16->16 int8 dense layers of equal shape and accumulator width, with different weights, biases
+    and scales; the last one with half its output rows zero when ``prune_last``."""
+    from tests.helpers import add_dense, add_requant
+
+    rng = np.random.default_rng(11)
+    g = Graph("equal_layers")
+    cur = g.add_input("x", TensorInfo((4, 16), IntType(8, signed=False), [0.05], 0))
+    for i in range(4):
+        w = rng.choice([-100, 100], size=(16, 16))
+        if prune_last and i == 3:
+            w[::2] = 0
+        d = add_dense(g, cur, w, rng.permutation(np.arange(-8, 8)), w_scale=rng.uniform(0.01, 0.02, size=16),
+                      name=f"fc{i}")
+        cur = add_requant(g, d.outputs[0], 0.1 + i / 50, IntType(8, signed=False), name=f"q{i}").outputs[0]
+    g.outputs.append(cur)
+    g.verify()
+    return g
+
+
+@pytest.mark.parametrize("prune_last", [False, True])
+def test_unit_options_equal_costing_every_node(prune_last: bool) -> None:
+    from vaqf.hw.model import cost_key, unit_cost, unit_knob_space, unit_options, units_of
+
+    g = _chain_of_equal_layers(prune_last)
+    dense = [n for n in g.nodes if n.op == "dense"]
+    keys = {cost_key(n) for n in dense}
+    # equal shapes and types cost the same whatever the values; a zero pattern makes a layer different
+    assert len(keys) == (2 if prune_last else 1)
+    assert len({cost_key(n) for n in g.nodes if n.op == "requant"}) == 1
+    board = get_board("zcu102")
+    for nodes in units_of(g).values():
+        space = unit_knob_space(nodes)
+        names = sorted(space)
+        combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(space[k] for k in names))]
+        cycles, hws, ddr = unit_options(nodes, combos, board)
+        for kn, cyc, hw, dd in zip(combos, cycles, hws, ddr, strict=True):
+            ref_cycles, ref_hw, layers = unit_cost(nodes, kn, board)
+            assert (cyc, hw, dd) == (ref_cycles, ref_hw, sum(layer.ddr_bytes for layer in layers))

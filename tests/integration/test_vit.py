@@ -106,3 +106,25 @@ def test_stock_attention_modules_import(tmp_path, calib, kind):
     got = Simulator(graph).run([x]).dequantized[0]
     ref = _float_outputs(path, x)
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.2
+
+
+def test_vit_layers_costed_once_per_distinct_shape(vit_onnx, calib):
+    """The two encoder blocks have equal shapes: each unit's options cost a block's layers once, and the
+    figures equal costing every node (hw.model.unit_options against unit_cost)."""
+    import itertools
+
+    from vaqf.hw.board import get_board
+    from vaqf.hw.model import cost_key, unit_cost, unit_knob_space, unit_options, units_of
+
+    graph = vaqf.load_model(vit_onnx, weights="binary", act_bits=6, calib=calib)
+    binary = [n for n in graph.nodes if n.op == "dense" and n.attrs["w_type"].bits == 1]
+    assert len({cost_key(n) for n in binary}) == 4  # qkv, proj, fc1, fc2
+    board = get_board("zcu104")
+    for nodes in units_of(graph).values():
+        space = unit_knob_space(nodes)
+        names = sorted(space)
+        combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(space[k] for k in names))][::7]
+        cycles, hws, ddr = unit_options(nodes, combos, board)
+        for kn, cyc, hw, dd in zip(combos, cycles, hws, ddr, strict=True):
+            ref_cycles, ref_hw, layers = unit_cost(nodes, kn, board)
+            assert (cyc, hw, dd) == (ref_cycles, ref_hw, sum(layer.ddr_bytes for layer in layers))

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vaqf.dse import kernels
 from vaqf.dse.design import Design
 from vaqf.errors import InfeasibleDesign, VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import RESOURCE_KEYS, Cost
 from vaqf.hw.memory import plan_buffers, signed_bits
-from vaqf.hw.model import SHELL, estimate, io_cycles, unit_cost, unit_knob_space, units_of
+from vaqf.hw.model import SHELL, estimate, io_cycles, unit_knob_space, unit_options, units_of
 from vaqf.ir import Graph
 from vaqf.ops import get_spec
 
@@ -57,30 +58,50 @@ _LUT, _FF, _DSP, _BRAM, _URAM = (RESOURCE_KEYS.index(k) for k in ("lut", "ff", "
 
 @dataclass
 class _Options:
-    """Options of one unit (or of several merged units), as arrays, one row per option."""
+    """Options of one unit (or of several merged units), as arrays, one row per option.
+
+    An option's knobs are looked up, not stored: row i is ``source[rows[i]]`` for one unit (a list of
+    knob dicts), or the union of row ``rows[i, 0]`` of ``source[0]`` and row ``rows[i, 1]`` of
+    ``source[1]`` for merged units (merging builds no dicts for the options it then drops).
+    """
 
     units: list[str]
-    knobs: list[dict[str, dict[str, int]]]  # option -> unit -> knob -> value
+    source: list[dict[str, dict[str, int]]] | tuple[_Options, _Options]
+    rows: np.ndarray                        # int64 [n] or [n, 2]: where each option's knobs come from
     cycles: np.ndarray                      # int64 [n]
     res: np.ndarray                         # int64 [n, len(RESOURCE_KEYS)]
     simd: np.ndarray                        # int64 [n]: largest SIMD among the units
     ddr: np.ndarray                         # int64 [n]: DDR bytes per frame
 
     def __len__(self) -> int:
-        return len(self.knobs)
+        return len(self.cycles)
+
+    def knobs(self, i: int) -> dict[str, dict[str, int]]:
+        """Unit -> knob -> value of option ``i``."""
+        if isinstance(self.source, tuple):
+            ia, ib = self.rows[i]
+            return {**self.source[0].knobs(int(ia)), **self.source[1].knobs(int(ib))}
+        return self.source[int(self.rows[i])]
 
     def keys(self, cols: Sequence[int] | None = None) -> np.ndarray:
         res = self.res if cols is None else self.res[:, list(cols)]
         return np.column_stack([self.cycles, res, self.simd]).astype(np.int64)
 
     def take(self, idx: np.ndarray) -> _Options:
-        return _Options(self.units, [self.knobs[i] for i in idx], self.cycles[idx], self.res[idx],
-                        self.simd[idx], self.ddr[idx])
+        return _Options(self.units, self.source, self.rows[idx], self.cycles[idx], self.res[idx], self.simd[idx],
+                        self.ddr[idx])
+
+    @classmethod
+    def of_unit(cls, unit: str, knobs: list[dict[str, int]], cycles: Sequence[int], res: Sequence[Sequence[int]],
+                ddr: Sequence[int]) -> _Options:
+        return cls([unit], [{unit: kn} for kn in knobs], np.arange(len(knobs), dtype=np.int64),
+                   np.array(cycles, dtype=np.int64), np.array(res, dtype=np.int64).reshape(-1, len(RESOURCE_KEYS)),
+                   np.array([int(kn.get("simd", 1)) for kn in knobs], dtype=np.int64), np.array(ddr, dtype=np.int64))
 
     @classmethod
     def empty(cls) -> _Options:
         """The options of no unit at all: one option costing nothing."""
-        return cls([], [{}], np.zeros(1, np.int64), np.zeros((1, len(RESOURCE_KEYS)), np.int64),
+        return cls([], [{}], np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((1, len(RESOURCE_KEYS)), np.int64),
                    np.ones(1, np.int64), np.zeros(1, np.int64))
 
 
@@ -88,7 +109,8 @@ def pareto_mask(keys: np.ndarray) -> np.ndarray:
     """Rows of ``keys`` (all to be minimized) that no other row dominates; of equal rows, the first.
 
     In lexicographic order a row can only be dominated by (or equal to) a row before it, so rows are
-    taken in that order, block by block, and a row is dropped when an earlier row is <= it everywhere.
+    taken in that order and a row is dropped when a kept row is <= it everywhere
+    (:func:`vaqf.dse.kernels.pareto_sorted`).
     """
     n = keys.shape[0]
     keep = np.zeros(n, dtype=bool)
@@ -98,18 +120,8 @@ def pareto_mask(keys: np.ndarray) -> np.ndarray:
     if k.shape[1] == 0:
         keep[0] = True
         return keep
-    order = np.lexsort(k.T[::-1])
-    ks = k[order]
-    front = np.empty((0, k.shape[1]), dtype=k.dtype)
-    step = 512
-    for start in range(0, n, step):
-        blk = ks[start:start + step]
-        alive = ~np.triu(np.all(blk[:, None, :] <= blk[None, :, :], axis=2), k=1).any(axis=0)
-        for f0 in range(0, front.shape[0], 4096):
-            fr = front[f0:f0 + 4096]
-            alive &= ~np.all(fr[:, None, :] <= blk[None, :, :], axis=2).any(axis=0)
-        keep[order[start:start + step][alive]] = True
-        front = np.vstack([front, blk[alive]])
+    order = np.lexsort(k.T[::-1])  # stable: of equal rows, the first comes first
+    keep[order[kernels.pareto_sorted(np.ascontiguousarray(k[order], dtype=np.int64))]] = True
     return keep
 
 
@@ -136,9 +148,8 @@ def _merge(a: _Options, b: _Options, room: np.ndarray, cols: Sequence[int] | Non
     if not ok.any():
         ok[:] = True
     ia, ib = ia[ok], ib[ok]
-    merged = _Options(a.units + b.units, [{**a.knobs[i], **b.knobs[j]} for i, j in zip(ia, ib, strict=True)],
-                      a.cycles[ia] + b.cycles[ib], res[ok], np.maximum(a.simd[ia], b.simd[ib]),
-                      a.ddr[ia] + b.ddr[ib])
+    merged = _Options(a.units + b.units, (a, b), np.column_stack([ia, ib]), a.cycles[ia] + b.cycles[ib], res[ok],
+                      np.maximum(a.simd[ia], b.simd[ib]), a.ddr[ia] + b.ddr[ib])
     return _pareto(merged, cols)
 
 
@@ -190,17 +201,8 @@ class Space:
                 names = sorted(space)
                 combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(space[k] for k in names))]
             raw *= len(combos)
-            knobs, cycles, res, simd, ddr = [], [], [], [], []
-            for kn in combos:
-                cyc, hw, layers = unit_cost(nodes, kn, board)
-                knobs.append({u: kn})
-                cycles.append(cyc)
-                res.append(_cost_row(hw))
-                simd.append(int(kn.get("simd", 1)))
-                ddr.append(sum(layer.ddr_bytes for layer in layers))
-            units.append(_Options([u], knobs, np.array(cycles, dtype=np.int64),
-                                  np.array(res, dtype=np.int64).reshape(-1, len(RESOURCE_KEYS)),
-                                  np.array(simd, dtype=np.int64), np.array(ddr, dtype=np.int64)))
+            cycles, hws, ddr = unit_options(nodes, combos, board)
+            units.append(_Options.of_unit(u, combos, cycles, [_cost_row(h) for h in hws], ddr))
         self.raw_combinations = raw
         # what every design needs besides its units' options: the shell and the cheapest buffer plan
         simds = sorted({1, *(int(x) for o in units for x in o.simd)})
@@ -223,6 +225,12 @@ class Space:
         while len(groups) < 2:
             groups.append(_Options.empty())
         self.a, self.b = sorted(groups, key=len, reverse=True)
+        # SIMD as an index into its sorted values, and the activation buffers' LUT and BRAM18 per index
+        self._simds = np.array(sorted({*self.a.simd.tolist(), *self.b.simd.tolist()}), dtype=np.int64)
+        self._a_simd = np.searchsorted(self._simds, self.a.simd).astype(np.int64)
+        self._b_simd = np.searchsorted(self._simds, self.b.simd).astype(np.int64)
+        self._buf_lut = np.array([self._buffer(int(x)).lut for x in self._simds], dtype=np.int64)
+        self._buf_bram = np.array([self._buffer(int(x)).bram18 for x in self._simds], dtype=np.int64)
         log.info("design space of %s on %s: %d units, %d knob combinations; %d evaluated after Pareto "
                  "pruning (per unit: %s)", graph.name, board.name, len(self.units), raw, len(self),
                  ", ".join(f"{u} {n}" for u, n in zip(self.units, pruned, strict=True)) or "none")
@@ -279,33 +287,16 @@ class Space:
 
     def knobs(self, i: int) -> dict[str, dict[str, int]]:
         ia, ib = divmod(int(i), len(self.b))
-        out = {**self.a.knobs[ia], **self.b.knobs[ib]}
+        out = {**self.a.knobs(ia), **self.b.knobs(ib)}
         return {u: dict(out[u]) for u in self.units}
 
-    def _argmin(self, keys, mask) -> int | None:
-        """The design minimizing ``keys(cycles, res)`` (a tuple of arrays, lexicographic) among ``mask``;
-        of equal ones, the first."""
-        best: tuple | None = None
-        for start, cycles, res in self.blocks():
-            ok = np.flatnonzero(mask(cycles, res))
-            if ok.size == 0:
-                continue
-            ks = keys(cycles[ok], res[ok])
-            sel = np.arange(ok.size)
-            for k in ks:  # narrow down key by key: only the ties of one key are sorted by the next
-                kk = k[sel]
-                sel = sel[kk == kk.min()]
-                if sel.size == 1:
-                    break
-            pos = int(sel[0])
-            cand = tuple(int(k[pos]) for k in ks) + (start + int(ok[pos]),)
-            if best is None or cand < best:
-                best = cand
-        return None if best is None else best[-1]
-
-    def _fits(self, cap: float):
-        th = self._threshold(cap)
-        return lambda c, r: np.all(r <= th, axis=1)
+    def _query(self, kind: int, cap: float = 1.0, max_cycles: int = 0) -> int | None:
+        """The design of this space minimizing a key (:func:`vaqf.dse.kernels.argmin_product`), or None."""
+        i = kernels.argmin_product(kind, self.a.cycles, self.a.res, self._a_simd, self.b.cycles, self.b.res,
+                                   self._b_simd, np.int64(self.fixed_cycles), self._shell, self._buf_lut,
+                                   self._buf_bram, _LUT, _DSP, _BRAM, self._threshold(cap), self.caps,
+                                   np.int64(max_cycles))
+        return None if i < 0 else int(i)
 
     def _check_room(self, cap: float) -> None:
         if cap > self.room + 1e-12:
@@ -315,14 +306,21 @@ class Space:
     def fastest(self, cap: float) -> int | None:
         """The feasible design with the highest frame rate (ties: fewer LUT, DSP, BRAM18)."""
         self._check_room(cap)
-        return self._argmin(lambda c, r: (c, r[:, _LUT], r[:, _DSP], r[:, _BRAM]), self._fits(cap))
+        return self._query(kernels.FASTEST, cap)
+
+    def max_cycles(self, target_fps: float) -> int:
+        """The most cycles a frame may take to reach ``target_fps`` (as :meth:`fps_of` computes frame rates)."""
+        c = max(1, int(self.board.clock_hz // target_fps))
+        while c > 1 and self.fps_of(np.array([c]))[0] < target_fps:
+            c -= 1
+        while self.fps_of(np.array([c + 1]))[0] >= target_fps:
+            c += 1
+        return c if self.fps_of(np.array([c]))[0] >= target_fps else 0
 
     def cheapest_meeting(self, target_fps: float, cap: float) -> int | None:
         """The feasible design meeting ``target_fps`` with the fewest LUTs (ties: DSP, BRAM18, FPS)."""
         self._check_room(cap)
-        fits = self._fits(cap)
-        return self._argmin(lambda c, r: (r[:, _LUT], r[:, _DSP], r[:, _BRAM], c),
-                            lambda c, r: fits(c, r) & (self.fps_of(c) >= target_fps))
+        return self._query(kernels.CHEAPEST, cap, self.max_cycles(target_fps))
 
     def front(self, cap: float) -> list[int]:
         """Feasible designs not dominated in (FPS up, LUT down), fastest first; of designs with equal FPS
@@ -339,10 +337,6 @@ class Space:
         c, r, i = (np.concatenate(x) for x in zip(*parts, strict=True))
         return [int(x) for x in _front2(c, r, i)[2]]
 
-    def _worst(self, res: np.ndarray) -> np.ndarray:
-        """The largest utilization of each design, as an integer key (parts per 10**9, capped)."""
-        return np.rint(np.minimum(self._util(res).max(axis=1), 1e6) * 1e9).astype(np.int64)
-
     def limit(self, cap: float) -> dict:
         """What stops this precision: the best feasible frame rate and the binding resource.
 
@@ -357,7 +351,7 @@ class Space:
         best = self.fastest(cap)
         relaxed = self.relaxed(cap)
         if best is None:
-            i = relaxed._argmin(lambda c, r: (relaxed._worst(r),), lambda c, r: np.ones(len(c), dtype=bool))
+            i = relaxed._query(kernels.CLOSEST)
             if i is None:
                 return {"fps": 0.0, "binding": "parallelism", "detail": "the design space is empty"}
             p = relaxed.point(i)
@@ -366,8 +360,8 @@ class Space:
                     "detail": f"even the smallest design needs {p.util[r] * 100:.0f}% of the "
                               f"{RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
         bp = self.point(best)
-        i = relaxed._argmin(lambda c, r: (relaxed._worst(r), c), lambda c, r: c < bp.cycles)
-        top = relaxed._argmin(lambda c, r: (c,), lambda c, r: np.ones(len(c), dtype=bool))
+        i = relaxed._query(kernels.CLOSEST_FASTER, max_cycles=bp.cycles)
+        top = relaxed._query(kernels.FEWEST_CYCLES)
         gain = relaxed.point(top).fps / bp.fps - 1 if top is not None else 0.0
         if i is not None and gain > MARGINAL_GAIN:
             p = relaxed.point(i)
@@ -386,12 +380,18 @@ class Space:
 
     def relaxed(self, cap: float) -> Space:
         """A space of the same graph with room for the designs that just miss ``cap`` (for diagnostics)."""
-        room = min(OVER_BOARD, max(1.0, RELAXED_ROOM * cap))
+        room = diagnosis_room(cap)
         if self.room >= room:
             return self
         if self._relaxed is None or self._relaxed.room < room:
             self._relaxed = Space(self.graph, self.board, self.fixed, room)
         return self._relaxed
+
+
+def diagnosis_room(cap: float) -> float:
+    """The room of a space that answers queries at ``cap`` and diagnoses the binding resource too (the
+    designs that just miss the cap); spaces built with it never need the relaxed copy."""
+    return min(OVER_BOARD, max(1.0, RELAXED_ROOM * cap))
 
 
 def _front2(cycles: np.ndarray, res: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -410,6 +410,13 @@ class Candidate:
     act_bits: int
     graph: Graph
     space: Space = field(repr=False)
+
+    @classmethod
+    def build(cls, graph: Graph, board: Board, cap: float = 0.8, act_bits: int | None = None) -> Candidate:
+        """The candidate of ``graph`` (at ``act_bits``, default its own precision) with a design space that
+        answers queries within ``cap`` and diagnoses infeasible targets (:func:`diagnosis_room`)."""
+        bits = act_bits_of(graph) if act_bits is None else act_bits
+        return cls(bits, graph, Space(graph, board, room=diagnosis_room(cap)))
 
 
 def act_bits_of(graph: Graph) -> int:
@@ -458,12 +465,12 @@ def build_candidates(graph_for_bits: Callable[[int], Graph], board: Board,
             continue
         seen.add(sig)
         graphs.append((b, g))
-    return [Candidate(b, g, Space(g, board, room=cap)) for b, g in graphs]
+    return [Candidate.build(g, board, cap, b) for b, g in graphs]
 
 
 def _space(cand: Candidate, board: Board, cap: float) -> Space:
     if cand.space.room < cap or cand.space.board != board:
-        cand.space = Space(cand.graph, board, room=cap)
+        cand.space = Space(cand.graph, board, room=diagnosis_room(cap))
     return cand.space
 
 
@@ -510,7 +517,7 @@ def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = 
 def search(graph: Graph, board: Board, target_fps: float | None = None, cap: float = 0.8) -> Design:
     """The design vaqf picks for ``graph`` at its own activation precision."""
     _check_request(target_fps, cap)
-    return select([Candidate(act_bits_of(graph), graph, Space(graph, board, room=cap))], board, target_fps, cap)[0]
+    return select([Candidate.build(graph, board, cap)], board, target_fps, cap)[0]
 
 
 def search_act_bits(graph_for_bits: Callable[[int], Graph], board: Board, target_fps: float | None = None,
@@ -553,7 +560,7 @@ def pareto_designs(cands: Sequence[Candidate], board: Board, cap: float = 0.8,
 
 def pareto_front(graph: Graph, board: Board, cap: float = 0.8, limit: int | None = 40) -> list[Design]:
     """Feasible designs of ``graph`` not dominated in (FPS up, LUT down), fastest first."""
-    return pareto_designs([Candidate(act_bits_of(graph), graph, Space(graph, board, room=cap))], board, cap, limit)
+    return pareto_designs([Candidate.build(graph, board, cap)], board, cap, limit)
 
 
 def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]],

@@ -8,7 +8,13 @@ input in and the output out. Frame rate = clock / latency.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
@@ -84,6 +90,69 @@ def unit_cost(nodes: list[Node], knobs: dict[str, int], board: Board) -> tuple[i
         cycles += c.cycles
         layers.append(LayerEstimate(n.name, n.op, get_spec(n.op).unit(n), c.cycles, c.ddr_bytes))
     return cycles, hw, layers
+
+
+def _attr_key(name: str, value: Any) -> Hashable:
+    """An attribute as it can matter to a cost: arrays by shape and dtype (a cost reads sizes, not
+    values), except a ``weight``, whose zero pattern also counts (pruned rows, columns and blocks are
+    skipped by the kernels and credited by their costs)."""
+    if isinstance(value, np.ndarray):
+        key: tuple = ("array", value.shape, value.dtype.str)
+        if name == "weight":
+            key += (hashlib.blake2b(np.packbits(value != 0).tobytes(), digest_size=16).digest(),)
+        return key
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _attr_key(k, v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))))
+    if isinstance(value, list | tuple):
+        return ("seq", tuple(_attr_key(name, v) for v in value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, tuple((f.name, _attr_key(f.name, getattr(value, f.name)))
+                                            for f in dataclasses.fields(value)))
+    try:
+        hash(value)
+    except TypeError:
+        return ("repr", repr(value))
+    return value
+
+
+def cost_key(node: Node) -> Hashable:
+    """What a node's cost depends on besides the knobs and the board: nodes with equal keys cost the same
+    (the repeated blocks of a transformer), so a unit's options are costed once per distinct key.
+
+    The op, the shapes, types and zero points of its inputs and outputs, and its attributes (see
+    :func:`_attr_key`). An op whose cost reads more (the values of an array) defines
+    ``cost_key(node)`` on its OpSpec; tests/hw/test_cost.py checks the grouping against costing every node.
+    """
+    own = getattr(get_spec(node.op), "cost_key", None)
+    if own is not None:
+        return (node.op, own(node))
+    infos = tuple((v.info.shape, v.info.qtype, v.info.zero_point, v.info.scale.size)
+                  for v in (*node.inputs, *node.outputs))
+    return (node.op, infos, len(node.inputs), tuple((k, _attr_key(k, v)) for k, v in sorted(node.attrs.items())))
+
+
+def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]],
+                 board: Board) -> tuple[list[int], list[Cost], list[int]]:
+    """Cycles, hardware and DDR bytes per frame of a unit for each knob combination: the figures of
+    :func:`unit_cost`, with each distinct :func:`cost_key` costed once and counted as often as it occurs."""
+    groups: dict[Hashable, list[Node]] = {}
+    for n in nodes:
+        groups.setdefault(cost_key(n), []).append(n)
+    reps = [(get_spec(g[0].op), g[0], len(g)) for g in groups.values()]
+    cycles, hws, ddr = [], [], []
+    for kn in combos:
+        hw, cyc, dd = Cost(), 0, 0
+        for spec, n, count in reps:
+            c = spec.cost(n, kn, board)
+            if c is None:
+                raise VaqfError(f"op {n.op} of node {n.name} has no cost model")
+            hw = hw.max(c.hardware_only())
+            cyc += count * c.cycles
+            dd += count * c.ddr_bytes
+        cycles.append(cyc)
+        hws.append(hw)
+        ddr.append(dd)
+    return cycles, hws, ddr
 
 
 def io_cycles(graph: Graph) -> int:

@@ -35,6 +35,7 @@ from vaqf.hw.cost import (
     signed_bits_for_range,
 )
 from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
+from vaqf.jit import jit
 from vaqf.ops.base import EmitContext, Epilogue, Known, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
 from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows, row_words
@@ -448,7 +449,7 @@ class Dense(OpSpec):
     def densified_attrs(self, node: Node) -> dict[str, Any] | None:
         """Zero weights made 1 and removed input columns restored (as 1s): every row computed over all K."""
         w = node.attrs["weight"]
-        dead = not np.any(w != 0, axis=1).all()
+        dead = not nonzero_rows(w).all()
         if not dead and node.attrs.get("blocks") is None and node.attrs.get("k_full") is None:
             return None
         k_full = int(node.attrs.get("k_full", w.shape[1]))
@@ -585,10 +586,24 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1) -> DenseResour
     return DenseResources(terms, ff, dsp, pe * weights.bram18)
 
 
+@jit
+def nonzero_rows(w):  # noqa: ANN001, ANN201
+    """Whether each row of a 2-D weight array holds a non-zero (``np.any(w != 0, axis=1)``), stopping at
+    a row's first non-zero: the cost model asks for every knob combination, and unpruned rows end at once."""
+    n, k = w.shape
+    out = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        for j in range(k):
+            if w[i, j] != 0:
+                out[i] = True
+                break
+    return out
+
+
 def row_table(node: Node) -> tuple[np.ndarray, int]:
     """The rows with a non-zero weight (block by block in a block-sparse layer), then the all-zero rows
     (pruned channels); and the live count."""
-    nz = np.any(node.attrs["weight"] != 0, axis=1)
+    nz = nonzero_rows(node.attrs["weight"])
     blocks = node.attrs.get("blocks")
     live = np.asarray(blocks["rows"], dtype=np.int64) if blocks is not None else np.flatnonzero(nz)
     return np.concatenate([live, np.flatnonzero(~nz)]).astype(np.int64), int(live.size)
@@ -656,7 +671,7 @@ def check_blocks(node: Node) -> None:
                 or np.unique(c).size != c.size:
             raise VaqfError(f"{node.name}: a dense block has rows or columns outside the {n_out}x{k} weights")
         covered[np.ix_(r, c)] = True
-    live = np.flatnonzero(np.any(w != 0, axis=1))
+    live = np.flatnonzero(nonzero_rows(w))
     if np.unique(rows).size != rows.size or not np.array_equal(np.sort(rows), live):
         raise VaqfError(f"{node.name}: the dense blocks must partition the rows with non-zero weights "
                         "(the weights changed after the blocks were found; rerun passes.sparsity.FindDenseBlocks)")

@@ -131,11 +131,6 @@ def isqrt(v):  # noqa: ANN001, ANN202
     return r
 
 
-@_jit
-def clamp(v, lo, hi):  # noqa: ANN001, ANN202
-    return min(max(v, lo), hi)
-
-
 # ---- array kernels -----------------------------------------------------------------------------------
 
 def epilogue_params(relu: bool, requant: bool, zp: int, lo: int, hi: int, mode: int, zp_in: int = 0) -> np.ndarray:

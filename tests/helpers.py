@@ -7,6 +7,7 @@ vaqf's integer arithmetic.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vaqf.examples import qonnx_mlp
 from vaqf.frontend.ptq import f32
+from vaqf.hw.board import Board
 from vaqf.ir import Graph, IntType, Node, TensorInfo, Value
 from vaqf.ir.serialize import graph_to_data
 from vaqf.ops import get_spec
@@ -368,3 +370,41 @@ def with_node_after_first_layer(model: onnx.ModelProto, op_type: str, name: str,
             m.graph.node.insert(idx + 1, helper.make_node(op_type, [src], [new_out], name=name, domain=domain))
             return m
     raise AssertionError("no Relu in the model")
+
+
+# ---- exhaustive design enumeration (the search's oracle) -------------------------------------------
+
+RES = ("lut", "ff", "dsp", "bram18", "uram")
+
+
+def bulk_designs(graph: Graph, board: Board) -> tuple[np.ndarray, np.ndarray, list[list[tuple]]]:
+    """Every design's cycles and resources (columns RES), the first unit's knobs varying slowest, for
+    spaces too large to estimate one by one: each unit's options costed with ``unit_cost``, summed over
+    every combination with the shell and the activation buffers of the largest SIMD (the rule of
+    ``vaqf.hw.model.estimate``; tests/dse checks a sample against it). Also each unit's options as
+    (unit, knobs, cycles, resources, simd)."""
+    from vaqf.hw.memory import plan_buffers
+    from vaqf.hw.model import SHELL, io_cycles, unit_cost, unit_knob_space, units_of
+
+    opts = []
+    for u, nodes in units_of(graph).items():
+        space = unit_knob_space(nodes)
+        names = sorted(space)
+        rows = []
+        for c in itertools.product(*(space[k] for k in names)):
+            kn = dict(zip(names, c, strict=True))
+            cyc, hw, _ = unit_cost(nodes, kn, board)
+            rows.append((u, kn, cyc, [getattr(hw, r) for r in RES], int(kn.get("simd", 1))))
+        opts.append(rows)
+    plan = plan_buffers(graph)
+    cycles = np.array([io_cycles(graph)], dtype=np.int64)
+    res = np.array([[getattr(SHELL, r) for r in RES]], dtype=np.int64)
+    simd = np.ones(1, dtype=np.int64)
+    for rows in opts:  # outer sums, the first unit varying slowest
+        cycles = (cycles[:, None] + np.array([r[2] for r in rows])[None, :]).ravel()
+        res = (res[:, None, :] + np.array([r[3] for r in rows])[None, :, :]).reshape(-1, len(RES))
+        simd = np.maximum(simd[:, None], np.array([r[4] for r in rows])[None, :]).ravel()
+    for v in np.unique(simd):
+        buf = plan.cost(int(v))
+        res[simd == v] += np.array([getattr(buf, r) for r in RES])
+    return cycles, res, opts

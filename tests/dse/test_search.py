@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tests.helpers import add_dense, add_relu, add_requant, small_graph
+from tests.helpers import RES, add_dense, add_relu, add_requant, bulk_designs, small_graph
 from vaqf.dse.search import (
     MARGINAL_GAIN,
     OVER_BOARD,
@@ -38,8 +38,6 @@ from vaqf.errors import InfeasibleDesign, VaqfError
 from vaqf.hw.board import Board, get_board
 from vaqf.hw.model import estimate, unit_knob_space, units_of
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo
-
-RES = ("lut", "ff", "dsp", "bram18", "uram")
 
 
 @dataclass
@@ -367,44 +365,13 @@ def test_select_prefers_the_highest_precision_meeting_the_target() -> None:
 
 
 @pytest.mark.slow
-def enumerate_bulk(graph: Graph, board: Board) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Every design's cycles and resources, for spaces too large to estimate one by one: each unit's
-    options costed with ``unit_cost``, summed over every combination with the shell and the activation
-    buffers of the largest SIMD (``vaqf.hw.model.estimate``'s rule; a sample is checked against it)."""
-    from vaqf.hw.memory import plan_buffers
-    from vaqf.hw.model import SHELL, io_cycles, unit_cost
-
-    opts = []
-    for u, nodes in units_of(graph).items():
-        space = unit_knob_space(nodes)
-        names = sorted(space)
-        rows = []
-        for c in itertools.product(*(space[k] for k in names)):
-            kn = dict(zip(names, c, strict=True))
-            cyc, hw, _ = unit_cost(nodes, kn, board)
-            rows.append((u, kn, cyc, [getattr(hw, r) for r in RES], int(kn.get("simd", 1))))
-        opts.append(rows)
-    plan = plan_buffers(graph)
-    cycles = np.array([io_cycles(graph)], dtype=np.int64)
-    res = np.array([[getattr(SHELL, r) for r in RES]], dtype=np.int64)
-    simd = np.ones(1, dtype=np.int64)
-    for rows in opts:  # outer sums, the first unit varying slowest
-        cycles = (cycles[:, None] + np.array([r[2] for r in rows])[None, :]).ravel()
-        res = (res[:, None, :] + np.array([r[3] for r in rows])[None, :, :]).reshape(-1, len(RES))
-        simd = np.maximum(simd[:, None], np.array([r[4] for r in rows])[None, :]).ravel()
-    for v in np.unique(simd):
-        buf = plan.cost(int(v))
-        res[simd == v] += np.array([getattr(buf, r) for r in RES])
-    return cycles, res, opts
-
-
 def test_example_mlp_search_equals_exhaustive_enumeration() -> None:
     from vaqf.api import load_model
     from vaqf.examples import example_model
 
     graph = load_model(example_model("mlp"))
     board = get_board("ultra96v2")
-    cycles, res, opts = enumerate_bulk(graph, board)
+    cycles, res, opts = bulk_designs(graph, board)
     sizes = [len(rows) for rows in opts]
     assert cycles.size == np.prod(sizes) > 10**6
     rng = np.random.default_rng(0)

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vaqf.dse import kernels
 from vaqf.dse.design import Design
 from vaqf.errors import InfeasibleDesign, VaqfError
 from vaqf.hw.board import Board
@@ -105,6 +104,13 @@ class _Options:
                    np.ones(1, np.int64), np.zeros(1, np.int64))
 
 
+def _kernels():  # noqa: ANN202
+    """vaqf.dse.kernels, imported on first use (numba loads then, not with vaqf)."""
+    from vaqf.dse import kernels
+
+    return kernels
+
+
 def pareto_mask(keys: np.ndarray) -> np.ndarray:
     """Rows of ``keys`` (all to be minimized) that no other row dominates; of equal rows, the first.
 
@@ -121,7 +127,7 @@ def pareto_mask(keys: np.ndarray) -> np.ndarray:
         keep[0] = True
         return keep
     order = np.lexsort(k.T[::-1])  # stable: of equal rows, the first comes first
-    keep[order[kernels.pareto_sorted(np.ascontiguousarray(k[order], dtype=np.int64))]] = True
+    keep[order[_kernels().pareto_sorted(np.ascontiguousarray(k[order], dtype=np.int64))]] = True
     return keep
 
 
@@ -292,7 +298,7 @@ class Space:
 
     def _query(self, kind: int, cap: float = 1.0, max_cycles: int = 0) -> int | None:
         """The design of this space minimizing a key (:func:`vaqf.dse.kernels.argmin_product`), or None."""
-        i = kernels.argmin_product(kind, self.a.cycles, self.a.res, self._a_simd, self.b.cycles, self.b.res,
+        i = _kernels().argmin_product(kind, self.a.cycles, self.a.res, self._a_simd, self.b.cycles, self.b.res,
                                    self._b_simd, np.int64(self.fixed_cycles), self._shell, self._buf_lut,
                                    self._buf_bram, _LUT, _DSP, _BRAM, self._threshold(cap), self.caps,
                                    np.int64(max_cycles))
@@ -306,7 +312,7 @@ class Space:
     def fastest(self, cap: float) -> int | None:
         """The feasible design with the highest frame rate (ties: fewer LUT, DSP, BRAM18)."""
         self._check_room(cap)
-        return self._query(kernels.FASTEST, cap)
+        return self._query(_kernels().FASTEST, cap)
 
     def max_cycles(self, target_fps: float) -> int:
         """The most cycles a frame may take to reach ``target_fps`` (as :meth:`fps_of` computes frame rates)."""
@@ -320,7 +326,7 @@ class Space:
     def cheapest_meeting(self, target_fps: float, cap: float) -> int | None:
         """The feasible design meeting ``target_fps`` with the fewest LUTs (ties: DSP, BRAM18, FPS)."""
         self._check_room(cap)
-        return self._query(kernels.CHEAPEST, cap, self.max_cycles(target_fps))
+        return self._query(_kernels().CHEAPEST, cap, self.max_cycles(target_fps))
 
     def front(self, cap: float) -> list[int]:
         """Feasible designs not dominated in (FPS up, LUT down), fastest first; of designs with equal FPS
@@ -351,7 +357,7 @@ class Space:
         best = self.fastest(cap)
         relaxed = self.relaxed(cap)
         if best is None:
-            i = relaxed._query(kernels.CLOSEST)
+            i = relaxed._query(_kernels().CLOSEST)
             if i is None:
                 return {"fps": 0.0, "binding": "parallelism", "detail": "the design space is empty"}
             p = relaxed.point(i)
@@ -360,8 +366,8 @@ class Space:
                     "detail": f"even the smallest design needs {p.util[r] * 100:.0f}% of the "
                               f"{RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
         bp = self.point(best)
-        i = relaxed._query(kernels.CLOSEST_FASTER, max_cycles=bp.cycles)
-        top = relaxed._query(kernels.FEWEST_CYCLES)
+        i = relaxed._query(_kernels().CLOSEST_FASTER, max_cycles=bp.cycles)
+        top = relaxed._query(_kernels().FEWEST_CYCLES)
         gain = relaxed.point(top).fps / bp.fps - 1 if top is not None else 0.0
         if i is not None and gain > MARGINAL_GAIN:
             p = relaxed.point(i)

@@ -35,7 +35,6 @@ from vaqf.hw.cost import (
     signed_bits_for_range,
 )
 from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
-from vaqf.jit import jit
 from vaqf.ops.base import EmitContext, Epilogue, Known, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
 from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows, row_words
@@ -586,18 +585,12 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1) -> DenseResour
     return DenseResources(terms, ff, dsp, pe * weights.bram18)
 
 
-@jit
-def nonzero_rows(w):  # noqa: ANN001, ANN201
-    """Whether each row of a 2-D weight array holds a non-zero (``np.any(w != 0, axis=1)``), stopping at
-    a row's first non-zero: the cost model asks for every knob combination, and unpruned rows end at once."""
-    n, k = w.shape
-    out = np.zeros(n, dtype=np.bool_)
-    for i in range(n):
-        for j in range(k):
-            if w[i, j] != 0:
-                out[i] = True
-                break
-    return out
+def nonzero_rows(w: np.ndarray) -> np.ndarray:
+    """Whether each row of a 2-D weight array holds a non-zero (``np.any(w != 0, axis=1)``), compiled
+    (:func:`vaqf.hw.kernels.nonzero_rows`): the cost model asks for every knob combination."""
+    from vaqf.hw.kernels import nonzero_rows as compiled  # numba loads on first use, not on import
+
+    return compiled(w)
 
 
 def row_table(node: Node) -> tuple[np.ndarray, int]:

@@ -19,29 +19,18 @@ on first use in each process.
 from __future__ import annotations
 
 import math
-import warnings
 
-import numba
 import numpy as np
+
+from vaqf.jit import jit
 
 HALF_EVEN, HALF_UP, HALF_DOWN, HALF_CEIL, CEIL, FLOOR, UP, DOWN = range(8)
 INT64_MIN = -(2**63)
 
 
-def _jit(fn):  # noqa: ANN001, ANN202
-    """njit with an on-disk cache where one can be written, in-memory compilation otherwise."""
-    opts = {"nogil": True, "error_model": "numpy"}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", numba.NumbaWarning)
-            return numba.njit(cache=True, **opts)(fn)
-    except RuntimeError:  # "cannot cache function ...: no locator available" (no writable cache directory)
-        return numba.njit(cache=False, **opts)(fn)
-
-
 # ---- scalar arithmetic (the elementwise definitions of vaqf.sim.qarith) ------------------------------
 
-@_jit
+@jit
 def _round_inc(q, r, d, negative, mode):  # noqa: ANN001, ANN202
     """Rounding increment (0 or 1) for floor quotient q and remainder 0 <= r < d (of a value < 0 when negative)."""
     if mode == FLOOR:
@@ -66,7 +55,7 @@ def _round_inc(q, r, d, negative, mode):  # noqa: ANN001, ANN202
     return np.int64(1)  # HALF_CEIL
 
 
-@_jit
+@jit
 def rshift_round(n, s, mode):  # noqa: ANN001, ANN202
     """``n / 2**s`` rounded with ``mode``; n int64, 0 <= s <= 62. Exact for every int64 (no overflow)."""
     n = np.int64(n)
@@ -77,7 +66,7 @@ def rshift_round(n, s, mode):  # noqa: ANN001, ANN202
     return q + _round_inc(q, r, d, n < 0, mode)
 
 
-@_jit
+@jit
 def rshift_half_even(n, s):  # noqa: ANN001, ANN202
     """``rshift_round(n, s, HALF_EVEN)`` without branches (vectorizes); exact for every int64, 0 <= s <= 62."""
     n = np.int64(n)
@@ -88,7 +77,7 @@ def rshift_half_even(n, s):  # noqa: ANN001, ANN202
     return q + np.int64((r > h) | ((r == h) & ((q & 1) == 1)))
 
 
-@_jit
+@jit
 def round_div(n, d, mode):  # noqa: ANN001, ANN202
     """``n / d`` rounded with ``mode``; d > 0. Exact for every int64 n."""
     n = np.int64(n)
@@ -98,7 +87,7 @@ def round_div(n, d, mode):  # noqa: ANN001, ANN202
     return q + _round_inc(q, r, d, n < 0, mode)
 
 
-@_jit
+@jit
 def round_div_half_even(n, d, inv):  # noqa: ANN001, ANN202
     """``round_div(n, d, HALF_EVEN)`` for d > 0 given inv = 1.0 / d: a float quotient estimate corrected to the
     exact floor quotient by integer steps (|n| < 2**52 keeps the estimate within a few units), instead of a
@@ -119,7 +108,7 @@ def round_div_half_even(n, d, inv):  # noqa: ANN001, ANN202
     return q + np.int64((r > rest) | ((r == rest) & ((q & 1) == 1)))
 
 
-@_jit
+@jit
 def isqrt(v):  # noqa: ANN001, ANN202
     """Floor square root of 0 <= v < 2**62: a float estimate corrected exactly."""
     v = np.int64(v)
@@ -153,7 +142,7 @@ def epilogue_columns(bias: np.ndarray | int, mant: np.ndarray | int, shift: np.n
     return t
 
 
-@_jit
+@jit
 def gemm_epilogue(acc, cols, params, out):  # noqa: ANN001, ANN201
     """out[i, j] = requant(relu(acc[i, j] + bias[j])) for a 2-D accumulator (exact integers, any dtype).
 
@@ -212,7 +201,7 @@ def float_epilogue_exact(bound: int, bias: np.ndarray | int, mant: np.ndarray | 
     return (int(bound) + b) * max(m, 1) < 2**53
 
 
-@_jit
+@jit
 def gemm_epilogue_f64(acc, fcols, params, out):  # noqa: ANN001, ANN201
     """:func:`gemm_epilogue` with half-to-even requantization, in float64 (vectorizes better than int64);
     only where :func:`float_epilogue_exact` holds: then v * mant is exact, scaling it by 2**-shift is
@@ -251,7 +240,7 @@ class Epilogue:
             gemm_epilogue(acc, self.cols, self.params, out)
 
 
-@_jit
+@jit
 def int_gemm(x, zp, w, acc):  # noqa: ANN001, ANN201
     """acc[i, n] = sum_k (x[i, k] - zp) * w[n, k] in int64 (small problems: no BLAS call, no conversions)."""
     rows, k = x.shape
@@ -267,7 +256,7 @@ def int_gemm(x, zp, w, acc):  # noqa: ANN001, ANN201
             acc[i, n] = s
 
 
-@_jit
+@jit
 def dense_int(x, w, cols, params, out):  # noqa: ANN001, ANN201
     """A small dense layer in one call: :func:`int_gemm` (input zero point params[6]), then
     :func:`gemm_epilogue`. x [..., K] and out [..., N] C-contiguous, any number of leading axes."""
@@ -278,7 +267,7 @@ def dense_int(x, w, cols, params, out):  # noqa: ANN001, ANN201
     gemm_epilogue(acc, cols, params, out.reshape((rows, n)))
 
 
-@_jit
+@jit
 def softmax_rows(x, table, mant, shift, out_bits, out):  # noqa: ANN001, ANN201
     """Integer softmax of each row of a 2-D array (see vaqf.ops.softmax for the definition)."""
     rows, n = x.shape
@@ -301,7 +290,7 @@ def softmax_rows(x, table, mant, shift, out_bits, out):  # noqa: ANN001, ANN201
             out[i, j] = min(rshift_half_even(e[j] * recip, oshift), top)
 
 
-@_jit
+@jit
 def layernorm_rows(x, gamma, beta, eps, f_bits, fg_bits, zp, lo, hi, out):  # noqa: ANN001, ANN201
     """Integer LayerNorm of each row of a 2-D array (see vaqf.ops.layernorm for the definition)."""
     rows, d = x.shape
@@ -323,7 +312,7 @@ def layernorm_rows(x, gamma, beta, eps, f_bits, fg_bits, zp, lo, hi, out):  # no
             out[i, j] = min(max(q, lo), hi)
 
 
-@_jit
+@jit
 def add_scaled(a, b, zpa, zpb, ma, mb, shift, zp, lo, hi, out):  # noqa: ANN001, ANN201
     """out = saturate(rshift_round((a - zpa) * ma + (b - zpb) * mb, shift) + zp); 2-D, a row of 1 broadcasts."""
     rows, n = out.shape
@@ -335,7 +324,7 @@ def add_scaled(a, b, zpa, zpb, ma, mb, shift, zp, lo, hi, out):  # noqa: ANN001,
             out[i, j] = min(max(rshift_half_even(s, shift) + zp, lo), hi)
 
 
-@_jit
+@jit
 def table_lookup(x, table, in_min, out):  # noqa: ANN001, ANN201
     """out = table[x - in_min], 1-D; an input outside the table raises IndexError."""
     n = np.int64(table.size)
@@ -346,7 +335,7 @@ def table_lookup(x, table, in_min, out):  # noqa: ANN001, ANN201
         out[i] = table[k]
 
 
-@_jit
+@jit
 def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
     """out = saturate(rint(float64(x) / scale) + zp), element by element (both C-contiguous, same size):
     host-side quantization, as numpy does it.
@@ -362,7 +351,7 @@ def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
         out[i] = min(max(q + zp, lo), hi)
 
 
-@_jit
+@jit
 def finish_output(q, scale, zp, ints, real):  # noqa: ANN001, ANN201
     """ints = int64(q); real = scale[k % C] * (float64(q) - zp) with C = scale.size (per tensor, or per
     channel on the last axis): TensorInfo.dequantize's operations in its order. All C-contiguous, same size."""

@@ -7,10 +7,11 @@ after every pass, naming the pass sequence when verification fails.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vaqf.errors import IRError
-from vaqf.ir import Graph
+from vaqf.ir import Graph, Node
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +62,21 @@ class PassManager:
             if not modified:
                 break
         return PassResult(graph, any_modified)
+
+
+def absorb_sole_consumers(graph: Graph, merge: Callable[[Node, Node], bool]) -> bool:
+    """Until nothing changes: for a node whose output has a single consumer that reads nothing else,
+    ``merge(node, consumer)`` may take the consumer's work into the node (returning True), and the
+    consumer is then absorbed (``Graph.absorb_consumer``). Returns whether anything was absorbed."""
+    modified = False
+    while True:
+        changed = False
+        for node in list(graph.topo()):
+            consumer = graph.sole_consumer(node)
+            if consumer is not None and len(consumer.inputs) == 1 and merge(node, consumer):
+                graph.absorb_consumer(node, consumer)
+                modified = changed = True
+                break
+        if not changed:
+            return modified
+

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vaqf.ir import Graph
+from vaqf.ir import Graph, Node
 from vaqf.ops import get_spec
-from vaqf.passes.base import Pass, PassResult
+from vaqf.passes.base import Pass, PassResult, absorb_sole_consumers
 
 
 class FuseEpilogues(Pass):
@@ -12,21 +12,11 @@ class FuseEpilogues(Pass):
     epilogue (``OpSpec.as_epilogue``) that the producer accepts (``OpSpec.absorb_epilogue``), merge them."""
 
     def call(self, graph: Graph) -> PassResult:
-        modified = False
-        changed = True
-        while changed:
-            changed = False
-            for node in list(graph.topo()):
-                consumer = graph.sole_consumer(node)
-                if consumer is None or len(consumer.inputs) != 1:
-                    continue
-                epi = get_spec(consumer.op).as_epilogue(consumer)
-                if epi is None or not get_spec(node.op).absorb_epilogue(node, epi):
-                    continue
-                graph.absorb_consumer(node, consumer)
-                modified = changed = True
-                break
-        return PassResult(graph, modified)
+        def fuse(node: Node, consumer: Node) -> bool:
+            epi = get_spec(consumer.op).as_epilogue(consumer)
+            return epi is not None and get_spec(node.op).absorb_epilogue(node, epi)
+
+        return PassResult(graph, absorb_sole_consumers(graph, fuse))
 
 
 class RemoveDeadNodes(Pass):

@@ -9,29 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaqf.ir import Graph
+from vaqf.ir import Graph, Node
 from vaqf.ops import get_spec
-from vaqf.passes.base import Pass, PassResult
+from vaqf.passes.base import Pass, PassResult, absorb_sole_consumers
 
 
 class MergeChains(Pass):
+    """Merge a node with its sole consumer when the op can do both in one (``OpSpec.merge_with_consumer``)."""
+
     def call(self, graph: Graph) -> PassResult:
-        modified = False
-        changed = True
-        while changed:
-            changed = False
-            for node in list(graph.topo()):
-                user = graph.sole_consumer(node)
-                if user is None or len(user.inputs) != 1:
-                    continue
-                merged = get_spec(node.op).merge_with_consumer(node, user)
-                if merged is None:
-                    continue
-                node.attrs = merged
-                graph.absorb_consumer(node, user)
-                modified = changed = True
-                break
-        return PassResult(graph, modified)
+        def merge(node: Node, user: Node) -> bool:
+            merged = get_spec(node.op).merge_with_consumer(node, user)
+            if merged is None:
+                return False
+            node.attrs = merged
+            return True
+
+        return PassResult(graph, absorb_sole_consumers(graph, merge))
 
 
 class RemoveIdentities(Pass):

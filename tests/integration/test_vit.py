@@ -128,3 +128,26 @@ def test_vit_layers_costed_once_per_distinct_shape(vit_onnx, calib):
         for kn, cyc, hw, dd in zip(combos, cycles, hws, ddr, strict=True):
             ref_cycles, ref_hw, layers = unit_cost(nodes, kn, board)
             assert (cyc, hw, dd) == (ref_cycles, ref_hw, sum(layer.ddr_bytes for layer in layers))
+
+
+@pytest.mark.cxx
+@pytest.mark.slow
+def test_non_uniform_vit_compiles_bit_exact(tmp_path, calib):
+    """Per-block head counts and MLP widths (as ViT compression produces) run on the same shared units with
+    runtime dimensions: the project's C-simulation equals the simulator."""
+    torch.manual_seed(5)
+    model = deit("custom", img_size=32, patch_size=8, embed_dim=48, depth=3, block_heads=[1, 2, 4],
+                 block_mlp_dims=[16, 96, 32], num_classes=7)
+    with torch.no_grad():
+        model.cls_token.normal_(0.0, 1.0)
+        model.pos_embed.normal_(0.0, 0.5)
+    path = tmp_path / "nonuniform.onnx"
+    export_onnx(model, str(path))
+    res = vaqf.compile_model(path, tmp_path / "proj", weights="binary", act_bits=6, calib=calib[:16])
+    heads = sorted(n.outputs[0].info.shape[-3] for n in res.graph.nodes if n.op == "softmax")
+    assert heads == [1, 2, 4]
+    fc1 = [n.attrs["weight"].shape[0] for n in res.graph.nodes
+           if n.op == "dense" and n.attrs["weight"].shape[1] == 48 and n.attrs["weight"].shape[0] in (16, 96, 32)]
+    assert sorted(fc1) == [16, 32, 96]
+    out = run_csim(res.project, count=12, seed=5)
+    assert out.inputs == 12 and out.bit_exact == 12 and out.mismatched_values == 0

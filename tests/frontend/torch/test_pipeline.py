@@ -21,11 +21,12 @@ def _example():  # noqa: ANN202
     return module
 
 
+@pytest.mark.cxx
 def test_tiny_pipeline_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "run"
     results = _example().main(["--out", str(out), "--digits-8x8", "--max-steps", "6", "--bits", "8", "4",
                                "--dim", "32", "--depth", "1", "--heads", "2", "--test-images", "60", "--quiet",
-                               "--fps", "1000", "--threads", "1"])
+                               "--fps", "1000", "--threads", "1", "--csim-images", "5"])
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["data"] == "digits_8x8" and on_disk["test_images"] == 60
     for key in ("float_accuracy", "qat_accuracy", "sim_agreement", "compile"):
@@ -36,3 +37,4 @@ def test_tiny_pipeline_writes_results(tmp_path: Path) -> None:
     assert est["fps"] >= 1000 and on_disk["compile"]["act_bits"] == 8
     assert (out / "vit_a8.onnx").is_file() and (out / "vit_a4.onnx").is_file()
     assert (out / "hls" / "design.json").is_file()
+    assert on_disk["csim"]["images"] == 5 and on_disk["csim"]["bit_exact"] == 5  # real digits, g++ C-simulation

@@ -95,11 +95,16 @@ struct lut_desc {
 template <class CFG, int WB, class in_t, class out_t>
 void lut(const ap_uint<WB>* ddr, const lut_desc& d, const in_t* in, out_t* out) {
 #pragma HLS INLINE off
-    out_t table[CFG::MAX_TABLE];
+    out_t table[CFG::LANES][CFG::MAX_TABLE];  // a copy per lane: LANES lookups per cycle
+#pragma HLS ARRAY_PARTITION variable=table complete dim=1
 load_table:
     for (int i = 0; i < d.table_size; i++) {
 #pragma HLS PIPELINE II=1
-        table[i] = read_lane32<WB>(ddr, d.table_offset, i);
+        out_t t = read_lane32<WB>(ddr, d.table_offset, i);
+        for (int l = 0; l < CFG::LANES; l++) {
+#pragma HLS UNROLL
+            table[l][i] = t;
+        }
     }
 lookup:
     for (int i0 = 0; i0 < d.n; i0 += CFG::LANES) {
@@ -107,7 +112,7 @@ lookup:
         for (int l = 0; l < CFG::LANES; l++) {
 #pragma HLS UNROLL
             int i = i0 + l;
-            if (i < d.n) out[i] = table[int(in[i]) - d.in_min];
+            if (i < d.n) out[i] = table[l][int(in[i]) - d.in_min];
         }
     }
 }

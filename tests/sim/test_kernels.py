@@ -263,6 +263,11 @@ def test_quantize_and_finish_match_numpy():
     K.finish_output(q.astype(np.int16).ravel(), info.scale, 11.0, ints, real)
     np.testing.assert_array_equal(ints, q.ravel())
     np.testing.assert_array_equal(real, info.dequantize(q).ravel())
+    q = np.random.default_rng(1).integers(-32768, 32768, size=(5, 1, 2, 3))  # 30 values, scale tiled to 12
+    ints, real = np.empty(q.size, np.int64), np.empty(q.size, np.float64)
+    K.finish_output(q.astype(np.int16).ravel(), np.tile(info.scale, 4), 11.0, ints, real)
+    np.testing.assert_array_equal(ints, q.ravel())
+    np.testing.assert_array_equal(real, info.dequantize(q).ravel())
 
 
 def _dense_graph(bound_bits: int, zp: int, relu: bool, requant: bool, force_bound: int | None) -> Graph:
@@ -359,3 +364,56 @@ def test_fast_path_equals_interpreter_and_recycles_safely():
     np.testing.assert_array_equal(again.dequantized[0], ref.dequantized[0])
     assert again.outputs[0].dtype == np.int64
     assert all(a.dtype == np.int64 for a in ref.trace.values())
+
+
+@pytest.mark.parametrize("kind", ["u8s8", "u8u8"])
+@pytest.mark.parametrize(("wlo", "whi", "zp"), [(-128, 127, 0), (-128, 127, 201), (-1, 1, 3), (-8, 7, 128),
+                                                 (-64, 64, 255)])
+def test_int_gemm_exact(kind, wlo, whi, zp):
+    """MLAS's integer GEMMs (vaqf.sim.gemm.IntGemm) give (x - zp) @ w.T exactly, worst cases included (rows of
+    255 against weight rows of 127 and -128: the pair sums that saturate int16 in the non-VNNI u8s8 kernel).
+    The u8s8 kernel is only used where :func:`u8s8_exact` or small weights allow it; here it is checked
+    directly where it applies."""
+    from vaqf.sim import gemm
+
+    if gemm._int_session(kind) is None:
+        pytest.skip("onnxruntime unavailable")
+    if kind == "u8s8" and max(-wlo, whi) > 64 and not gemm.u8s8_exact():
+        pytest.skip("this CPU's uint8 x int8 kernel saturates int16 pair sums (IntGemm uses u8u8 here)")
+    rng = np.random.default_rng(-wlo * 7 + zp)
+    m, k, n = 301, 129, 37
+    x = rng.integers(0, 256, size=(m, k)).astype(np.uint8)
+    x[:3] = 255
+    x[3] = 0
+    w = rng.integers(wlo, whi + 1, size=(n, k))
+    w[0], w[1] = whi, wlo
+    bound = int(np.abs(w).sum(axis=1).max()) * 255
+    ig = gemm.IntGemm.make(w, zp, bound, kind)
+    assert ig is not None and ig.b.dtype == (np.int8 if kind == "u8s8" else np.uint8)
+    got = ig(x, np.empty((m, n), np.int32))
+    np.testing.assert_array_equal(got, (x.astype(np.int64) - zp) @ w.T.astype(np.int64))
+    wide = w.copy()
+    wide[0, 0] = 128  # beyond int8
+    assert gemm.IntGemm.make(wide, zp, bound) is None
+    assert gemm.IntGemm.make(w, 256, bound) is None and gemm.IntGemm.make(w, zp, 2**31) is None
+
+
+@pytest.mark.parametrize(("zp", "relu", "requant"), [(0, False, False), (128, True, True), (3, False, True)])
+def test_dense_int_gemm_equals_float_gemm(monkeypatch, zp, relu, requant):
+    """A dense layer on uint8 activations gives the same integers through the integer GEMM as through the
+    float GEMM (INT_GEMM off) and the int64 kernel."""
+    import vaqf.ops.dense as dense
+    from vaqf.sim import gemm
+
+    g = _dense_graph(8, zp, relu, requant, None)
+    node = next(iter(g.topo()))
+    x = np.random.default_rng(2).integers(0, 256, size=(400, 1, 3, 40)).astype(np.uint8)
+    x[0] = 255
+    results = []
+    for on, small in ((True, 0), (False, 0), (False, 1 << 40)):
+        monkeypatch.setattr(gemm, "INT_GEMM", on)
+        monkeypatch.setattr(dense, "SMALL_GEMM", small)
+        results.append(get_spec("dense").sim_plan(node, Scratch())([x])[0])
+    for r in results[1:]:
+        assert r.dtype == results[0].dtype
+        np.testing.assert_array_equal(r, results[0])

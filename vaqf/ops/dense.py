@@ -121,8 +121,11 @@ def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
 
 
 def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """The node as one function of its input: GEMM (see :func:`_accumulate`), then bias, ReLU and
-    requantization fused in one compiled pass writing the output's storage dtype."""
+    """The node as one function of its input: GEMM (see :func:`_accumulate`; on uint8 activations, large
+    problems run on MLAS's integer kernels, :class:`vaqf.sim.gemm.IntGemm`, int32 accumulators, no float
+    conversion), then bias, ReLU and requantization fused in one compiled pass writing the output's storage
+    dtype."""
+    from vaqf.sim import gemm
     from vaqf.sim.kernels import Epilogue, dense_int
     from vaqf.sim.plans import Scratch, storage_dtype
 
@@ -146,6 +149,9 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
     fdt = np.float32 if bound < 2**24 else np.float64
     new = scratch.new
 
+    igemm: list[gemm.IntGemm | None] = []  # uint8 activations: MLAS's integer GEMM, made on first use
+    int_rows = gemm.INT_MIN_MACS // (k * n_out) if bound < 2**31 else -1
+
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         r = x.size // k
@@ -156,6 +162,13 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
             dense_int(x, weight, cols, params, out)
             return [out]
         rows = x.reshape(-1, k)
+        if x.dtype == np.uint8 and 0 <= int_rows <= r:
+            if not igemm:
+                igemm.append(gemm.IntGemm.make(weight, zp, bound) if gemm.INT_GEMM else None)
+            if igemm[0] is not None:
+                out = new((r, n_out), out_dt)
+                epi(igemm[0](rows, scratch.get("gemm_acc", (r, n_out), np.int32)), out)
+                return [out.reshape(x.shape[:-1] + (n_out,))]
         if small < 0:
             out = new((r, n_out), out_dt)
             dense_int(np.ascontiguousarray(rows), weight, cols, params, out)

@@ -353,8 +353,9 @@ def quantize_half_even(x, scale, zp, lo, hi, out):  # noqa: ANN001, ANN201
 
 @jit
 def finish_output(q, scale, zp, ints, real):  # noqa: ANN001, ANN201
-    """ints = int64(q); real = scale[k % C] * (float64(q) - zp) with C = scale.size (per tensor, or per
-    channel on the last axis): TensorInfo.dequantize's operations in its order. All C-contiguous, same size."""
+    """ints = int64(q); real = scale[k % S] * (float64(q) - zp) with S = scale.size (per tensor, or per
+    channel on the last axis, possibly tiled to a multiple of the channel count so that the inner loop is long
+    enough to vectorize): TensorInfo.dequantize's operations in its order. All C-contiguous, same size."""
     q = q.reshape(q.size)
     ints = ints.reshape(ints.size)
     real = real.reshape(real.size)
@@ -365,8 +366,16 @@ def finish_output(q, scale, zp, ints, real):  # noqa: ANN001, ANN201
             v = np.int64(q[i])
             ints[i] = v
             real[i] = s * (np.float64(v) - zp)
-    else:
-        for i in range(q.size):
-            v = np.int64(q[i])
-            ints[i] = v
-            real[i] = scale[i % c] * (np.float64(v) - zp)
+    else:  # a run of S elements at a time (no modulo per element), then the rest
+        full = q.size // c
+        for r in range(full):
+            o = r * c
+            for j in range(c):
+                v = np.int64(q[o + j])
+                ints[o + j] = v
+                real[o + j] = scale[j] * (np.float64(v) - zp)
+        o = full * c
+        for j in range(q.size - o):
+            v = np.int64(q[o + j])
+            ints[o + j] = v
+            real[o + j] = scale[j] * (np.float64(v) - zp)

@@ -119,16 +119,16 @@ def cost_key(node: Node) -> Hashable:
     """What a node's cost depends on besides the knobs and the board: nodes with equal keys cost the same
     (the repeated blocks of a transformer), so a unit's options are costed once per distinct key.
 
-    The op, the shapes, types and zero points of its inputs and outputs, and its attributes (see
-    :func:`_attr_key`). An op whose cost reads more (the values of an array) defines
-    ``cost_key(node)`` on its OpSpec; tests/hw/test_cost.py checks the grouping against costing every node.
+    The op, the shapes, types and zero points of its inputs and outputs, its attributes (see
+    :func:`_attr_key`), and whatever else the op's cost reads, as its OpSpec's ``cost_key(node)`` says
+    (e.g. the steps of a dense layer's blocks). tests/hw/test_cost.py checks the grouping against costing
+    every node.
     """
     own = getattr(get_spec(node.op), "cost_key", None)
-    if own is not None:
-        return (node.op, own(node))
     infos = tuple((v.info.shape, v.info.qtype, v.info.zero_point, v.info.scale.size)
                   for v in (*node.inputs, *node.outputs))
-    return (node.op, infos, len(node.inputs), tuple((k, _attr_key(k, v)) for k, v in sorted(node.attrs.items())))
+    attrs = tuple((k, _attr_key(k, v)) for k, v in sorted(node.attrs.items()))
+    return (node.op, infos, len(node.inputs), attrs, None if own is None else own(node))
 
 
 def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]],

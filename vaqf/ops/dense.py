@@ -121,7 +121,7 @@ def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
 
 
 def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """The node as one function of its input: GEMM (see :func:`_accumulate`; on uint8 activations, large
+    """The node as one function of its input: GEMM (see :func:`_accumulate`; on 8-bit activations, large
     problems run on MLAS's integer kernels, :class:`vaqf.sim.gemm.IntGemm`, int32 accumulators, no float
     conversion), then bias, ReLU and requantization fused in one compiled pass writing the output's storage
     dtype."""
@@ -149,7 +149,7 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
     fdt = np.float32 if bound < 2**24 else np.float64
     new = scratch.new
 
-    igemm: list[gemm.IntGemm | None] = []  # uint8 activations: MLAS's integer GEMM, made on first use
+    igemm: dict[bool, gemm.IntGemm | None] = {}  # 8-bit activations (signed?): MLAS's integer GEMM, made once
     int_rows = gemm.INT_MIN_MACS // (k * n_out) if bound < 2**31 else -1
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -162,12 +162,18 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
             dense_int(x, weight, cols, params, out)
             return [out]
         rows = x.reshape(-1, k)
-        if x.dtype == np.uint8 and 0 <= int_rows <= r:
-            if not igemm:
-                igemm.append(gemm.IntGemm.make(weight, zp, bound) if gemm.INT_GEMM else None)
-            if igemm[0] is not None:
+        if (x.dtype == np.uint8 or x.dtype == np.int8) and 0 <= int_rows <= r:
+            signed = x.dtype == np.int8
+            if signed not in igemm:  # int8 activations go in as uint8 x + 128 (= x ^ 0x80), zero point zp + 128
+                igemm[signed] = gemm.IntGemm.make(weight, zp + 128 * signed, bound) if gemm.INT_GEMM else None
+            ig = igemm[signed]
+            if ig is not None:
+                if signed:
+                    xu = scratch.get("gemm_a", rows.shape, np.uint8)
+                    np.bitwise_xor(rows.view(np.uint8), np.uint8(0x80), out=xu)
+                    rows = xu
                 out = new((r, n_out), out_dt)
-                epi(igemm[0](rows, scratch.get("gemm_acc", (r, n_out), np.int32)), out)
+                epi(ig(rows, scratch.get("gemm_acc", (r, n_out), np.int32)), out)
                 return [out.reshape(x.shape[:-1] + (n_out,))]
         if small < 0:
             out = new((r, n_out), out_dt)
@@ -234,6 +240,14 @@ class Dense(OpSpec):
         pes = [p for p in PE_CHOICES if lowest <= p <= max(1, n_out)]
         return {"pe": pes, "simd": [s for s in SIMD_CHOICES if s <= max(1, k)],
                 "epi": [e for e in EPI_CHOICES if e <= pes[-1]]}
+
+    def cost_key(self, node: Node) -> tuple:
+        """Besides shapes, types and the weight zero pattern (``vaqf.hw.model.cost_key``), the cost reads
+        the blocks' row counts and MAC steps."""
+        b = node.attrs.get("blocks")
+        if b is None:
+            return ()
+        return tuple(np.asarray(b[k], dtype=np.int64).tobytes() for k in ("shape", "steps"))
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """Cycles and resources of one dense layer on a PE x SIMD unit.

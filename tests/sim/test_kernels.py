@@ -270,14 +270,15 @@ def test_quantize_and_finish_match_numpy():
     np.testing.assert_array_equal(real, info.dequantize(q).ravel())
 
 
-def _dense_graph(bound_bits: int, zp: int, relu: bool, requant: bool, force_bound: int | None) -> Graph:
+def _dense_graph(bound_bits: int, zp: int, relu: bool, requant: bool, force_bound: int | None,
+                 signed: bool = False) -> Graph:
     from vaqf.ops.common import requant_params
     from vaqf.ops.dense import acc_type
 
     rng = np.random.default_rng(bound_bits)
     k, n = 40, 24
     w = rng.integers(-(2 ** (bound_bits - 1)), 2 ** (bound_bits - 1), size=(n, k))
-    x = TensorInfo((1, 3, k), IntType(8, signed=False), np.array([0.02]), zp)
+    x = TensorInfo((1, 3, k), IntType(8, signed=signed), np.array([0.02]), zp)
     attrs = {"weight": w, "w_type": IntType(bound_bits), "w_scale": np.full(n, 0.01), "relu": relu,
              "bias": rng.integers(-5000, 5000, size=n), "zp_in": zp, "rows": 3}
     at = acc_type(type("N", (), {"attrs": attrs})(), x)
@@ -398,22 +399,31 @@ def test_int_gemm_exact(kind, wlo, whi, zp):
     assert gemm.IntGemm.make(w, 256, bound) is None and gemm.IntGemm.make(w, zp, 2**31) is None
 
 
-@pytest.mark.parametrize(("zp", "relu", "requant"), [(0, False, False), (128, True, True), (3, False, True)])
-def test_dense_int_gemm_equals_float_gemm(monkeypatch, zp, relu, requant):
-    """A dense layer on uint8 activations gives the same integers through the integer GEMM as through the
-    float GEMM (INT_GEMM off) and the int64 kernel."""
+@pytest.mark.parametrize(("zp", "relu", "requant", "signed"),
+                         [(0, False, False, False), (128, True, True, False), (3, False, True, False),
+                          (0, False, False, True), (-128, True, True, True), (-5, False, True, True)])
+def test_dense_int_gemm_equals_float_gemm(monkeypatch, zp, relu, requant, signed):
+    """A dense layer on uint8 or int8 activations (these as uint8 x + 128) gives the same integers through the
+    integer GEMM as through the float GEMM (INT_GEMM off) and the int64 kernel."""
     import vaqf.ops.dense as dense
     from vaqf.sim import gemm
 
-    g = _dense_graph(8, zp, relu, requant, None)
+    g = _dense_graph(8, zp, relu, requant, None, signed)
     node = next(iter(g.topo()))
-    x = np.random.default_rng(2).integers(0, 256, size=(400, 1, 3, 40)).astype(np.uint8)
-    x[0] = 255
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    x = np.random.default_rng(2).integers(info.min, info.max + 1, size=(400, 1, 3, 40)).astype(dt)
+    x[0], x[1] = info.max, info.min
+    calls = []
+    call = gemm.IntGemm.__call__
+    monkeypatch.setattr(gemm.IntGemm, "__call__", lambda self, a, out: calls.append(a.dtype) or call(self, a, out))
     results = []
     for on, small in ((True, 0), (False, 0), (False, 1 << 40)):
         monkeypatch.setattr(gemm, "INT_GEMM", on)
         monkeypatch.setattr(dense, "SMALL_GEMM", small)
         results.append(get_spec("dense").sim_plan(node, Scratch())([x])[0])
+    if gemm._int_session("u8u8") is not None:
+        assert calls == [np.dtype(np.uint8)]  # the first run went through the integer GEMM, on uint8
     for r in results[1:]:
         assert r.dtype == results[0].dtype
         np.testing.assert_array_equal(r, results[0])

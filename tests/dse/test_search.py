@@ -400,3 +400,17 @@ def test_example_mlp_search_equals_exhaustive_enumeration() -> None:
             best = idx[np.lexsort(order[::-1])[0]]
             got = search(graph, board, target, cap).estimate
             assert key(got) == (cycles[best], lut[best], dsp[best], bram[best])
+
+
+def test_activation_bits_are_those_carrying_most_work() -> None:
+    """A 6-bit body with an 8-bit last layer (as QAT keeps the head at 8 bits) is a 6-bit design."""
+    rng = np.random.default_rng(4)
+    g = Graph("mixed")
+    x = g.add_input("x", TensorInfo((1, 64), IntType(6, signed=False), [0.05], 0))
+    d0 = add_dense(g, x, rng.integers(-7, 8, size=(64, 64)), name="body")
+    q = add_requant(g, d0.outputs[0], 0.1, IntType(8, signed=False), name="q")
+    d1 = add_dense(g, q.outputs[0], rng.integers(-7, 8, size=(2, 64)), name="head")
+    g.outputs.append(d1.outputs[0])
+    g.verify()
+    assert act_bits_of(g) == 6
+    assert act_bits_of(ACT_GRAPHS[4]) == 4 and act_bits_of(ACT_GRAPHS[8]) == 8

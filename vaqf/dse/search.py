@@ -426,12 +426,20 @@ class Candidate:
 
 
 def act_bits_of(graph: Graph) -> int:
-    """The graph's activation precision: the widest input of its matrix products (ops declaring
-    ``precision_inputs``), else the widest value held in an activation buffer."""
-    bits = [int(v.info.qtype.bits) for n in graph.nodes if getattr(get_spec(n.op), "precision_inputs", False)
-            for v in n.inputs]
-    if bits:
-        return max(bits)
+    """The graph's activation precision: the bit width of the matrix-product inputs (ops declaring
+    ``precision_inputs``) that carry the most multiply-accumulates (ties: the wider), so that a 6-bit
+    encoder with an 8-bit patch embedding and head is a 6-bit design; without matrix products, the
+    widest value held in an activation buffer."""
+    macs: dict[int, int] = {}
+    for n in graph.nodes:
+        spec = get_spec(n.op)
+        if getattr(spec, "precision_inputs", False):
+            work = max(1, int(spec.macs(n)))
+            for v in n.inputs:
+                bits = int(v.info.qtype.bits)
+                macs[bits] = macs.get(bits, 0) + work
+    if macs:
+        return max(macs, key=lambda b: (macs[b], b))
     plan = plan_buffers(graph)
     bits = [graph.value(v).info.qtype.bits for v, k in plan.kind_of.items() if k == "act"]
     return max(bits) if bits else 0

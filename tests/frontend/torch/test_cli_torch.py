@@ -72,7 +72,7 @@ def test_export_tiny_deit_float_and_qonnx_compile(capsys: pytest.CaptureFixture,
 
     # QONNX: no quantization flags; float ONNX: post-training quantization from the command line
     res = run_json(capsys, "compile", q["model"], "-o", str(tmp_path / "hls_q"))
-    assert res["estimate"]["fps"] > 0
+    assert res["estimate"]["fps"] > 0 and res["design"]["act_bits"] == 6  # the file's own encoder precision
     dense = [n for n in vaqf.load(tmp_path / "hls_q").graph.nodes if n.op == "dense"]
     assert sum(n.attrs["w_type"].bits == 1 for n in dense) == 4 * 2  # qkv, proj, fc1, fc2 of both blocks binary
     res = run_json(capsys, "compile", fl["model"], "-o", str(tmp_path / "hls_f"), "--weights", "binary",

@@ -41,17 +41,18 @@ def _threads() -> int:
     return 0
 
 
-def _make_session() -> object | None:
+def _one_node_session(op: str, inputs: list[tuple[str, int, list | None]], out_type: int) -> object | None:
+    """An onnxruntime session running one ``op`` node over ``inputs`` (name, element type, shape) into
+    ``y``: single-threaded as configured (:func:`_threads`), no spinning; None where onnxruntime cannot."""
     try:
         import onnxruntime as ort
-        from onnx import TensorProto, helper
+        from onnx import helper
     except Exception:  # noqa: BLE001 - any import problem: numpy serves every product
         return None
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["y"])], "vaqf_sim_matmul",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        [helper.make_node(op, [name for name, _, _ in inputs], ["y"])], f"vaqf_sim_{op.lower()}",
+        [helper.make_tensor_value_info(name, et, shape) for name, et, shape in inputs],
+        [helper.make_tensor_value_info("y", out_type, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     so = ort.SessionOptions()
@@ -63,6 +64,13 @@ def _make_session() -> object | None:
         return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception:  # noqa: BLE001
         return None
+
+
+def _make_session() -> object | None:
+    from onnx import TensorProto
+
+    return _one_node_session("MatMul", [("a", TensorProto.FLOAT, None), ("b", TensorProto.FLOAT, None)],
+                             TensorProto.FLOAT)
 
 
 def _ort() -> object | None:
@@ -91,30 +99,11 @@ def _int_session(kind: str) -> object | None:
 
 
 def _make_int_session(kind: str) -> object | None:
-    try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-    except Exception:  # noqa: BLE001
-        return None
+    from onnx import TensorProto
+
     bt = TensorProto.INT8 if kind == "u8s8" else TensorProto.UINT8
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])], "vaqf_sim_matmul_integer",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, None),
-         helper.make_tensor_value_info("b", bt, None),
-         helper.make_tensor_value_info("az", TensorProto.UINT8, []),
-         helper.make_tensor_value_info("bz", bt, [])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = _threads()
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception:  # noqa: BLE001
-        return None
+    return _one_node_session("MatMulInteger", [("a", TensorProto.UINT8, None), ("b", bt, None),
+                                               ("az", TensorProto.UINT8, []), ("bz", bt, [])], TensorProto.INT32)
 
 
 def _run_int(sess: object, a: np.ndarray, az: np.ndarray, b: np.ndarray, bz: np.ndarray, out: np.ndarray) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
+from vaqf.hw.cost import Cost, memory_cost
 from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
 from vaqf.ops.eltwise import LANE_CHOICES
@@ -121,18 +121,27 @@ class LayerNorm(OpSpec):
         return {"lanes": [v for v in LANE_CHOICES if v <= node.inputs[0].info.shape[-1]]}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """Per row: a sum pass, a sum-of-squares pass and a normalize pass at ``lanes`` elements per
-        cycle, and one 64-bit integer square root (~34 cycles, ~500 LUT). Per lane: a 64/32-bit divider
-        (pipelined radix-2, ~2,000 LUT and 2,400 FF) for y*2^F / S, a 32x32 multiplier for y^2 (4 DSP)
-        and a 24x32 one for the affine step (2 DSP).
+        """The kernel (hls/vaqf/layernorm.h) is a three-stage row pipeline (HLS DATAFLOW): stage 1 takes
+        a sum pass and a sum-of-squares pass over a row at ``lanes`` elements per cycle, stage 2 one 64-bit
+        division by d and one 64-bit integer square root per row (sequential, ~70 + 34 cycles), stage 3
+        one normalizing pass whose per-lane divider (pipelined radix-2, ~40 stages) drains once per row.
+        Rows overlap, so a row costs the slowest stage: max(2 ceil(d/L) + 8, 104, ceil(d/L) + 40); plus
+        one row's stages 2 and 3 to drain and the gamma/beta load (one pair per cycle, overlapping stage 1
+        except for the first row). Resources: per lane a 64/32-bit divider (~2,000 LUT, 2,400 FF) for
+        y*2^F / S, a 32x32 multiplier for y^2 (4 DSP) and a 24x32 one for the affine step (2 DSP); the square
+        root ~500 LUT; the FIFO holding two rows of elements (LANES x input bits wide), ~200 LUT of stream
+        handshakes.
         """
         lanes = int(knobs["lanes"])
         x = node.inputs[0].info
         d = x.shape[-1]
         rows = x.size // d
-        cycles = rows * (3 * math.ceil(d / lanes) + 34 + 70)
-        return Cost(cycles, lut=500 + 300 + lanes * (2_000 + 150), ff=700 + lanes * (2_400 + 200), dsp=6 * lanes,
-                    bram18=0, ddr_bytes=8 * d)
+        steps = math.ceil(d / lanes)
+        per_row = max(2 * steps + 8, 70 + 34, steps + 40)
+        cycles = rows * per_row + 70 + 34 + steps + 40
+        fifo = memory_cost(2 * steps, lanes * int(x.qtype.bits))
+        return Cost(cycles, lut=500 + 300 + 200 + lanes * (2_000 + 150) + fifo.lut, ff=800 + lanes * (2_400 + 200),
+                    dsp=6 * lanes, bram18=fifo.bram18, ddr_bytes=8 * d)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
         return {"lanes": int(knobs["lanes"]), "max_d": max(n.inputs[0].info.shape[-1] for n in nodes)}

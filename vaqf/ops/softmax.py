@@ -20,7 +20,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost, bram18_for
+from vaqf.hw.cost import Cost, bram18_for, memory_cost
 from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
 from vaqf.ops.eltwise import LANE_CHOICES
@@ -109,19 +109,27 @@ class Softmax(OpSpec):
         return {"lanes": [v for v in LANE_CHOICES if v <= node.inputs[0].info.shape[-1]]}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """Three passes over each row at ``lanes`` elements per cycle (max, exp+sum, normalize) plus a
-        32-bit reciprocal per row (a radix-2 divider, ~36 cycles). Resources: a table copy (BRAM) and a
-        17x17 multiplier (1 DSP) per lane; ~120 LUT of compare/add/round per lane; the divider ~1,100 LUT.
+        """The kernel (hls/vaqf/softmax.h) is a three-stage row pipeline (HLS DATAFLOW): stage 1 takes
+        two passes over a row at ``lanes`` elements per cycle (max; exponentials and their sum), stage 2
+        one 32-bit reciprocal per row (a sequential radix-2 divider, ~36 cycles), stage 3 one normalizing
+        pass. Rows overlap, so a row costs the slowest stage: max(2 ceil(n/L) + 8, 38, ceil(n/L) + 4),
+        each pass paying its ~4-cycle pipeline fill; plus one row's stages 2 and 3 to drain, and the table
+        load (one entry per cycle). Resources: a table copy (BRAM) and a 17x17 multiplier (1 DSP) per
+        lane; ~120 LUT of compare/add/round per lane; the divider ~1,100 LUT; the FIFO holding two rows of
+        exponentials (LANES x 17 bits wide) and ~200 LUT of stream handshakes.
         """
         lanes = int(knobs["lanes"])
         x = node.inputs[0].info
         n = x.shape[-1]
         rows = x.size // n
-        cycles = rows * (3 * math.ceil(n / lanes) + 36 + 12)
+        steps = math.ceil(n / lanes)
         table = node.attrs["table"].size
-        bram = lanes * bram18_for(table, EXP_BITS + 1)
-        return Cost(cycles, lut=1_100 + 120 * lanes + 300, ff=1_400 + 150 * lanes, dsp=lanes, bram18=bram,
-                    ddr_bytes=4 * table)
+        per_row = max(2 * steps + 8, 36 + 2, steps + 4)
+        cycles = table + rows * per_row + 36 + 2 + steps + 4
+        fifo = memory_cost(2 * steps, lanes * (EXP_BITS + 1))
+        bram = lanes * bram18_for(table, EXP_BITS + 1) + fifo.bram18
+        return Cost(cycles, lut=1_100 + 120 * lanes + 300 + 200 + fifo.lut, ff=1_400 + 150 * lanes + 100,
+                    dsp=lanes, bram18=bram, ddr_bytes=4 * table)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
         return {"lanes": int(knobs["lanes"]), "max_row": max(n.inputs[0].info.shape[-1] for n in nodes),

@@ -347,6 +347,20 @@ def test_pareto_mask_matches_brute_force() -> None:
             assert mask[i] == (not dominated and first_of_equals)
 
 
+def test_pareto_mask_matches_brute_force_on_large_fronts() -> None:
+    """Thousands of rows and hundreds kept (many blocks of kept rows), with ties and duplicates."""
+    rng = np.random.default_rng(1)
+    for n, d, top in ((2000, 4, 40), (2000, 6, 12), (1500, 3, 1000)):
+        keys = rng.integers(0, top, size=(n, d))
+        keys[:, 1] = top - keys[:, 0] + rng.integers(0, 3, size=n)  # anti-correlated: large fronts
+        mask = pareto_mask(keys)
+        le = np.all(keys[:, None, :] <= keys[None, :, :], axis=2)   # le[j, i]: row j <= row i everywhere
+        lt = le & np.any(keys[:, None, :] < keys[None, :, :], axis=2)
+        eq_before = np.tril(np.all(keys[:, None, :] == keys[None, :, :], axis=2), k=-1).T  # [j, i]: j < i equal
+        expected = ~lt.any(axis=0) & ~eq_before.any(axis=0)
+        assert mask.sum() > 60 and np.array_equal(mask, expected)
+
+
 # ---- logging ---------------------------------------------------------------------------------
 
 def test_search_logs_how_many_combinations_it_evaluates(caplog: pytest.LogCaptureFixture) -> None:

@@ -283,3 +283,15 @@ def test_cost_key_tells_dense_blocks_apart() -> None:
     assert cost_key(a) != cost_key(b)
     b.attrs["blocks"]["steps"] = steps.copy()
     assert cost_key(a) == cost_key(b)
+
+
+def test_cost_values_follow_the_fields() -> None:
+    from dataclasses import fields
+
+    from vaqf.hw.cost import Cost
+
+    c = Cost(*range(1, len(fields(Cost)) + 1))
+    assert c.values() == tuple(getattr(c, f.name) for f in fields(Cost))
+    assert (c + c).values() == tuple(2 * v for v in c.values())
+    assert c.max(Cost(lut=100)).values() == tuple(max(v, 100 if f.name == "lut" else 0)
+                                                  for v, f in zip(c.values(), fields(Cost), strict=True))

@@ -16,29 +16,54 @@ from vaqf.jit import jit
 FASTEST, CHEAPEST, CLOSEST_FASTER, FEWEST_CYCLES, CLOSEST = range(5)
 
 
+#: kept rows are grouped in blocks of this many, each with its column-wise minimum
+FRONT_BLOCK = 32
+
+
 @jit
-def pareto_sorted(ranks):  # noqa: ANN001, ANN201
+def pareto_sorted(rows):  # noqa: ANN001, ANN201
     """Keep-mask of lexicographically sorted rows (all columns minimized): a row is dropped when a kept
-    row before it is <= it in every column (equal rows: the first is kept)."""
-    n, d = ranks.shape
+    row before it is <= it in every column (equal rows: the first is kept).
+
+    Sorted order makes column 0 of every kept row <= the row's, so only the other columns are compared.
+    Kept rows are grouped in blocks of FRONT_BLOCK with each block's column-wise minimum: a block whose
+    minimum is not <= the row somewhere holds no row that could drop it and is skipped whole. Blocks are
+    visited newest first (the latest kept rows are the nearest in order: likeliest to dominate).
+    """
+    n, d = rows.shape
+    bs = FRONT_BLOCK
     keep = np.zeros(n, dtype=np.bool_)
-    front = np.empty(n, dtype=np.int64)
+    front = np.empty((n, d), dtype=rows.dtype)
+    mins = np.empty((n // bs + 1, d), dtype=rows.dtype)
     nf = 0
     for i in range(n):
         dominated = False
-        for f in range(nf - 1, -1, -1):  # the latest kept rows are the nearest in order: likeliest to dominate
-            r = front[f]
-            le = True
-            for j in range(d):
-                if ranks[r, j] > ranks[i, j]:
-                    le = False
+        for b in range((nf + bs - 1) // bs - 1, -1, -1):
+            inside = True
+            for j in range(1, d):
+                if mins[b, j] > rows[i, j]:
+                    inside = False
                     break
-            if le:
-                dominated = True
+            if not inside:
+                continue
+            for f in range(min(nf, (b + 1) * bs) - 1, b * bs - 1, -1):
+                le = True
+                for j in range(1, d):
+                    if front[f, j] > rows[i, j]:
+                        le = False
+                        break
+                if le:
+                    dominated = True
+                    break
+            if dominated:
                 break
         if not dominated:
             keep[i] = True
-            front[nf] = i
+            b = nf // bs
+            for j in range(d):
+                front[nf, j] = rows[i, j]
+                if nf % bs == 0 or rows[i, j] < mins[b, j]:
+                    mins[b, j] = rows[i, j]
             nf += 1
     return keep
 

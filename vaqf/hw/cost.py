@@ -10,7 +10,7 @@ DSP48E2 (UG579: a 27x18 signed multiplier with a 27-bit pre-adder and a 48-bit a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 RESOURCE_KEYS = ("lut", "ff", "dsp", "bram18", "uram")
 
@@ -30,12 +30,16 @@ class Cost:
     uram: int = 0
     ddr_bytes: int = 0
 
+    def values(self) -> tuple[int, ...]:
+        """The fields in declaration order (cycles, lut, ff, dsp, bram18, uram, ddr_bytes)."""
+        return (self.cycles, self.lut, self.ff, self.dsp, self.bram18, self.uram, self.ddr_bytes)
+
     def __add__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return Cost(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
 
     def max(self, other: Cost) -> Cost:
         """Elementwise max: the hardware a shared unit needs to serve both uses."""
-        return Cost(**{f.name: max(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
+        return Cost(*(max(a, b) for a, b in zip(self.values(), other.values(), strict=True)))
 
     def resources(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in RESOURCE_KEYS}

@@ -620,6 +620,15 @@ def nonzero_rows(w: np.ndarray) -> np.ndarray:
     return compiled(w)
 
 
+def live_rows(node: Node) -> int:
+    """How many rows are computed: those of the blocks in a block-sparse layer, else the rows holding a
+    non-zero weight (:func:`row_table`'s count, without building the table; the cost model asks often)."""
+    blocks = node.attrs.get("blocks")
+    if blocks is not None:
+        return int(np.asarray(blocks["rows"]).size)
+    return int(np.count_nonzero(nonzero_rows(node.attrs["weight"])))
+
+
 def row_table(node: Node) -> tuple[np.ndarray, int]:
     """The rows with a non-zero weight (block by block in a block-sparse layer), then the all-zero rows
     (pruned channels); and the live count."""
@@ -737,7 +746,7 @@ def _cycles(node: Node, pe: int, simd: int, epi: int, board: Board) -> tuple[int
     n_out, k = w.shape
     rows = int(node.attrs["rows"])
     wb = weight_container(node)
-    live = row_table(node)[1]
+    live = live_rows(node)
     rw = row_words(k, wb, board.axi_bits)
     steps = math.ceil(k / simd)
     dead = math.ceil(rows * (n_out - live) / epi)  # constant outputs of the pruned rows, EPI per cycle

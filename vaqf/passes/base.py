@@ -64,19 +64,26 @@ class PassManager:
         return PassResult(graph, any_modified)
 
 
-def absorb_sole_consumers(graph: Graph, merge: Callable[[Node, Node], bool]) -> bool:
-    """Until nothing changes: for a node whose output has a single consumer that reads nothing else,
-    ``merge(node, consumer)`` may take the consumer's work into the node (returning True), and the
-    consumer is then absorbed (``Graph.absorb_consumer``). Returns whether anything was absorbed."""
+def rewrite_until_fixed(graph: Graph, rewrite: Callable[[Node], bool]) -> bool:
+    """Apply ``rewrite(node)`` (which edits the graph and returns True, or leaves it and returns False)
+    to the nodes in topological order, starting over after every edit, until no node is rewritten.
+    Returns whether anything was."""
     modified = False
-    while True:
-        changed = False
-        for node in list(graph.topo()):
-            consumer = graph.sole_consumer(node)
-            if consumer is not None and len(consumer.inputs) == 1 and merge(node, consumer):
-                graph.absorb_consumer(node, consumer)
-                modified = changed = True
-                break
-        if not changed:
-            return modified
+    while any(rewrite(node) for node in list(graph.topo())):  # any() stops at the first edit
+        modified = True
+    return modified
 
+
+def absorb_sole_consumers(graph: Graph, merge: Callable[[Node, Node], bool]) -> bool:
+    """For a node whose output has a single consumer that reads nothing else, ``merge(node, consumer)``
+    may take the consumer's work into the node (returning True); the consumer is then absorbed
+    (``Graph.absorb_consumer``). Until nothing changes; returns whether anything was absorbed."""
+
+    def absorb(node: Node) -> bool:
+        consumer = graph.sole_consumer(node)
+        if consumer is None or len(consumer.inputs) != 1 or not merge(node, consumer):
+            return False
+        graph.absorb_consumer(node, consumer)
+        return True
+
+    return rewrite_until_fixed(graph, absorb)

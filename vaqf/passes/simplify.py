@@ -11,7 +11,7 @@ import numpy as np
 
 from vaqf.ir import Graph, Node
 from vaqf.ops import get_spec
-from vaqf.passes.base import Pass, PassResult, absorb_sole_consumers
+from vaqf.passes.base import Pass, PassResult, absorb_sole_consumers, rewrite_until_fixed
 
 
 class MergeChains(Pass):
@@ -52,23 +52,19 @@ class CollapsePermutations(Pass):
     running the chain's references on the element indices, so any mix of reshapes and transposes works."""
 
     def call(self, graph: Graph) -> PassResult:
-        modified = True
-        any_modified = False
-        while modified:
-            modified = False
-            for start in list(graph.topo()):
-                chain = self._chain(graph, start)
-                if chain is None:
-                    continue
-                head = chain[0]
-                out = chain[-1].outputs[0]
-                for n in chain[1:]:
-                    graph.absorb_consumer(head, n)
-                head.op = "reshape"
-                head.attrs = {"shape": list(out.info.shape)}
-                modified = any_modified = True
-                break
-        return PassResult(graph, any_modified)
+        def collapse(start: Node) -> bool:
+            chain = self._chain(graph, start)
+            if chain is None:
+                return False
+            head = chain[0]
+            out = chain[-1].outputs[0]
+            for n in chain[1:]:
+                graph.absorb_consumer(head, n)
+            head.op = "reshape"
+            head.attrs = {"shape": list(out.info.shape)}
+            return True
+
+        return PassResult(graph, rewrite_until_fixed(graph, collapse))
 
     @staticmethod
     def _chain(graph: Graph, start) -> list | None:
@@ -101,33 +97,29 @@ class HoistRequant(Pass):
     can then fuse into the producer's epilogue and the permuted tensor is stored narrow."""
 
     def call(self, graph: Graph) -> PassResult:
-        modified = False
-        changed = True
-        while changed:
-            changed = False
-            for perm in list(graph.topo()):
-                if not get_spec(perm.op).permutes_elements or len(perm.inputs) != 1:
-                    continue
-                out = perm.outputs[0]
-                users = graph.consumers(out)
-                if len(users) != 1 or any(o is out for o in graph.outputs):
-                    continue
-                ew = users[0]
-                epi = get_spec(ew.op).as_epilogue(ew)
-                src = perm.inputs[0]
-                if epi is None or src.info.per_channel or len(graph.consumers(src)) != 1:
-                    continue
-                if epi.kind == "requant" and np.asarray(epi.params["mantissa"]).size != 1:
-                    continue
-                head = graph.producer(src)
-                while head is not None and get_spec(head.op).permutes_elements and len(head.inputs) == 1:
-                    head = graph.producer(head.inputs[0])
-                if head is None:
-                    continue  # only worth it when the requant can then fuse into a producer
-                _swap(graph, perm, ew)
-                modified = changed = True
-                break
-        return PassResult(graph, modified)
+        def hoist(perm: Node) -> bool:
+            if not get_spec(perm.op).permutes_elements or len(perm.inputs) != 1:
+                return False
+            out = perm.outputs[0]
+            users = graph.consumers(out)
+            if len(users) != 1 or any(o is out for o in graph.outputs):
+                return False
+            ew = users[0]
+            epi = get_spec(ew.op).as_epilogue(ew)
+            src = perm.inputs[0]
+            if epi is None or src.info.per_channel or len(graph.consumers(src)) != 1:
+                return False
+            if epi.kind == "requant" and np.asarray(epi.params["mantissa"]).size != 1:
+                return False
+            head = graph.producer(src)
+            while head is not None and get_spec(head.op).permutes_elements and len(head.inputs) == 1:
+                head = graph.producer(head.inputs[0])
+            if head is None:
+                return False  # only worth it when the requant can then fuse into a producer
+            _swap(graph, perm, ew)
+            return True
+
+        return PassResult(graph, rewrite_until_fixed(graph, hoist))
 
 
 def _swap(graph: Graph, first, second) -> None:
@@ -158,44 +150,40 @@ class ComposeCopies(Pass):
     the element indices). The intermediate node stays only while other consumers need it."""
 
     def call(self, graph: Graph) -> PassResult:
-        modified = False
-        changed = True
-        while changed:
-            changed = False
-            for node in list(graph.topo()):
-                spec = get_spec(node.op)
-                if not spec.moves_elements or spec.aliases_input or len(node.inputs) != 1:
-                    continue
-                chain = [node]
-                src = node.inputs[0]
-                while True:
-                    p = graph.producer(src)
-                    if p is None or not get_spec(p.op).moves_elements or len(p.inputs) != 1:
-                        break
-                    chain.insert(0, p)
-                    src = p.inputs[0]
-                if len(chain) < 2 or sum(not get_spec(n.op).aliases_input for n in chain) < 2:
-                    continue
-                if src.info.per_channel:
-                    continue
-                idx = np.arange(src.info.size, dtype=np.int64).reshape((1,) + src.info.shape)
-                for n in chain:
-                    idx = get_spec(n.op).reference(n, [idx])[0]
-                idx = idx[0]
-                strides = _affine_strides(idx)
-                if strides is None:
-                    continue
-                out = node.outputs[0]
-                new = graph.new_value(f"{out.name}_c", out.info)
-                graph.add_node("strided_copy", [src], [new], {"shape": list(out.info.shape), "strides": strides,
-                               "base": int(idx.reshape(-1)[0]) if idx.size else 0},
-                               name=f"{node.name}_copy", source=node.source)
-                graph.replace_all_uses_with(out, new)
-                graph.remove(node)
-                _drop_dead(graph, chain[:-1])
-                modified = changed = True
-                break
-        return PassResult(graph, modified)
+        def compose(node: Node) -> bool:
+            spec = get_spec(node.op)
+            if not spec.moves_elements or spec.aliases_input or len(node.inputs) != 1:
+                return False
+            chain = [node]
+            src = node.inputs[0]
+            while True:
+                p = graph.producer(src)
+                if p is None or not get_spec(p.op).moves_elements or len(p.inputs) != 1:
+                    break
+                chain.insert(0, p)
+                src = p.inputs[0]
+            if len(chain) < 2 or sum(not get_spec(n.op).aliases_input for n in chain) < 2:
+                return False
+            if src.info.per_channel:
+                return False
+            idx = np.arange(src.info.size, dtype=np.int64).reshape((1,) + src.info.shape)
+            for n in chain:
+                idx = get_spec(n.op).reference(n, [idx])[0]
+            idx = idx[0]
+            strides = _affine_strides(idx)
+            if strides is None:
+                return False
+            out = node.outputs[0]
+            new = graph.new_value(f"{out.name}_c", out.info)
+            graph.add_node("strided_copy", [src], [new], {"shape": list(out.info.shape), "strides": strides,
+                           "base": int(idx.reshape(-1)[0]) if idx.size else 0},
+                           name=f"{node.name}_copy", source=node.source)
+            graph.replace_all_uses_with(out, new)
+            graph.remove(node)
+            _drop_dead(graph, chain[:-1])
+            return True
+
+        return PassResult(graph, rewrite_until_fixed(graph, compose))
 
 
 def _affine_strides(idx: np.ndarray) -> list[int] | None:

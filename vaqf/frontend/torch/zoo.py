@@ -27,6 +27,7 @@ from torch import nn
 
 from vaqf import progress
 from vaqf.errors import VaqfError
+from vaqf.frontend.calibrate import load_calibration
 from vaqf.frontend.torch.checkpoint import load_checkpoint
 from vaqf.frontend.torch.cnn import VGG_CONFIGS, build_cnn
 from vaqf.frontend.torch.deit import FAMILY, deit
@@ -96,12 +97,7 @@ def build_model(name: str, *, img_size: int | None = None, in_chans: int | None 
 
 def _load_images(path: str | Path, shape: list[int]) -> torch.Tensor:
     p = Path(path)
-    if not p.is_file():
-        raise VaqfError(f"calibration file {p} does not exist")
-    try:
-        x = np.load(p, allow_pickle=False)
-    except Exception as e:
-        raise VaqfError(f"calibration file {p} is not a readable .npy array: {e}") from None
+    x = load_calibration(p)  # exists, readable, numeric
     if x.ndim == 3 and shape[1] == 1:
         x = x[:, None]
     if x.ndim != 4 or list(x.shape[1:]) != shape[1:]:

@@ -72,17 +72,14 @@ def vit_errors() -> list[tuple[str, float, float]]:
         import torch
 
         import vaqf
-        from vaqf.frontend.torch.deit import deit, export_onnx
+        from vaqf.frontend.torch.deit import deit, export_onnx, trained_magnitudes
         from vaqf.sim.simulator import Simulator
     except ImportError:
         return []
     torch.manual_seed(0)
     model = deit("custom", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
                  num_classes=10)
-    with torch.no_grad():
-        model.cls_token.normal_(0.0, 1.0)
-        model.pos_embed.normal_(0.0, 0.5)
-        model.head.weight.mul_(20.0)
+    trained_magnitudes(model)
     rows = []
     with tempfile.TemporaryDirectory() as td:
         path = Path(td) / "vit.onnx"

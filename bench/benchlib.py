@@ -162,16 +162,11 @@ def deit_onnx(name: str, work: Path = DEFAULT_WORK, seed: int = 0) -> Path:
 def _export(name: str, path: str, seed: int) -> None:
     import torch
 
-    from vaqf.frontend.torch.deit import deit, export_onnx
+    from vaqf.frontend.torch.deit import deit, export_onnx, trained_magnitudes
 
     torch.manual_seed(seed)
     model = deit(name)
-    with torch.no_grad():
-        # magnitudes like a trained DeiT's (as tests/integration/test_vit.py does): a class token and position
-        # embedding of the patch tokens' size and a head with a margin, so output agreement means something
-        model.cls_token.normal_(0.0, 1.0)
-        model.pos_embed.normal_(0.0, 0.5)
-        model.head.weight.mul_(20.0)
+    trained_magnitudes(model)
     tmp = path + ".part"
     export_onnx(model, tmp)
     os.replace(tmp, path)

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import vaqf  # noqa: E402
 from vaqf.backend.csim import run_csim  # noqa: E402
-from vaqf.frontend.torch.deit import deit, export_onnx  # noqa: E402
+from vaqf.frontend.torch.deit import deit, export_onnx, trained_magnitudes  # noqa: E402
 from vaqf.sim.simulator import Simulator  # noqa: E402
 
 
@@ -21,12 +21,7 @@ def vit_onnx(tmp_path_factory):
     torch.manual_seed(0)
     model = deit("custom", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
                  num_classes=10)
-    with torch.no_grad():
-        # like a trained DeiT: a class token and position embedding of the patch tokens' magnitude, and a
-        # head with a real margin, so that argmax agreement means something
-        model.cls_token.normal_(0.0, 1.0)
-        model.pos_embed.normal_(0.0, 0.5)
-        model.head.weight.mul_(20.0)
+    trained_magnitudes(model)
     path = tmp_path_factory.mktemp("vit") / "vit.onnx"
     export_onnx(model, str(path))
     return path
@@ -138,9 +133,7 @@ def test_non_uniform_vit_compiles_bit_exact(tmp_path, calib):
     torch.manual_seed(5)
     model = deit("custom", img_size=32, patch_size=8, embed_dim=48, depth=3, block_heads=[1, 2, 4],
                  block_mlp_dims=[16, 96, 32], num_classes=7)
-    with torch.no_grad():
-        model.cls_token.normal_(0.0, 1.0)
-        model.pos_embed.normal_(0.0, 0.5)
+    trained_magnitudes(model)
     path = tmp_path / "nonuniform.onnx"
     export_onnx(model, str(path))
     res = vaqf.compile_model(path, tmp_path / "proj", weights="binary", act_bits=6, calib=calib[:16])

@@ -226,6 +226,18 @@ def deit(name: str, **overrides) -> VisionTransformer:
     return VisionTransformer(ViTConfig(**{**FAMILY[name], **overrides}))
 
 
+def trained_magnitudes(model: VisionTransformer, head_gain: float = 20.0) -> VisionTransformer:
+    """Give a randomly initialized ViT the magnitudes of a trained one, in place: a class token and a
+    position embedding the size of the patch tokens (N(0, 1) and N(0, 0.5)) and a head with a real margin
+    (weights x ``head_gain``), so that comparisons of outputs (argmax agreement) mean something for
+    models that were never trained (benchmarks, tests)."""
+    with torch.no_grad():
+        model.cls_token.normal_(0.0, 1.0)
+        model.pos_embed.normal_(0.0, 0.5)
+        model.head.weight.mul_(head_gain)
+    return model
+
+
 def export_onnx(model: nn.Module, path: str, img_size: int | None = None, in_chans: int = 3,
                 opset: int = 17) -> str:
     """Export with the TorchScript-based exporter, a dynamic batch axis, and an IR version onnxruntime reads."""

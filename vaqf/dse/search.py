@@ -316,12 +316,15 @@ class Space:
 
     def max_cycles(self, target_fps: float) -> int:
         """The most cycles a frame may take to reach ``target_fps`` (as :meth:`fps_of` computes frame rates)."""
-        c = max(1, int(self.board.clock_hz // target_fps))
-        while c > 1 and self.fps_of(np.array([c]))[0] < target_fps:
+        def fps(c: int) -> float:  # the float64 division of fps_of
+            return self.board.clock_hz / max(c, 1)
+
+        c = int(self.board.clock_hz // target_fps)  # then exact, whatever the rounding of that division
+        while c > 0 and fps(c) < target_fps:
             c -= 1
-        while self.fps_of(np.array([c + 1]))[0] >= target_fps:
+        while fps(c + 1) >= target_fps:
             c += 1
-        return c if self.fps_of(np.array([c]))[0] >= target_fps else 0
+        return c  # 0: no frame is fast enough
 
     def cheapest_meeting(self, target_fps: float, cap: float) -> int | None:
         """The feasible design meeting ``target_fps`` with the fewest LUTs (ties: DSP, BRAM18, FPS)."""

@@ -11,9 +11,7 @@ uint64 mixes to float); outputs are written into arrays the caller allocates in 
 are ``Rounding.cpp_id`` integers (0 = HALF_EVEN, 1 = HALF_UP, 2 = HALF_DOWN, 3 = HALF_CEIL, 4 = CEIL,
 5 = FLOOR, 6 = UP, 7 = DOWN).
 
-Compiled code is cached on disk (``cache=True``: next to this file, or numba's per-user cache directory
-when the install is read-only); where no cache directory is writable the kernels are compiled in memory
-on first use in each process.
+Compiled with :func:`vaqf.jit.jit` (cached on disk where possible).
 """
 
 from __future__ import annotations

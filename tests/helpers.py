@@ -408,3 +408,17 @@ def bulk_designs(graph: Graph, board: Board) -> tuple[np.ndarray, np.ndarray, li
         buf = plan.cost(int(v))
         res[simd == v] += np.array([getattr(buf, r) for r in RES])
     return cycles, res, opts
+
+
+def assert_cycles_match(project, tol: float = 0.03, inputs: int = 1):
+    """Run the project's C-simulation with cycle counters and check every layer's counted cycles, and the
+    frame's, against the estimate in design.json within ``tol``; return the run's CsimResult (bit-exact)."""
+    from vaqf.backend.csim import run_csim
+
+    res = run_csim(project, count=inputs, cycles=True)
+    assert res.bit_exact == res.inputs, f"{res.mismatched_values} values differ from the simulator"
+    bad = [c.to_json() for c in res.cycles if abs(c.measured - c.estimated) > tol * max(c.estimated, 1)]
+    assert not bad, f"layers whose counted cycles miss the estimate by more than {tol:.0%}: {bad}"
+    m, e = res.total_cycles()
+    assert abs(m - e) <= tol * e, (m, e)
+    return res

@@ -29,6 +29,7 @@ EPILOG_CSIM = """examples:
   vaqf csim out/mlp                     200 random inputs, compare g++ C-simulation with the simulator
   vaqf csim out/mlp --input x.npy       float inputs (quantized as the host would)
   vaqf csim out/mlp --inputs 1000 --json
+  vaqf csim out/mlp --inputs 1 --cycles  cycles per layer: the kernels' counters against the estimate
 """
 EPILOG_SIM = """examples:
   vaqf simulate model.onnx --input x.npy --output y.npy     the model's own quantization (QONNX/QDQ)
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--inputs", type=int, default=200, metavar="N", help="random inputs to run (default 200)")
     g.add_argument("--input", metavar="X.npy", help="float inputs [N, ...] to run instead")
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    s.add_argument("--cycles", action="store_true",
+                   help="also print the cycles the kernels' counters give per layer (first input) against the "
+                        "estimate")
     s.add_argument("--json", action="store_true", help="print a JSON summary")
 
     m = add_parser("simulate", help="bit-accurate simulation of a model or project", epilog=EPILOG_SIM,
@@ -261,15 +265,27 @@ def cmd_csim(args: argparse.Namespace) -> dict:
     ints = None
     if args.input:
         ints = Simulator(graph).quantize_inputs([_load_npy(args.input, "input")])
-    res = run_csim(project, ints, count=args.inputs, seed=args.seed, graph=graph)
+    res = run_csim(project, ints, count=args.inputs, seed=args.seed, graph=graph, cycles=args.cycles)
     out = res.to_json()
     if not args.json:
         verdict = "bit-exact" if res.bit_exact == res.inputs else "MISMATCH"
         print(f"C-simulation {verdict}: {res.bit_exact}/{res.inputs} inputs identical to the simulator "
               f"({res.mismatched_values} differing values)")
+        if res.cycles is not None:
+            _print_cycles(res)
     if res.bit_exact != res.inputs:
         raise VaqfError(f"C-simulation differs from the simulator on {res.inputs - res.bit_exact} inputs")
     return out
+
+
+def _print_cycles(res) -> None:
+    """The counters' cycles against the estimate, per layer and in total."""
+    width = max(len(c.layer) for c in res.cycles)
+    print(f"{'layer':<{width}}  {'unit':<14} {'measured':>12} {'estimated':>12} {'ratio':>7}")
+    for c in res.cycles:
+        print(f"{c.layer:<{width}}  {c.unit:<14} {c.measured:>12} {c.estimated:>12} {c.ratio:>7.3f}")
+    m, e = res.total_cycles()
+    print(f"{'total':<{width}}  {'':<14} {m:>12} {e:>12} {(m / e if e else 0):>7.3f}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict:

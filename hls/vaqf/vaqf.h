@@ -2,6 +2,7 @@
 #ifndef VAQF_VAQF_H
 #define VAQF_VAQF_H
 
+#include "vaqf/cycles.h"
 #include "vaqf/qarith.h"
 #include "vaqf/ddr.h"
 #include "vaqf/dense.h"
@@ -11,5 +12,6 @@
 #include "vaqf/softmax.h"
 #include "vaqf/layernorm.h"
 #include "vaqf/conv.h"
+#include "vaqf/pool.h"
 
 #endif

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,8 @@ from vaqf.sim.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
-CXXFLAGS = ["-O2", "-std=c++14", "-w"]
+#: VAQF_COUNT_CYCLES: the kernels' cycle counters (hls/vaqf/cycles.h), compiled only into C-simulations
+CXXFLAGS = ["-O2", "-std=c++14", "-w", "-DVAQF_COUNT_CYCLES"]
 
 
 def ap_include_dir() -> Path:
@@ -85,15 +87,61 @@ def build(project: Path) -> Path:
 
 
 @dataclass
+class LayerCycles:
+    layer: str        # node name ("io": the top's input and output copies)
+    unit: str
+    measured: int     # cycles the C-simulation's counters give for the first input
+    estimated: int    # cycles the cost model gives (design.json)
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.estimated if self.estimated else (1.0 if self.measured == 0 else float("inf"))
+
+    def to_json(self) -> dict:
+        return {"layer": self.layer, "unit": self.unit, "measured": self.measured, "estimated": self.estimated}
+
+
+@dataclass
 class CsimResult:
     inputs: int
     bit_exact: int              # samples whose every output equals the simulator's
     mismatched_values: int
     outputs: list[np.ndarray]   # C++ integer outputs
     expected: list[np.ndarray]  # simulator integer outputs
+    cycles: list[LayerCycles] | None = None  # per layer, when asked for
+
+    def total_cycles(self) -> tuple[int, int]:
+        """(measured, estimated) cycles of a whole frame."""
+        cyc = self.cycles or []
+        return sum(c.measured for c in cyc), sum(c.estimated for c in cyc)
 
     def to_json(self) -> dict:
-        return {"inputs": self.inputs, "bit_exact": self.bit_exact, "mismatched_values": self.mismatched_values}
+        d = {"inputs": self.inputs, "bit_exact": self.bit_exact, "mismatched_values": self.mismatched_values}
+        if self.cycles is not None:
+            m, e = self.total_cycles()
+            d["cycles"] = [c.to_json() for c in self.cycles]
+            d["total"] = {"measured": m, "estimated": e}
+        return d
+
+
+def read_cycles(project: Path, path: Path) -> list[LayerCycles]:
+    """The counters' file of a C-simulation run, matched with the estimate in the project's design.json."""
+    from vaqf.dse.design import Design
+
+    layers = json.loads((project / "data" / "layers.json").read_text())
+    design = Design.load(project / "design.json")
+    est = {e["node"]: int(e["cycles"]) for e in design.estimate.get("layers", [])}
+    counted: dict[str, int] = {}
+    for line in path.read_text().split("\n"):
+        if line.strip():
+            key, value = line.split()
+            counted[key] = int(value)
+    layer_est = sum(est.values())
+    out = [LayerCycles("io", "top", counted.get("io", 0), int(design.estimate.get("cycles", layer_est)) - layer_est)]
+    for entry in layers:
+        out.append(LayerCycles(entry["node"], entry["unit"], counted.get(str(entry["index"]), 0),
+                               est.get(entry["node"], 0)))
+    return out
 
 
 def simulate_in_batches(graph: Graph, int_inputs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
@@ -107,8 +155,10 @@ def simulate_in_batches(graph: Graph, int_inputs: list[np.ndarray], batch: int =
 
 
 def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: int = 100, seed: int = 0,
-             graph: Graph | None = None) -> CsimResult:
-    """Run the C-simulation on integer inputs (random over the input types by default) and compare."""
+             graph: Graph | None = None, cycles: bool = False) -> CsimResult:
+    """Run the C-simulation on integer inputs (random over the input types by default) and compare; with
+    ``cycles``, also read the kernels' cycle counters for the first input and set them against the
+    estimate per layer."""
     project = Path(project)
     graph = graph or load_graph(project)
     exe = build(project)
@@ -121,14 +171,16 @@ def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: i
         write_io_file(tdp / "in.bin", int_inputs, np.int32)
         with progress.stage(f"running the C-simulation on {n} inputs"):
             proc = subprocess.run([str(exe), str(project / "data" / "weights.bin"), str(tdp / "in.bin"),
-                                   str(tdp / "out.bin"), str(n)], capture_output=True, text=True)
+                                   str(tdp / "out.bin"), str(n), str(tdp / "cycles.txt")],
+                                  capture_output=True, text=True)
         if proc.returncode != 0:
             raise ToolchainError(f"the C-simulation exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         got = read_io_file(tdp / "out.bin", graph.outputs, n, np.int64)
+        layer_cycles = read_cycles(project, tdp / "cycles.txt") if cycles else None
     per_sample = np.ones(n, dtype=bool)
     mism = 0
     for g, e in zip(got, expected, strict=True):
         diff = g.reshape(n, -1) != np.asarray(e, dtype=np.int64).reshape(n, -1)
         per_sample &= ~diff.any(axis=1)
         mism += int(diff.sum())
-    return CsimResult(n, int(per_sample.sum()), mism, got, expected)
+    return CsimResult(n, int(per_sample.sum()), mism, got, expected, layer_cycles)

@@ -34,8 +34,9 @@ from vaqf.dse.design import Design
 from vaqf.errors import InfeasibleDesign, VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import RESOURCE_KEYS, Cost
+from vaqf.hw.layout import lane_choices_up_to, last_dim
 from vaqf.hw.memory import plan_buffers, signed_bits
-from vaqf.hw.model import SHELL, estimate, io_cycles, unit_knob_space, unit_options, units_of
+from vaqf.hw.model import SHELL, buffers_cost, estimate, io_cycles, unit_knob_space, unit_options, units_of
 from vaqf.ir import Graph
 from vaqf.ops import get_spec
 
@@ -95,7 +96,8 @@ class _Options:
                 ddr: Sequence[int]) -> _Options:
         return cls([unit], [{unit: kn} for kn in knobs], np.arange(len(knobs), dtype=np.int64),
                    np.array(cycles, dtype=np.int64), np.array(res, dtype=np.int64).reshape(-1, len(RESOURCE_KEYS)),
-                   np.array([int(kn.get("simd", 1)) for kn in knobs], dtype=np.int64), np.array(ddr, dtype=np.int64))
+                   np.array([int(kn.get("simd", kn.get("lanes", 1))) for kn in knobs], dtype=np.int64),
+                   np.array(ddr, dtype=np.int64))
 
     @classmethod
     def empty(cls) -> _Options:
@@ -174,7 +176,7 @@ class Point:
     ddr: int
 
 
-class Space:
+class LaneSpace:
     """The candidate designs of a graph on a board that use at most ``room`` of every board resource.
 
     Options of each unit that cannot be part of such a design are dropped, each unit's options are
@@ -185,14 +187,15 @@ class Space:
     """
 
     def __init__(self, graph: Graph, board: Board, fixed: dict[str, dict[str, int]] | None = None,
-                 room: float = 1.0) -> None:
+                 room: float = 1.0, lanes: int = 1) -> None:
         self.graph = graph
         self.board = board
         self.room = float(room)
         self.fixed = fixed
+        self.lanes = int(lanes)
         self.units = units_of(graph)
         self.caps = np.array([board.resources()[r] for r in RESOURCE_KEYS], dtype=np.float64)
-        self.plan = plan_buffers(graph)
+        self.plan = plan_buffers(graph, self.lanes)
         self.fixed_cycles = io_cycles(graph)
         self._shell = np.array(_cost_row(SHELL), dtype=np.int64)
         self._buffers: dict[int, Cost] = {}
@@ -204,6 +207,9 @@ class Space:
                 combos = [{k: int(v) for k, v in fixed[u].items()}]
             else:
                 space = unit_knob_space(nodes)
+                for lane_key in ("simd", "lanes"):  # every unit reads and writes words of the design's lanes
+                    if lane_key in space:
+                        space[lane_key] = [self.lanes]
                 names = sorted(space)
                 combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(space[k] for k in names))]
             raw *= len(combos)
@@ -237,7 +243,7 @@ class Space:
         self._b_simd = np.searchsorted(self._simds, self.b.simd).astype(np.int64)
         self._buf_lut = np.array([self._buffer(int(x)).lut for x in self._simds], dtype=np.int64)
         self._buf_bram = np.array([self._buffer(int(x)).bram18 for x in self._simds], dtype=np.int64)
-        log.info("design space of %s on %s: %d units, %d knob combinations; %d evaluated after Pareto "
+        log.debug("design space of %s on %s: %d units, %d knob combinations; %d evaluated after Pareto "
                  "pruning (per unit: %s)", graph.name, board.name, len(self.units), raw, len(self),
                  ", ".join(f"{u} {n}" for u, n in zip(self.units, pruned, strict=True)) or "none")
 
@@ -245,9 +251,11 @@ class Space:
         return len(self.a) * len(self.b)
 
     def _buffer(self, simd: int) -> Cost:
-        if simd not in self._buffers:
-            self._buffers[simd] = self.plan.cost(simd)
-        return self._buffers[simd]
+        """The buffers and their sharing multiplexers: the same for every design of this space (one lane
+        count); the ``simd`` column of the options is that count throughout."""
+        if not self._buffers:
+            self._buffers[self.lanes] = buffers_cost(self.plan, self.graph)
+        return self._buffers[self.lanes]
 
     def _util(self, res: np.ndarray) -> np.ndarray:
         caps = self.caps
@@ -393,7 +401,108 @@ class Space:
         if self.room >= room:
             return self
         if self._relaxed is None or self._relaxed.room < room:
-            self._relaxed = Space(self.graph, self.board, self.fixed, room)
+            self._relaxed = LaneSpace(self.graph, self.board, self.fixed, room, self.lanes)
+        return self._relaxed
+
+
+def graph_lane_choices(graph: Graph) -> list[int]:
+    """The lane counts a design of ``graph`` may use: powers of two up to the first that holds its longest
+    row (wider words would only add idle lanes)."""
+    return lane_choices_up_to(max((last_dim(v.info) for v in graph.values()), default=1))
+
+
+class Space:
+    """Every design of a graph on a board: the union of one :class:`LaneSpace` per lane count the design's
+    activation words may have (every unit reads and writes words of that many lanes, so a design has one).
+    Design i is design ``i - offset[j]`` of lane space j. Queries answer over all lane spaces with the ties of
+    :class:`LaneSpace` (then the fewer lanes)."""
+
+    def __init__(self, graph: Graph, board: Board, fixed: dict[str, dict[str, int]] | None = None,
+                 room: float = 1.0, lanes: Sequence[int] | None = None) -> None:
+        self.graph = graph
+        self.board = board
+        self.room = float(room)
+        self.fixed = fixed
+        self.units = units_of(graph)
+        from vaqf.hw.layout import lane_knob
+
+        pinned = {lane_knob(k) for k in (fixed or {}).values()} - {None}
+        choices = sorted(pinned) if pinned else list(lanes or graph_lane_choices(graph))
+        if len(choices) > 1 and pinned:
+            choices = [max(choices)]  # disagreeing pins: estimate() names the conflict
+        self.spaces = [LaneSpace(graph, board, fixed, room, v) for v in choices]
+        self.offsets = np.cumsum([0] + [len(sp) for sp in self.spaces])
+        self.raw_combinations = sum(sp.raw_combinations for sp in self.spaces)
+        self.fixed_cycles = self.spaces[0].fixed_cycles
+        self._relaxed: Space | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, i: int) -> tuple[LaneSpace, int]:
+        j = int(np.searchsorted(self.offsets, int(i), side="right") - 1)
+        return self.spaces[j], int(i) - int(self.offsets[j])
+
+    def point(self, i: int) -> Point:
+        sp, k = self._locate(i)
+        return sp.point(k)
+
+    def knobs(self, i: int) -> dict[str, dict[str, int]]:
+        sp, k = self._locate(i)
+        return sp.knobs(k)
+
+    def fps_of(self, cycles: np.ndarray) -> np.ndarray:
+        return self.spaces[0].fps_of(cycles)
+
+    def max_cycles(self, target_fps: float) -> int:
+        return self.spaces[0].max_cycles(target_fps)
+
+    def blocks(self):
+        for j, sp in enumerate(self.spaces):
+            for start, cycles, res in sp.blocks():
+                yield int(self.offsets[j]) + start, cycles, res
+
+    def _best(self, found: list[int | None], key: Callable[[Point], tuple]) -> int | None:
+        best, best_key = None, None
+        for j, k in enumerate(found):
+            if k is None:
+                continue
+            kk = key(self.spaces[j].point(k))
+            if best_key is None or kk < best_key:
+                best, best_key = int(self.offsets[j]) + k, kk
+        return best
+
+    def fastest(self, cap: float) -> int | None:
+        """The feasible design with the highest frame rate (ties: fewer LUT, DSP, BRAM18, then fewer lanes)."""
+        return self._best([sp.fastest(cap) for sp in self.spaces],
+                          lambda p: (p.cycles, int(p.res[_LUT]), int(p.res[_DSP]), int(p.res[_BRAM])))
+
+    def cheapest_meeting(self, target_fps: float, cap: float) -> int | None:
+        """The feasible design meeting ``target_fps`` with the fewest LUTs (ties: DSP, BRAM18, FPS, lanes)."""
+        return self._best([sp.cheapest_meeting(target_fps, cap) for sp in self.spaces],
+                          lambda p: (int(p.res[_LUT]), int(p.res[_DSP]), int(p.res[_BRAM]), p.cycles))
+
+    def front(self, cap: float) -> list[int]:
+        """Feasible designs not dominated in (FPS up, LUT down) over every lane count, fastest first."""
+        idx = [int(self.offsets[j]) + k for j, sp in enumerate(self.spaces) for k in sp.front(cap)]
+        if not idx:
+            return []
+        pts = [self.point(i) for i in idx]
+        cycles = np.array([p.cycles for p in pts], dtype=np.int64)
+        res = np.array([p.res for p in pts], dtype=np.int64)
+        return [int(x) for x in _front2(cycles, res, np.array(idx, dtype=np.int64))[2]]
+
+    def limit(self, cap: float) -> dict:
+        """:meth:`LaneSpace.limit` of the lane count that reaches the highest frame rate."""
+        limits = [sp.limit(cap) for sp in self.spaces]
+        return max(limits, key=lambda d: d["fps"])
+
+    def relaxed(self, cap: float) -> Space:
+        room = diagnosis_room(cap)
+        if self.room >= room:
+            return self
+        if self._relaxed is None or self._relaxed.room < room:
+            self._relaxed = Space(self.graph, self.board, self.fixed, room, [sp.lanes for sp in self.spaces])
         return self._relaxed
 
 
@@ -588,6 +697,6 @@ def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]
     return Design(board.name, bits, knobs, board.clock_mhz, board.axi_bits, target_fps, "pinned", est.to_json())
 
 
-__all__ = ["DEFAULT_ACT_BITS", "Candidate", "Point", "Space", "act_bits_of", "build_candidates", "design_for_knobs",
+__all__ = ["DEFAULT_ACT_BITS", "Candidate", "LaneSpace", "Point", "Space", "act_bits_of", "build_candidates", "design_for_knobs",
            "front_indices", "pareto_designs", "pareto_front", "pareto_mask", "search", "search_act_bits", "select",
            "signed_bits"]

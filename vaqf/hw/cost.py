@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 RESOURCE_KEYS = ("lut", "ff", "dsp", "bram18", "uram")
 
+#: cycles from a DDR burst request to its first beat (AXI round trip on Zynq UltraScale+ HP ports); the
+#: generated header passes it to the kernels' cycle counters as VAQF_DDR_LATENCY
+DDR_LATENCY = 64
+
 #: memories below this many bits go to distributed RAM (LUTRAM) rather than a BRAM18
 LUTRAM_MAX_BITS = 1024
 #: bits one LUT6 stores as distributed RAM (RAM64X1S, UG574)

@@ -1,10 +1,13 @@
 """On-chip activation buffers: which buffer holds each value (liveness-based reuse).
 
 Buffers come in two kinds: "act" (activation precision, read by the GEMM unit) and "acc"
-(accumulators), each kind with one container width. A value takes the smallest free buffer of its kind
-that holds it (best fit), or a buffer of its own size when none does; an elementwise op whose input dies
-at that op writes over its input (``OpSpec.in_place``). Values of aliasing ops (reshape) share their
-input's buffer. Each buffer is as large as the largest value it ever holds.
+(accumulators), each kind with one container width. Every buffer is ``lanes`` banks of words
+(:mod:`vaqf.hw.layout`): a value occupies ``rows x ceil(row / lanes)`` words. A value takes the smallest
+free buffer of its kind that holds it (best fit), or a buffer of its own size when none does; an
+elementwise op whose input dies at that op writes over its input (``OpSpec.in_place``). Values of
+aliasing ops (reshape) share their input's buffer when both shapes put every element in the same word
+and lane (:func:`vaqf.hw.layout.same_layout`); otherwise the op copies. Each buffer is as large as the
+largest value it ever holds.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vaqf.hw.cost import Cost, memory_cost
-from vaqf.ir import Graph, IntType, Value
+from vaqf.hw.layout import same_layout, value_words
+from vaqf.ir import Graph, IntType, Node, Value
 from vaqf.ops import get_spec
 
 
@@ -23,31 +27,27 @@ class BufferPlan:
     count: dict[str, int] = field(default_factory=dict)       # kind -> number of buffers
     sizes: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, buffer) -> elements
     bits: dict[str, int] = field(default_factory=dict)        # kind -> container bits (signed)
+    lanes: int = 1                                             # banks of every buffer (lanes per word)
+    words: dict[tuple[str, int], int] = field(default_factory=dict)  # (kind, buffer) -> words
 
     def name(self, value: str) -> str:
         return f"{self.kind_of[value]}_buf{self.buffer_of[value]}"
 
-    def cost(self, partition: int = 1) -> Cost:
-        """On-chip memory of every buffer; "act" buffers are split into ``partition`` banks.
-
-        The GEMM units read SIMD activations per cycle, so every activation buffer is cyclically
-        partitioned into (the largest) SIMD banks of ceil(size / SIMD) elements; each bank is one
-        memory (:func:`vaqf.hw.cost.memory_cost`: BRAM18s, or LUTRAM when under 1 Kb). Accumulator
-        buffers are written and read one element per cycle and stay whole.
-        """
+    def cost(self) -> Cost:
+        """On-chip memory of every buffer: ``lanes`` banks (one per lane) of ``words`` entries each, every
+        bank one memory (:func:`vaqf.hw.cost.memory_cost`: BRAM18s, or LUTRAM when under 1 Kb)."""
         total = Cost()
-        for (kind, _), size in self.sizes.items():
-            part = max(1, partition) if kind == "act" else 1
-            bank = memory_cost(-(-size // part), self.bits[kind])
-            total = total + Cost(lut=part * bank.lut, bram18=part * bank.bram18)
+        for key, words in self.words.items():
+            bank = memory_cost(words, self.bits[key[0]])
+            total = total + Cost(lut=self.lanes * bank.lut, bram18=self.lanes * bank.bram18)
         return total
 
-    def buffers(self) -> list[tuple[str, str, int]]:
-        """(kind, name, elements) of every buffer, in a stable order."""
-        return [(k, f"{k}_buf{i}", self.sizes[(k, i)]) for k, i in sorted(self.sizes)]
+    def buffers(self) -> list[tuple[str, str, int, int]]:
+        """(kind, name, elements, words) of every buffer, in a stable order."""
+        return [(k, f"{k}_buf{i}", self.sizes[(k, i)], self.words[(k, i)]) for k, i in sorted(self.sizes)]
 
-    def bram18(self, partition: int = 1) -> int:
-        return self.cost(partition).bram18
+    def bram18(self) -> int:
+        return self.cost().bram18
 
 
 def signed_bits(v: Value) -> int:
@@ -57,8 +57,14 @@ def signed_bits(v: Value) -> int:
     return 2
 
 
-def plan_buffers(graph: Graph) -> BufferPlan:
-    plan = BufferPlan()
+def aliases(node: Node, lanes: int) -> bool:
+    """Whether the node's output shares its input's buffer at this lane count (a free reshape)."""
+    return bool(get_spec(node.op).aliases_input) and same_layout(node.inputs[0].info, node.outputs[0].info, lanes)
+
+
+def plan_buffers(graph: Graph, lanes: int = 1) -> BufferPlan:
+    """The buffer plan of ``graph`` for words of ``lanes`` lanes."""
+    plan = BufferPlan(lanes=int(lanes))
     order = list(graph.topo())
     for v in graph.inputs:
         plan.kind_of[v.name] = "act"
@@ -78,7 +84,7 @@ def plan_buffers(graph: Graph) -> BufferPlan:
     for i, node in enumerate(order):
         for v in node.inputs:
             last_use[alias_root.get(v.name, v.name)] = i
-        if get_spec(node.op).aliases_input:
+        if aliases(node, lanes):
             for v in node.outputs:
                 alias_root[v.name] = alias_root.get(node.inputs[0].name, node.inputs[0].name)
     for v in graph.outputs:
@@ -86,23 +92,26 @@ def plan_buffers(graph: Graph) -> BufferPlan:
     free: dict[str, list[int]] = {}
     busy: dict[str, int] = {}   # root value -> buffer index
     for v in graph.inputs:
-        plan.buffer_of[v.name] = _take(plan, free, "act", v.info.size)
+        plan.buffer_of[v.name] = _take(plan, free, "act", v.info.size, value_words(v.info, lanes))
         busy[v.name] = plan.buffer_of[v.name]
     for i, node in enumerate(order):
         spec = get_spec(node.op)
+        alias = aliases(node, lanes)
         for v in node.outputs:
-            if spec.aliases_input:
+            if alias:
                 plan.buffer_of[v.name] = plan.buffer_of[node.inputs[0].name]
-                _grow(plan, plan.kind_of[v.name], plan.buffer_of[v.name], v.info.size)
+                _grow(plan, plan.kind_of[v.name], plan.buffer_of[v.name], v.info.size, value_words(v.info, lanes))
                 continue
             src = node.inputs[0] if spec.in_place and node.inputs else None
             root = alias_root.get(src.name, src.name) if src is not None else None
             if (src is not None and plan.kind_of[src.name] == plan.kind_of[v.name] and root in busy
                     and last_use.get(root, -1) <= i and src.info.size == v.info.size
+                    and same_layout(src.info, v.info, lanes)
                     and all(alias_root.get(x.name, x.name) != root for x in node.inputs[1:])):
                 plan.buffer_of[v.name] = busy.pop(root)  # write over the dying input
             else:
-                plan.buffer_of[v.name] = _take(plan, free, plan.kind_of[v.name], v.info.size)
+                plan.buffer_of[v.name] = _take(plan, free, plan.kind_of[v.name], v.info.size,
+                                               value_words(v.info, lanes))
             busy[v.name] = plan.buffer_of[v.name]
         # release buffers whose root value is dead after this node
         for root in list(busy):
@@ -111,21 +120,22 @@ def plan_buffers(graph: Graph) -> BufferPlan:
     return plan
 
 
-def _grow(plan: BufferPlan, kind: str, idx: int, size: int) -> None:
+def _grow(plan: BufferPlan, kind: str, idx: int, size: int, words: int) -> None:
     plan.sizes[(kind, idx)] = max(plan.sizes.get((kind, idx), 1), size)
+    plan.words[(kind, idx)] = max(plan.words.get((kind, idx), 1), words)
 
 
-def _take(plan: BufferPlan, free: dict[str, list[int]], kind: str, size: int) -> int:
-    """The smallest free buffer holding ``size`` elements, else the largest free one grown to it, else a new one."""
+def _take(plan: BufferPlan, free: dict[str, list[int]], kind: str, size: int, words: int) -> int:
+    """The smallest free buffer holding ``words`` words, else the largest free one grown to it, else a new one."""
     pool = free.setdefault(kind, [])
     if pool:
-        fitting = [b for b in pool if plan.sizes[(kind, b)] >= size]
-        pick = min(fitting, key=lambda b: (plan.sizes[(kind, b)], b)) if fitting else \
-            max(pool, key=lambda b: (plan.sizes[(kind, b)], -b))
+        fitting = [b for b in pool if plan.words[(kind, b)] >= words]
+        pick = min(fitting, key=lambda b: (plan.words[(kind, b)], b)) if fitting else \
+            max(pool, key=lambda b: (plan.words[(kind, b)], -b))
         pool.remove(pick)
-        _grow(plan, kind, pick, size)
+        _grow(plan, kind, pick, size, words)
         return pick
     idx = plan.count.get(kind, 0)
     plan.count[kind] = idx + 1
-    _grow(plan, kind, idx, size)
+    _grow(plan, kind, idx, size, words)
     return idx

@@ -1,9 +1,11 @@
 """The accelerator cost model: a layer-sequential engine of shared units.
 
-Resources = sum over units of (max over the layers a unit runs of what each needs) + activation buffers
-+ the fixed shell (AXI masters, AXI-lite control). Latency = sum over layers of each layer's cycles
-(op cost models, which already take max(compute, memory) where the kernel overlaps them) + moving the
-input in and the output out. Frame rate = clock / latency.
+Resources = sum over units of (max over the layers a unit runs of what each needs) + what sharing one
+instance per unit costs (:func:`sharing_cost`: the multiplexers in front of every buffer bank and every
+unit argument, and of the per-layer descriptors) + activation buffers + the fixed shell (AXI masters,
+AXI-lite control). Latency = sum over layers of each layer's cycles (op cost models, which already take
+max(compute, memory) where the kernel overlaps them) + moving the input in and the output out. Frame
+rate = clock / latency. The C-simulation's cycle counters (hls/vaqf/cycles.h) count the same loops.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import RESOURCE_KEYS, Cost
+from vaqf.hw.cost import DDR_LATENCY, RESOURCE_KEYS, Cost, mux_luts
+from vaqf.hw.layout import design_lanes
 from vaqf.hw.memory import BufferPlan, plan_buffers
 from vaqf.ir import Graph, Node
 from vaqf.ops import get_spec
@@ -26,6 +29,11 @@ from vaqf.ops import get_spec
 #: two AXI4 masters with burst logic plus the AXI4-Lite control slave, as reported for small HLS
 #: designs on Zynq UltraScale+ (order of magnitude: ~1.5k LUT / 2k FF per master)
 SHELL = Cost(0, lut=3_500, ff=4_500, dsp=0, bram18=4, uram=0)
+#: bits of one layer's descriptor as a shared unit receives it (up to 16 int fields): the upper bound the
+#: per-call-site multiplexer in front of a unit is charged for
+DESC_BITS = 16 * 32
+#: address bits of a buffer bank (depth up to 64k words) and its write enable
+BANK_ADDR_BITS = 17
 
 
 @dataclass
@@ -156,17 +164,54 @@ def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]],
 
 
 def io_cycles(graph: Graph) -> int:
-    """The top function copies inputs in and outputs out, one element per cycle."""
-    return sum(v.info.size for v in graph.inputs) + sum(v.info.size for v in graph.outputs) + 2 * 64
+    """The top function copies each input in and each output out, one element per cycle after a DDR round
+    trip (templates/project/vaqf_top.cpp.j2, counted the same way in the C-simulation)."""
+    values = [*graph.inputs, *graph.outputs]
+    return sum(v.info.size for v in values) + DDR_LATENCY * len(values)
 
 
-def act_partition(knobs: dict[str, dict[str, int]]) -> int:
-    """Banks of every activation buffer: the largest SIMD of any unit (see BufferPlan.cost)."""
-    return max((int(k.get("simd", 1)) for k in knobs.values()), default=1)
+def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
+    """What one instance per unit costs on top of the units themselves (HLS-REVIEW H9).
+
+    - Every buffer bank is driven by each (unit, argument) that reads or writes the buffer: per bank an
+      accessors:1 multiplexer on its address, write data and write enable.
+    - Every unit argument bound to several buffers reads through a buffers:1 multiplexer per lane.
+    - Every unit receives its layers' descriptors from as many call sites: a calls:1 multiplexer on
+      DESC_BITS.
+    The top's own I/O loops count as one accessor of the buffers they fill and drain.
+    """
+    accessors: dict[str, set] = {}
+    bound: dict[tuple, set] = {}
+    calls: dict[str, int] = {}
+    for node in graph.topo():
+        spec = get_spec(node.op)
+        u = spec.unit(node)
+        if u == "none":
+            continue
+        calls[u] = calls.get(u, 0) + 1
+        for role, values in (("in", node.inputs), ("out", node.outputs)):
+            for i, v in enumerate(values):
+                if v.name not in plan.buffer_of:
+                    continue
+                buf = plan.name(v.name)
+                accessors.setdefault(buf, set()).add((u, role, i))
+                bound.setdefault((u, role, i), set()).add(buf)
+    for v in (*graph.inputs, *graph.outputs):
+        accessors.setdefault(plan.name(v.name), set()).add(("top", "io", 0))
+    lut = 0
+    for buf, acc in accessors.items():
+        kind = buf.split("_", 1)[0]
+        lut += plan.lanes * (BANK_ADDR_BITS + plan.bits.get(kind, 32) + 1) * mux_luts(len(acc))
+    for (_, _, _), bufs in bound.items():
+        width = max(plan.bits.get(b.split("_", 1)[0], 32) for b in bufs)
+        lut += plan.lanes * width * mux_luts(len(bufs))
+    lut += sum(DESC_BITS * mux_luts(n) for n in calls.values())
+    return Cost(lut=lut)
 
 
-def buffers_cost(plan: BufferPlan, knobs: dict[str, dict[str, int]]) -> Cost:
-    return plan.cost(act_partition(knobs))
+def buffers_cost(plan: BufferPlan, graph: Graph) -> Cost:
+    """The activation buffers and the multiplexers that sharing them across units needs."""
+    return plan.cost() + sharing_cost(graph, plan)
 
 
 def combine(board: Board, unit_hw: dict[str, Cost], unit_cycles: dict[str, int], buffers: Cost,
@@ -198,8 +243,8 @@ def estimate(graph: Graph, board: Board, knobs: dict[str, dict[str, int]]) -> Es
         layers.extend(ls)
     order = {n.name: i for i, n in enumerate(graph.topo())}
     layers.sort(key=lambda layer: order[layer.node])
-    plan = plan_buffers(graph)
-    cycles, total = combine(board, hw, cyc, buffers_cost(plan, knobs), io_cycles(graph))
+    plan = plan_buffers(graph, design_lanes(knobs))
+    cycles, total = combine(board, hw, cyc, buffers_cost(plan, graph), io_cycles(graph))
     res = total.resources()
     return Estimate(cycles, board.clock_hz / max(cycles, 1), res, utilization(total, board), layers,
                     {u: c.resources() for u, c in hw.items()})

@@ -377,37 +377,48 @@ def with_node_after_first_layer(model: onnx.ModelProto, op_type: str, name: str,
 RES = ("lut", "ff", "dsp", "bram18", "uram")
 
 
-def bulk_designs(graph: Graph, board: Board) -> tuple[np.ndarray, np.ndarray, list[list[tuple]]]:
-    """Every design's cycles and resources (columns RES), the first unit's knobs varying slowest, for
-    spaces too large to estimate one by one: each unit's options costed with ``unit_cost``, summed over
-    every combination with the shell and the activation buffers of the largest SIMD (the rule of
-    ``vaqf.hw.model.estimate``; tests/dse checks a sample against it). Also each unit's options as
-    (unit, knobs, cycles, resources, simd)."""
+def bulk_designs(graph: Graph, board: Board):
+    """Every design's cycles and resources (columns RES), for spaces too large to estimate one by one, and
+    a function giving design i's knobs. Designs come lane count by lane count (the search's
+    ``graph_lane_choices``); within one, every unit's lane knob is that count and the first unit's other
+    knobs vary slowest; each unit's options are costed with ``unit_cost`` and summed with the shell, the
+    activation buffers and their sharing multiplexers of that lane count (the rule of
+    ``vaqf.hw.model.estimate``; tests/dse checks a sample against it)."""
+    from vaqf.dse.search import graph_lane_choices
     from vaqf.hw.memory import plan_buffers
-    from vaqf.hw.model import SHELL, io_cycles, unit_cost, unit_knob_space, units_of
+    from vaqf.hw.model import SHELL, buffers_cost, io_cycles, unit_cost, unit_knob_space, units_of
 
-    opts = []
-    for u, nodes in units_of(graph).items():
-        space = unit_knob_space(nodes)
-        names = sorted(space)
-        rows = []
-        for c in itertools.product(*(space[k] for k in names)):
-            kn = dict(zip(names, c, strict=True))
-            cyc, hw, _ = unit_cost(nodes, kn, board)
-            rows.append((u, kn, cyc, [getattr(hw, r) for r in RES], int(kn.get("simd", 1))))
-        opts.append(rows)
-    plan = plan_buffers(graph)
-    cycles = np.array([io_cycles(graph)], dtype=np.int64)
-    res = np.array([[getattr(SHELL, r) for r in RES]], dtype=np.int64)
-    simd = np.ones(1, dtype=np.int64)
-    for rows in opts:  # outer sums, the first unit varying slowest
-        cycles = (cycles[:, None] + np.array([r[2] for r in rows])[None, :]).ravel()
-        res = (res[:, None, :] + np.array([r[3] for r in rows])[None, :, :]).reshape(-1, len(RES))
-        simd = np.maximum(simd[:, None], np.array([r[4] for r in rows])[None, :]).ravel()
-    for v in np.unique(simd):
-        buf = plan.cost(int(v))
-        res[simd == v] += np.array([getattr(buf, r) for r in RES])
-    return cycles, res, opts
+    all_cycles, all_res, segments = [], [], []
+    for lanes in graph_lane_choices(graph):
+        opts = []
+        for u, nodes in units_of(graph).items():
+            space = unit_knob_space(nodes)
+            for lane_key in ("simd", "lanes"):
+                if lane_key in space:
+                    space[lane_key] = [lanes]
+            names = sorted(space)
+            rows = []
+            for c in itertools.product(*(space[k] for k in names)):
+                kn = dict(zip(names, c, strict=True))
+                cyc, hw, _ = unit_cost(nodes, kn, board)
+                rows.append((u, kn, cyc, [getattr(hw, r) for r in RES]))
+            opts.append(rows)
+        buf = buffers_cost(plan_buffers(graph, lanes), graph)
+        cycles = np.array([io_cycles(graph)], dtype=np.int64)
+        res = np.array([[getattr(SHELL, r) + getattr(buf, r) for r in RES]], dtype=np.int64)
+        for rows in opts:  # outer sums, the first unit varying slowest
+            cycles = (cycles[:, None] + np.array([r[2] for r in rows])[None, :]).ravel()
+            res = (res[:, None, :] + np.array([r[3] for r in rows])[None, :, :]).reshape(-1, len(RES))
+        segments.append((sum(c.size for c in all_cycles), [len(r) for r in opts], opts))
+        all_cycles.append(cycles)
+        all_res.append(res)
+
+    def knobs_at(i: int) -> dict[str, dict[str, int]]:
+        start, sizes, opts = next(s for s in reversed(segments) if s[0] <= i)
+        picks = np.unravel_index(int(i) - start, sizes)
+        return {opts[u][j][0]: opts[u][j][1] for u, j in enumerate(picks)}
+
+    return np.concatenate(all_cycles), np.concatenate(all_res), knobs_at
 
 
 def assert_cycles_match(project, tol: float = 0.03, inputs: int = 1):

@@ -493,9 +493,37 @@ class Space:
         return [int(x) for x in _front2(cycles, res, np.array(idx, dtype=np.int64))[2]]
 
     def limit(self, cap: float) -> dict:
-        """:meth:`LaneSpace.limit` of the lane count that reaches the highest frame rate."""
-        limits = [sp.limit(cap) for sp in self.spaces]
-        return max(limits, key=lambda d: d["fps"])
+        """:meth:`LaneSpace.limit` over every lane count: the faster designs looked at are those of every
+        lane space; the one closest to fitting names the binding resource."""
+        best = self.fastest(cap)
+        if best is None:
+            return min((sp.limit(cap) for sp in self.spaces), key=lambda d: d["detail"])
+        bp = self.point(best)
+        near: list[Point] = []
+        tops: list[Point] = []
+        for sp in self.spaces:
+            rel = sp.relaxed(cap)
+            i = rel._query(_kernels().CLOSEST_FASTER, max_cycles=bp.cycles)
+            if i is not None:
+                near.append(rel.point(i))
+            t = rel._query(_kernels().FEWEST_CYCLES)
+            if t is not None:
+                tops.append(rel.point(t))
+        gain = max(p.fps for p in tops) / bp.fps - 1 if tops else 0.0
+        if near and gain > MARGINAL_GAIN:
+            p = min(near, key=lambda q: (float(np.max(q.util)), q.cycles))
+            r = int(np.argmax(p.util))
+            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r],
+                    "detail": f"the next faster design ({p.fps:.4g} FPS) needs {p.util[r] * 100:.0f}% "
+                              f"of the {RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
+        more = f"; more resources would gain at most {gain * 100:.1f}%" if near else ""
+        memory = bp.ddr / self.board.ddr_bytes_per_cycle
+        if memory >= 0.5 * bp.cycles:
+            return {"fps": bp.fps, "binding": "ddr_bandwidth",
+                    "detail": f"weight traffic from DDR takes {memory / bp.cycles * 100:.0f}% of the "
+                              f"cycles at {self.board.ddr_bytes_per_cycle:.3g} bytes/cycle{more}"}
+        return {"fps": bp.fps, "binding": "parallelism",
+                "detail": f"the units' parallelism is exhausted (the cycles do not shrink with larger knobs){more}"}
 
     def relaxed(self, cap: float) -> Space:
         room = diagnosis_room(cap)

@@ -22,6 +22,7 @@ import jinja2
 import numpy as np
 
 from vaqf import __version__
+from vaqf.backend.bd import block_design_values
 from vaqf.backend.names import NameTable
 from vaqf.backend.resources import hls_dir, templates_dir
 from vaqf.dse.design import Design
@@ -134,6 +135,8 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "board": board.name,
         "tb_vectors": tb_vector_count(image),
         "top": "vaqf_top",
+        "bd": block_design_values(board, design.clock_mhz),  # scripts/build_bd.tcl (None: no flow)
+        "tb_in_bytes": 4 * sum(v.info.size for v in graph.inputs),  # one input vector (1-vector cosim)
     }
     files = {
         "src/vaqf_top.h": "project/vaqf_top.h.j2",
@@ -146,6 +149,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "Makefile": "project/Makefile.j2",
         "README.md": "project/README.md.j2",
         "driver/vaqf_driver.py": "project/vaqf_driver.py.j2",
+        "scripts/build_bd.tcl": "project/build_bd.tcl.j2",
     }
     out = {path: env.get_template(t).render(**values) for path, t in files.items()}
     return out, image, plan

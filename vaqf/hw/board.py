@@ -172,3 +172,74 @@ def load_board_file(path: Path) -> Board:
     if not path.is_file():
         raise VaqfError(f"board file {path} does not exist")
     return board_from_dict(_read_mapping(path), f"board file {path}")
+
+
+@dataclass(frozen=True)
+class Shell:
+    """What the Vivado block design around the accelerator IP needs to know about a board (data only; the
+    Tcl lives in templates/project/build_bd.tcl.j2).
+
+    ``board_part`` is a pattern for Vivado's ``get_board_parts`` (the newest installed board-file revision
+    is taken). ``hp_ports`` are the PS slave ports that take the IP's m_axi bundles, in bundle order, each
+    with the PS property that enables it and the PS clock pin of that port. ``control`` is the PS master
+    port for the IP's s_axi_control. ``pl_clock_property`` sets the PL clock in MHz; ``disable`` lists PS
+    ports that a board preset may enable and the design leaves unused (an enabled port with an unconnected
+    clock fails validation).
+    """
+
+    family: str                                   # "zynqmp" or "zynq7"
+    ps_ip: str                                    # VLNV of the PS, without a version
+    ps_rule: str                                  # apply_bd_automation rule that applies the board preset
+    board_part: str
+    board_files: str                              # where the board files come from, for the error message
+    pl_clock_pin: str
+    pl_reset_pin: str
+    pl_clock_property: str
+    pl_clock_enable: str
+    control_port: str
+    control_enable: str
+    control_clock_pin: str
+    hp_ports: tuple[tuple[str, str, str], ...]    # (port, enabling property, clock pin)
+    hp_width_property: str                        # per HP port, "{i}" is replaced by its index
+    disable: tuple[str, ...] = ()
+
+
+_ZYNQMP_HP = (("S_AXI_HP0_FPD", "CONFIG.PSU__USE__S_AXI_GP2", "saxihp0_fpd_aclk"),
+              ("S_AXI_HP1_FPD", "CONFIG.PSU__USE__S_AXI_GP3", "saxihp1_fpd_aclk"),
+              ("S_AXI_HP2_FPD", "CONFIG.PSU__USE__S_AXI_GP4", "saxihp2_fpd_aclk"),
+              ("S_AXI_HP3_FPD", "CONFIG.PSU__USE__S_AXI_GP5", "saxihp3_fpd_aclk"))
+
+
+def _zynqmp(board_part: str, board_files: str) -> Shell:
+    # PSU__USE__M_AXI_GP0/1/2 are M_AXI_HPM0_FPD, M_AXI_HPM1_FPD and M_AXI_HPM0_LPD; S_AXI_GP2..5 are
+    # S_AXI_HP0..3_FPD; PSU__SAXIGP<n>__DATA_WIDTH is the width of S_AXI_GP<n>
+    return Shell("zynqmp", "xilinx.com:ip:zynq_ultra_ps_e", "xilinx.com:bd_rule:zynq_ultra_ps_e", board_part,
+                 board_files, "pl_clk0", "pl_resetn0", "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ",
+                 "CONFIG.PSU__FPGA_PL0_ENABLE", "M_AXI_HPM0_FPD", "CONFIG.PSU__USE__M_AXI_GP0",
+                 "maxihpm0_fpd_aclk", _ZYNQMP_HP, "CONFIG.PSU__SAXIGP{gp}__DATA_WIDTH",
+                 ("CONFIG.PSU__USE__M_AXI_GP1", "CONFIG.PSU__USE__M_AXI_GP2"))
+
+
+_ZYNQ7_HP = (("S_AXI_HP0", "CONFIG.PCW_USE_S_AXI_HP0", "S_AXI_HP0_ACLK"),
+             ("S_AXI_HP1", "CONFIG.PCW_USE_S_AXI_HP1", "S_AXI_HP1_ACLK"),
+             ("S_AXI_HP2", "CONFIG.PCW_USE_S_AXI_HP2", "S_AXI_HP2_ACLK"),
+             ("S_AXI_HP3", "CONFIG.PCW_USE_S_AXI_HP3", "S_AXI_HP3_ACLK"))
+
+#: the block design per built-in board; boards without one (Alveo, user boards) get no bitstream flow
+SHELLS: dict[str, Shell] = {
+    "zcu102": _zynqmp("*:zcu102:part0:*", "shipped with Vivado"),
+    "zcu104": _zynqmp("*:zcu104:part0:*", "shipped with Vivado"),
+    "ultra96v2": _zynqmp("*:ultra96v2:part0:*", "Avnet's bdf repository (github.com/Avnet/bdf)"),
+    "kv260": _zynqmp("*:kv260_som:part0:*", "shipped with Vivado 2021.1 and later"),
+    "pynqz2": Shell("zynq7", "xilinx.com:ip:processing_system7", "xilinx.com:bd_rule:processing_system7",
+                    "*:pynq-z2:part0:*", "TUL's PYNQ-Z2 board files (from the PYNQ-Z2 resources page)",
+                    "FCLK_CLK0", "FCLK_RESET0_N", "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ", "CONFIG.PCW_EN_CLK0_PORT",
+                    "M_AXI_GP0", "CONFIG.PCW_USE_M_AXI_GP0", "M_AXI_GP0_ACLK", _ZYNQ7_HP,
+                    "CONFIG.PCW_S_AXI_HP{hp}_DATA_WIDTH", ("CONFIG.PCW_USE_M_AXI_GP1",)),
+}
+
+
+def shell_of(board: Board) -> Shell | None:
+    """The block design data of a built-in board, or None (Alveo U250, user boards)."""
+    builtin = BOARDS.get(board.name)
+    return SHELLS.get(board.name) if builtin == board else None

@@ -18,7 +18,7 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost
 from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
+from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost, eltwise_params, eltwise_unit_params
 from vaqf.sim.qarith import round_real
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def add_attrs(sa: float, sb: float, out_scale: float, out_qtype: IntType, out_zp
 @register
 class Add(OpSpec):
     name = "add"
-    in_place = True
+    in_place = False  # the unit reads and writes two different buffers (HLS-REVIEW M13, docs/hls-parts)
     elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -92,13 +92,11 @@ class Add(OpSpec):
         return {"lanes": list(LANE_CHOICES)}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.eltwise.eltwise_cost: two 32x18 multiplies (2 DSP48E2 each), an add and a rounding
-        shift + clamp (~3 LUT per bit) per lane."""
-        x = node.inputs[0].info
-        return eltwise_cost(x.size, int(knobs["lanes"]), x.qtype.bits, 3.0, 4)
+        """See ops.eltwise.eltwise_cost: two (A+1) x 32 products per lane and their 64-bit sum."""
+        return eltwise_cost(node, knobs, board, products=2, table=False)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {"lanes": int(knobs["lanes"])}
+        return eltwise_unit_params(nodes, knobs, word_bits)
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         return ["act"]
@@ -106,8 +104,6 @@ class Add(OpSpec):
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         at = node.attrs
         a, b = node.inputs[0].info, node.inputs[1].info
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": a.size, "ma": int(at["ma"]),
-                "mb": int(at["mb"]), "shift": int(at["shift"]), "zp_a": a.zero_point, "zp_b": b.zero_point,
-                "zp_out": int(at["zero_point"]), "out_lo": int(at["qtype"].min), "out_hi": int(at["qtype"].max),
-                "a_buf": ctx.buffer(node.inputs[0].name), "b_buf": ctx.buffer(node.inputs[1].name),
-                "out_buf": ctx.buffer(node.outputs[0].name)}
+        return eltwise_params(node, ctx, zp_a=int(a.zero_point), zp_b=int(b.zero_point), ma=int(at["ma"]),
+                              mb=int(at["mb"]), shift=int(at["shift"]), zp_out=int(at["zero_point"]),
+                              lo=int(at["qtype"].min), hi=int(at["qtype"].max), rounding=0)

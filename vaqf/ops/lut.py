@@ -14,10 +14,12 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost, bram18_for
+from vaqf.hw.cost import DDR_LATENCY, Cost, memory_cost, mux_luts
+from vaqf.hw.layout import lane_knob, value_words
+from vaqf.hw.memory import signed_bits
 from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.eltwise import LANE_CHOICES
+from vaqf.ops.eltwise import LANE_CHOICES, buffer_args
 from vaqf.ops.packing import pack_int32
 from vaqf.sim.qarith import round_real, saturate
 
@@ -25,6 +27,14 @@ if TYPE_CHECKING:
     from vaqf.sim.plans import Scratch
 
 MAX_INPUT_BITS = 12
+#: pipeline depth of the lookup loop: read, index, table read (2), select, write
+DEPTH = 4
+#: pipeline depth of the table fill after the DDR latency
+FILL_DEPTH = 3
+
+
+def _idx_bits(table_size: int) -> int:
+    return max(1, math.ceil(math.log2(max(2, table_size))))
 
 
 def gelu_erf(x: np.ndarray) -> np.ndarray:
@@ -52,7 +62,7 @@ def lut_attrs(fn: str, in_info: TensorInfo, out_qtype: IntType, out_scale: float
 @register
 class Lut(OpSpec):
     name = "lut"
-    in_place = True
+    in_place = False  # the unit reads and writes two different buffers (HLS-REVIEW M13, docs/hls-parts)
     elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -91,18 +101,35 @@ class Lut(OpSpec):
         return {"lanes": list(LANE_CHOICES)}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """Load the table from DDR, then ``lanes`` lookups per cycle; each lane holds a table copy in
-        BRAM (or LUTRAM when small), ~40 LUT of indexing per lane."""
-        lanes = int(knobs["lanes"])
-        t = node.attrs["table"].size
-        n = node.inputs[0].info.size
-        load = 64 + math.ceil(4 * t / board.ddr_bytes_per_cycle)
-        bits = int(node.attrs["qtype"].bits) + 1
-        return Cost(load + math.ceil(n / lanes) + 8, lut=200 + 40 * lanes, ff=300 + 60 * lanes, dsp=0,
-                    bram18=lanes * bram18_for(t, bits), ddr_bytes=4 * t)
+        """The table fill, ``ceil(T / P) + DDR_LATENCY + FILL_DEPTH`` cycles (P = axi_bits / 32 entries per
+        DDR word, one word per cycle), then the lookup loop, ``words + DEPTH`` (II=1, whole words).
+
+        Hardware: per lane a copy of the table in P sub-banks of ceil(2^IDX / P) entries (IDX the index
+        bits of the table), each a memory (:func:`memory_cost`); per lane a P:1 multiplexer on the entry
+        bits (:func:`mux_luts`) and the index subtraction (IDX LUTs); 150 LUTs of counters. FF: the entry
+        and index per pipeline stage and lane. No DSP.
+        """
+        lanes = lane_knob(knobs) or 1
+        p = board.axi_bits // 32
+        t = int(node.attrs["table"].size)
+        idx = _idx_bits(t)
+        bits = signed_bits(node.outputs[0])
+        words = value_words(node.inputs[0].info, lanes)
+        fill = math.ceil(t / p)
+        bank = memory_cost(math.ceil(2**idx / p), bits)
+        lut = 150 + lanes * (p * bank.lut + mux_luts(p) * bits + idx)
+        return Cost(fill + DDR_LATENCY + FILL_DEPTH + words + DEPTH, lut=lut, ff=200 + lanes * DEPTH * (bits + idx),
+                    dsp=0, bram18=lanes * p * bank.bram18, ddr_bytes=fill * board.axi_bits // 8)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {"lanes": int(knobs["lanes"]), "max_table": max(n.attrs["table"].size for n in nodes)}
+        lanes = lane_knob(knobs) or 1
+        p = word_bits // 32
+        return {"a_bits": max(signed_bits(n.inputs[0]) for n in nodes),
+                "t_bits": max(signed_bits(n.outputs[0]) for n in nodes),
+                "idx_bits": max(_idx_bits(int(n.attrs["table"].size)) for n in nodes),
+                "max_words": max(value_words(n.inputs[0].info, lanes) for n in nodes),
+                "max_table_words": max(math.ceil(int(n.attrs["table"].size) / p) for n in nodes),
+                "depth": DEPTH, "fill_depth": FILL_DEPTH}
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         return ["act"]
@@ -112,7 +139,10 @@ class Lut(OpSpec):
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         a = node.attrs
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": node.inputs[0].info.size,
-                "table_offset": ctx.offset(node, "table"), "table_size": int(a["table"].size),
-                "in_min": int(a["in_min"]), "in_buf": ctx.buffer(node.inputs[0].name),
-                "out_buf": ctx.buffer(node.outputs[0].name)}
+        word_bits = ctx.board.axi_bits if ctx.board is not None else 128
+        ia, ic, a_acc = buffer_args(ctx, node.inputs[0].name)
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node),
+                "words": value_words(node.inputs[0].info, ctx.lanes), "a_acc": a_acc,
+                "table_offset": ctx.offset(node, "table"),
+                "table_words": math.ceil(int(a["table"].size) / (word_bits // 32)), "in_min": int(a["in_min"]),
+                "ia": ia, "ic": ic, "oa": ctx.buffer(node.outputs[0].name)}

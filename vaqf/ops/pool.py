@@ -14,12 +14,22 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
+from vaqf.hw.cost import Cost, dsp48e2_per_product, mux_luts
+from vaqf.hw.layout import lane_knob, row_words
+from vaqf.hw.memory import signed_bits
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import EmitContext, Known, OpSpec, register
-from vaqf.ops.eltwise import LANE_CHOICES
+from vaqf.ops.eltwise import LANE_CHOICES, buffer_args
 from vaqf.ops.im2col import conv_geometry
 from vaqf.sim.qarith import Dyadic, Rounding, rshift_round, saturate
+
+#: pipeline depth of the sweep: address, read, lane select, max / sum, requantize (2), write
+DEPTH = 6
+
+
+def _sum_bits(node: Node) -> int:
+    kh, kw = node.attrs["kernel"]
+    return signed_bits(node.inputs[0]) + 1 + math.ceil(math.log2(kh * kw + 1))
 
 
 def pool_attrs(kind: str, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]) -> dict:
@@ -86,18 +96,32 @@ class Pool(OpSpec):
         return {"lanes": list(LANE_CHOICES)}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """Each output reads its kh*kw window, ``lanes`` window elements per cycle; a compare (max) or an
-        add (avg) per lane, ~1 LUT per bit, and for average pooling one 32x24 rounding multiply."""
-        lanes = int(knobs["lanes"])
+        """One flattened loop over c x ho x wo x kh x kw at II=1 (one element read per cycle), plus DEPTH.
+
+        Hardware: the element read at a run-time lane, an L:1 multiplexer on the input bits
+        (:func:`mux_luts`); the running max (compare + select) and sum (an adder), S LUTs each (S the sum
+        bits); the output store's lane decode (L LUTs); six 32-bit address counters (192 LUTs); average
+        pooling adds one S x 25 product (:func:`dsp48e2_per_product`, the mantissa of 1/window is under
+        2^24) and the 64-bit rounding shift and clamp (8 LUTs per bit). FF: S bits per pipeline stage.
+        """
+        lanes = lane_knob(knobs) or 1
         kh, kw = node.attrs["kernel"]
-        out = node.outputs[0].info.size
-        bits = node.inputs[0].info.qtype.bits + math.ceil(math.log2(kh * kw + 1))
-        dsp = 2 if node.attrs["kind"] == "avg" else 0
-        return Cost(out * math.ceil(kh * kw / lanes) + 8, lut=200 + lanes * bits * 2, ff=300 + lanes * bits * 2,
-                    dsp=dsp)
+        c, _, _, ho, wo = conv_geometry(node.inputs[0].info.shape, node.attrs)
+        trips = c * ho * wo * kh * kw
+        bits = signed_bits(node.inputs[0])
+        s = _sum_bits(node)
+        avg = node.attrs["kind"] == "avg"
+        lut = 192 + mux_luts(lanes) * bits + 2 * s + lanes + (8 * 64 if avg else 0)
+        dsp = dsp48e2_per_product(s, 25) if avg else 0
+        return Cost(trips + DEPTH, lut=lut, ff=200 + DEPTH * s, dsp=dsp)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {"lanes": int(knobs["lanes"])}
+        trips = []
+        for n in nodes:
+            kh, kw = n.attrs["kernel"]
+            c, _, _, ho, wo = conv_geometry(n.inputs[0].info.shape, n.attrs)
+            trips.append(c * ho * wo * kh * kw)
+        return {"sum_bits": max(_sum_bits(n) for n in nodes), "max_trips": max(trips), "depth": DEPTH}
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         return list(in_kinds)
@@ -106,9 +130,14 @@ class Pool(OpSpec):
         x = node.inputs[0].info
         a = node.attrs
         c, h, w, ho, wo = conv_geometry(x.shape, a)
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "c": c, "h": h, "w": w, "ho": ho, "wo": wo,
-                "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0], "sw": a["stride"][1],
-                "pt": a["pads"][0], "pl": a["pads"][1], "avg": int(a["kind"] == "avg"),
+        kh, kw = a["kernel"]
+        rw = row_words(w, ctx.lanes)
+        ia, ic, in_acc = buffer_args(ctx, node.inputs[0].name)
+        oa, oc, out_acc = buffer_args(ctx, node.outputs[0].name)
+        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "trips": c * ho * wo * kh * kw,
+                "c": c, "h": h, "w": w, "ho": ho, "wo": wo, "kh": kh, "kw": kw, "sh": a["stride"][0],
+                "sw": a["stride"][1], "pt": a["pads"][0], "pl": a["pads"][1], "row_words": rw,
+                "out_row_words": row_words(wo, ctx.lanes), "sh_rw": a["stride"][0] * rw, "plane_words": h * rw,
+                "pt_rw": a["pads"][0] * rw, "in_acc": in_acc, "out_acc": out_acc, "avg": int(a["kind"] == "avg"),
                 "mant": int(a.get("mantissa", 0)), "shift": int(a.get("shift", 0)), "zp": x.zero_point,
-                "lo": int(x.qtype.min), "hi": int(x.qtype.max),
-                "in_buf": ctx.buffer(node.inputs[0].name), "out_buf": ctx.buffer(node.outputs[0].name)}
+                "lo": int(x.qtype.min), "hi": int(x.qtype.max), "ia": ia, "ic": ic, "oa": oa, "oc": oc}

@@ -12,11 +12,18 @@ import numpy as np
 
 from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost
+from vaqf.hw.layout import lane_knob, last_dim
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
 from vaqf.ops.common import check_product_fits, requant_out_info
-from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost
-from vaqf.ops.packing import pack_int32
+from vaqf.ops.eltwise import (
+    LANE_CHOICES,
+    eltwise_cost,
+    eltwise_params,
+    eltwise_unit_params,
+    requant_tables,
+    table_fill_words,
+)
 from vaqf.sim.qarith import Rounding
 
 if TYPE_CHECKING:
@@ -26,7 +33,7 @@ if TYPE_CHECKING:
 @register
 class Requant(OpSpec):
     name = "requant"
-    in_place = True
+    in_place = False  # the unit reads and writes two different buffers (HLS-REVIEW M13, docs/hls-parts)
     elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -67,18 +74,22 @@ class Requant(OpSpec):
         return {"lanes": list(LANE_CHOICES)}
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.eltwise.eltwise_cost: a 32x24 multiply (2 DSP48E2) and a rounding shift + clamp
-        (~3 LUT per bit) per lane."""
-        x = node.inputs[0].info
-        c = eltwise_cost(x.size, int(knobs["lanes"]), x.qtype.bits, 3.0, 2)
-        return Cost(c.cycles, c.lut, c.ff, c.dsp, c.bram18, c.uram, 8 * x.shape[-1])
+        """See ops.eltwise.eltwise_cost: one (A+1) x 32 product per lane, and the channel tables filled
+        from DDR before the word loop."""
+        return eltwise_cost(node, knobs, board, products=1, table=True)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {"lanes": int(knobs["lanes"])}
+        return eltwise_unit_params(nodes, knobs, word_bits)
 
     def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
-        return {"mantissa": pack_int32(node.attrs["mantissa"], word_bits),
-                "shift": pack_int32(node.attrs["shift"], word_bits)}
+        return self.ddr_blobs_for(node, word_bits, {"lanes": 1}, None)
+
+    def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
+                      board: Board | None) -> dict[str, np.ndarray]:
+        """The channel tables for L = the design's lanes, in fill order (ops.eltwise.requant_tables)."""
+        lanes = lane_knob(knobs) or 1
+        a = node.attrs
+        return {"tables": requant_tables(a["mantissa"], a["shift"], last_dim(node.inputs[0].info), lanes, word_bits)}
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         return ["act"]
@@ -86,12 +97,11 @@ class Requant(OpSpec):
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         x = node.inputs[0].info
         a = node.attrs
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "n": x.size,
-                "channels": int(a["mantissa"].size),
-                "mant_offset": ctx.offset(node, "mantissa"), "shift_offset": ctx.offset(node, "shift"),
-                "zp_in": x.zero_point, "zp_out": int(a["zero_point"]), "out_lo": int(a["qtype"].min),
-                "out_hi": int(a["qtype"].max), "rounding": Rounding(a["rounding"]).cpp_id,
-                "in_buf": ctx.buffer(node.inputs[0].name), "out_buf": ctx.buffer(node.outputs[0].name)}
+        word_bits = ctx.board.axi_bits if ctx.board is not None else 128
+        return eltwise_params(node, ctx, per_lane=1, const_offset=ctx.offset(node, "tables"),
+                              fill_words=table_fill_words(last_dim(x), ctx.lanes, word_bits),
+                              zp_a=int(x.zero_point), zp_out=int(a["zero_point"]), lo=int(a["qtype"].min),
+                              hi=int(a["qtype"].max), rounding=Rounding(a["rounding"]).cpp_id)
 
     def is_identity(self, node: Node) -> bool:
         x = node.inputs[0].info

@@ -7,15 +7,13 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.strided import contiguous_strides, copy_cost, copy_desc
+from vaqf.ops.base import OpSpec, register
+from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 @register
-class Concat(OpSpec):
+class Concat(MoverSpec, OpSpec):
     name = "concat"
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -38,32 +36,21 @@ class Concat(OpSpec):
         arrays = [np.broadcast_to(a, (b,) + a.shape[1:]) for a in inputs]
         return [np.concatenate(arrays, axis=int(node.attrs["axis"]) + 1)]
 
-    def unit(self, node: Node) -> str:
-        return "mover"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {}
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.strided.copy_cost: every input element copied once, one copy per input."""
-        return copy_cost(node.outputs[0].info.size, len(node.inputs))
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {}
-
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         if len(set(in_kinds)) != 1:
             raise VaqfError(f"{node.name}: concatenating activations with accumulators")
         return [in_kinds[0]]
 
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
+        """One copy per input into its slab of the output (whole words where its rows line up: a concat
+        along rows, or along the last axis at word boundaries)."""
         axis = int(node.attrs["axis"])
         out = node.outputs[0].info
         ost = contiguous_strides(out.shape)
-        copies, pos = [], 0
+        descs, pos = [], 0
         for v in node.inputs:
             s = v.info.shape
-            copies.append(copy_desc(list(s), contiguous_strides(s), ost, 0, pos * ost[axis]))
+            descs.append(plan_copy(list(s), contiguous_strides(s), ost, 0, pos * ost[axis], v.info, out, lanes,
+                                   name=node.name))
             pos += s[axis]
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "copies": copies,
-                "in_bufs": [ctx.buffer(v.name) for v in node.inputs], "out_buf": ctx.buffer(node.outputs[0].name)}
+        return descs

@@ -1,22 +1,26 @@
-"""const: a quantized constant tensor (class token, position embedding) loaded from DDR on chip."""
+"""const: a quantized constant tensor (class token, position embedding) loaded from DDR on chip.
+
+The DDR blob is laid out in the on-chip word layout (vaqf.hw.layout at the design's lanes L): every on-chip
+word of L lanes is ceil(L / G) DDR words of G = WORD_BITS/32 int32 fields, so the mover reads one burst of
+consecutive whole DDR words, one per cycle, and writes each into its word's lanes (HLS-REVIEW M17).
+"""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
+from vaqf.hw.layout import lane_knob, last_dim, row_words, rows_of
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.packing import pack_int32
+from vaqf.ops.strided import MODE_CONST, MoverSpec, empty_desc
 
 
 @register
-class Const(OpSpec):
+class Const(MoverSpec, OpSpec):
     name = "const"
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -32,26 +36,36 @@ class Const(OpSpec):
         data = np.asarray(node.attrs["data"], dtype=np.int64)
         return [data[None]]  # one copy, broadcast over the samples by consumers
 
-    def unit(self, node: Node) -> str:
-        return "mover"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {}
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """DDR burst of 4 bytes per element at the board's DDR rate, plus the AXI round trip."""
-        n = node.attrs["data"].size
-        return Cost(64 + math.ceil(4 * n / board.ddr_bytes_per_cycle), lut=450, ff=700, ddr_bytes=4 * n)
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {}
-
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         return ["act"]
 
+    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
+        """One load of the whole blob (offset filled in by template_params)."""
+        info = node.outputs[0].info
+        g = max(1, word_bits // 32)
+        parts = -(-lanes // g)
+        d = empty_desc(MODE_CONST)
+        d.update({"ddr_words": rows_of(info) * row_words(last_dim(info), lanes) * parts, "parts": parts})
+        return [d]
+
     def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
-        return {"data": pack_int32(node.attrs["data"].reshape(-1), word_bits)}
+        return self.ddr_blobs_for(node, word_bits, {}, None)
+
+    def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
+                      board: Board | None) -> dict[str, np.ndarray]:
+        """The constant as on-chip words (padded rows of L lanes), each word ceil(L/G) DDR words of int32."""
+        lanes = lane_knob(knobs) or 1
+        info = node.outputs[0].info
+        data = np.asarray(node.attrs["data"], dtype=np.int64).reshape(rows_of(info), last_dim(info))
+        g = max(1, word_bits // 32)
+        parts = -(-lanes // g)
+        rw = row_words(last_dim(info), lanes)
+        img = np.zeros((data.shape[0], rw, parts * g), dtype=np.int64)
+        k = np.arange(data.shape[1])
+        img[:, k // lanes, k % lanes] = data
+        return {"data": (img.reshape(-1) & 0xFFFFFFFF).astype(np.uint32)}
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        return {"ident": ctx.ident[node.name], "offset": ctx.offset(node, "data"), "n": int(node.attrs["data"].size),
-                "out_buf": ctx.buffer(node.outputs[0].name)}
+        descs = self.mover_descs(node, ctx.lanes, self.word_bits(ctx))
+        descs[0]["offset"] = ctx.offset(node, "data")
+        return self.copy_params(node, ctx, descs)

@@ -1,4 +1,10 @@
-"""reshape: the same integers under a new shape (Flatten, Reshape). Row-major data does not move."""
+"""reshape: the same integers under a new shape (Flatten, Reshape).
+
+On the mover: when both shapes put every element at the same (word, lane) (vaqf.hw.layout.same_layout: the
+same row length, or both rows whole words) the output shares the input's buffer (vaqf.hw.memory.aliases),
+costs no cycle and emits no call; otherwise the padded rows differ and the reshape is a copy on the mover.
+The unit is "mover" either way, so it does not depend on the lane count.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
+from vaqf.hw.layout import same_layout
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.base import OpSpec, register
+from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 @register
-class Reshape(OpSpec):
+class Reshape(MoverSpec, OpSpec):
     name = "reshape"
     moves_elements = True
     aliases_input = True
@@ -33,19 +39,13 @@ class Reshape(OpSpec):
         x = inputs[0]
         return [x.reshape((x.shape[0],) + tuple(node.attrs["shape"]))]
 
-    def unit(self, node: Node) -> str:
-        return "none"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {}
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """Zero by construction, not by default: the output aliases the input's row-major buffer,
-        so no hardware is generated and no cycle is spent (see aliases_input)."""
-        return Cost()
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {}
+    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
+        """None when the buffer is shared (same layout at these lanes); else one row-major copy."""
+        x, y = node.inputs[0].info, node.outputs[0].info
+        if same_layout(x, y, lanes):
+            return []
+        st = contiguous_strides(y.shape)
+        return [plan_copy(list(y.shape), st, st, 0, 0, x, y, lanes, name=node.name)]
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         return list(in_kinds)
@@ -57,6 +57,3 @@ class Reshape(OpSpec):
 
     def is_identity(self, node: Node) -> bool:
         return tuple(node.attrs["shape"]) == node.inputs[0].info.shape
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        return {"ident": ctx.ident[node.name]}

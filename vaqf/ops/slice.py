@@ -7,11 +7,9 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.strided import MoverSpec, contiguous_strides, copy_cost, copy_desc
+from vaqf.ops.base import OpSpec, register
+from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 def _ranges(node: Node, shape: tuple[int, ...]) -> list[range]:
@@ -43,16 +41,12 @@ class Slice(MoverSpec, OpSpec):
         idx = (slice(None),) + tuple(slice(r.start, r.stop, r.step) for r in rs)
         return [np.ascontiguousarray(inputs[0][idx])]
 
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.strided.copy_cost: one element per cycle of the output."""
-        return copy_cost(node.outputs[0].info.size)
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
+        """One copy over the output box with scaled and offset input strides."""
         x = node.inputs[0].info
         rs = _ranges(node, x.shape)
         st = contiguous_strides(x.shape)
         out_shape = tuple(len(r) for r in rs)
-        desc = copy_desc(list(out_shape), [s * r.step for s, r in zip(st, rs, strict=True)],
-                         contiguous_strides(out_shape), sum(s * r.start for s, r in zip(st, rs, strict=True)))
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "copies": [desc],
-                "in_bufs": [ctx.buffer(node.inputs[0].name)], "out_buf": ctx.buffer(node.outputs[0].name)}
+        return [plan_copy(list(out_shape), [s * r.step for s, r in zip(st, rs, strict=True)],
+                          contiguous_strides(out_shape), sum(s * r.start for s, r in zip(st, rs, strict=True)), 0,
+                          x, node.outputs[0].info, lanes, name=node.name)]

@@ -12,11 +12,9 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.strided import MoverSpec, contiguous_strides, copy_cost, copy_desc
+from vaqf.ops.base import OpSpec, register
+from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 def source_index(shape: tuple[int, ...], strides: list[int], base: int) -> np.ndarray:
@@ -49,13 +47,9 @@ class StridedCopy(MoverSpec, OpSpec):
         idx = source_index(shape, node.attrs["strides"], int(node.attrs["base"]))
         return [x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + shape)]
 
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.strided.copy_cost: one element per cycle of the output."""
-        return copy_cost(node.outputs[0].info.size)
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
+        """One copy over the output box (ops.strided.plan_copy: whole words where the runs line up)."""
         shape = tuple(int(d) for d in node.attrs["shape"])
-        desc = copy_desc(list(shape), [int(s) for s in node.attrs["strides"]], contiguous_strides(shape),
-                         int(node.attrs["base"]))
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "copies": [desc],
-                "in_bufs": [ctx.buffer(node.inputs[0].name)], "out_buf": ctx.buffer(node.outputs[0].name)}
+        return [plan_copy(list(shape), [int(s) for s in node.attrs["strides"]], contiguous_strides(shape),
+                          int(node.attrs["base"]), 0, node.inputs[0].info, node.outputs[0].info, lanes,
+                          name=node.name)]

@@ -7,11 +7,9 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.strided import MoverSpec, contiguous_strides, copy_cost, copy_desc
+from vaqf.ops.base import OpSpec, register
+from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 @register
@@ -33,18 +31,15 @@ class Transpose(MoverSpec, OpSpec):
         perm = [int(p) for p in node.attrs["perm"]]
         return [np.ascontiguousarray(np.transpose(inputs[0], [0] + [p + 1 for p in perm]))]
 
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.strided.copy_cost: one element per cycle."""
-        return copy_cost(node.inputs[0].info.size)
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
+    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
+        """One copy over the output box reading the permuted input strides (element by element unless the
+        last axis stays last and its runs line up)."""
         x = node.inputs[0].info
         perm = [int(p) for p in node.attrs["perm"]]
         out_shape = [x.shape[p] for p in perm]
         in_strides = contiguous_strides(x.shape)
-        desc = copy_desc(out_shape, [in_strides[p] for p in perm], contiguous_strides(tuple(out_shape)))
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node), "copies": [desc],
-                "in_bufs": [ctx.buffer(node.inputs[0].name)], "out_buf": ctx.buffer(node.outputs[0].name)}
+        return [plan_copy(out_shape, [in_strides[p] for p in perm], contiguous_strides(tuple(out_shape)), 0, 0,
+                          x, node.outputs[0].info, lanes, name=node.name)]
 
     def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
         if consumer.op != node.op:

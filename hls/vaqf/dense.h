@@ -1,206 +1,252 @@
-// vaqf kernel library: the GEMM unit (dense layers), binary or integer weights, with a
-// relu + requantization epilogue. One instance per config struct is shared by every layer it runs;
-// layer sizes and DDR offsets arrive at run time in a dense_desc.
+// vaqf kernel library: the GEMM unit (dense layers), binary or integer weights, with a relu +
+// requantization epilogue. One instance per config struct (the top's ALLOCATION on <unit>_run) serves every
+// layer; sizes and the DDR region arrive at run time in a dense_desc, passed by value.
+//
+// Structure (docs/hls-parts/dense.md): a DATAFLOW region of two processes. The reader (vaqf::ddr_read)
+// streams the layer's DDR region, laid out in consumption order by vaqf/ops/dense.py, at one word per
+// cycle over consecutive addresses; the compute process consumes it: per block of PE output slots, PE
+// constant words (folded bias, multiplier, shift, output column) and the block's PE x steps weight words of
+// SIMD x WBITS bits, loaded into the idle half of a ping-pong buffer while the other half computes.
+// Activations are SIMD-lane words (SIMD == ACT_LANES): MAC step t of row r reads the whole word
+// r * in_words + t, lane s from bank s.
 #ifndef VAQF_DENSE_H
 #define VAQF_DENSE_H
 
 #include <ap_int.h>
+#include <hls_stream.h>
+#include "vaqf/cycles.h"
 #include "vaqf/ddr.h"
 #include "vaqf/qarith.h"
 
+#ifndef VAQF_DDR_LATENCY
+#define VAQF_DDR_LATENCY 64  // generated projects define it in vaqf_top.h (vaqf.hw.cost.DDR_LATENCY)
+#endif
+
 namespace vaqf {
+
+// The activation operand's own integer type: the zero point is folded into the bias, so an unsigned 8-bit
+// activation enters the multiplier as 8 bits, not as a 9- or 10-bit difference (HLS-REVIEW C2).
+template <int BITS, bool SIGNED>
+struct dense_operand { typedef ap_uint<BITS> type; };
+template <int BITS>
+struct dense_operand<BITS, true> { typedef ap_int<BITS> type; };
 
 struct dense_desc {
     int rows;          // independent input rows (tokens) sharing the weights
     int in_dim;        // K
     int out_dim;       // N
-    int w_offset;      // word offset of the packed [N, K] weights
-    int bias_offset;   // word offset of N int32 biases
-    int mant_offset;   // word offset of N int32 multipliers (requant only)
-    int shift_offset;  // word offset of N int32 shifts (requant only)
-    int zp_in;
+    int in_words;      // words of an input row: ceil(K / SIMD), also the MAC steps per row
+    int out_words;     // words of an output row: ceil(N / SIMD)
+    int slots;         // output rows computed, PE per block (every row, or the live rows of the row table)
+    int dead;          // output rows with all-zero weights written from their constants (scatter form only)
+    int scatter;       // 1: output columns from the row table, one element per cycle; 0: slot = column
+    int ddr_offset;    // word offset of the layer's region in DDR
+    int ddr_words;     // words of that region
     int zp_out;
     int out_lo;
     int out_hi;
     int rounding;
     int relu;
     int requant;
-    int live;          // output rows with a non-zero weight: computed, in the order of the row table
-    int rows_offset;   // word offset of the row table: the live rows, then the all-zero rows
-    int n_blocks;      // 0: the live rows over all K columns; else dense blocks (block-sparse layer)
-    int blocks_offset; // word offset of the block table: per block 4 int32 (rows, MAC steps, first slot of
-                       // the row table, word offset of its weights from w_offset)
-    int cols_offset;   // word offset of the column table: per block steps x SIMD int32, the input column
-                       // lane s reads at each step (always one of bank s: column % SIMD == s), -1 if none
 };
 
 // Config struct defaults; generated projects derive from it and override sizes.
 struct dense_config {
     static const int PE = 1;
-    static const int SIMD = 1;
-    static const int EPI = 1;          // requantizers draining the PE accumulators in parallel
+    static const int SIMD = 1;         // == ACT_LANES
+    static const int EPI = 1;          // requantizers draining the PE accumulators in parallel (<= SIMD)
     static const int WBITS = 1;        // weight container bits (1: bipolar, bit 1 = +1)
     static const bool BINARY = true;
-    static const int MAX_ROW_WORDS = 1;
+    static const int IN_BITS = 8;      // the activation operand as its own integer (zero point in the bias)
+    static const bool IN_SIGNED = false;
     static const int ACC_BITS = 32;
-    static const int MAX_STEPS = 1;    // MAC steps of the widest block of a block-sparse layer
+    static const int MAX_STEPS = 1;    // largest in_words of the unit's layers
+    static const int MAX_ROWS = 1;
+    static const int MAX_ITEMS = 1;    // largest trip count of one block's loop
+    static const int MAX_BLOCKS = 1;
+    static const int MAX_DEAD = 1;     // largest dead x rows
+    static const int MAX_WORDS = 1;    // largest DDR region
+    static const int DEPTH = 1;        // pipeline depth of the block loop (vaqf/ops/dense.py gemm_depth)
+    static const int LOAD_DEPTH = 1;   // of the first block's load
+    static const int DEAD_DEPTH = 1;   // of the dead-row loop
 };
 
-// One weight-stationary GEMM over `rows` output rows, from slot `first` of the row table, each row a dot
-// product of `steps` x SIMD weights with the input columns (in order, or gathered through the column table).
-struct dense_seg {
-    int first;
-    int rows;
-    int steps;
-    int row_words;
-    int w_offset;
-    bool gather;       // weights stored by slot (block by block) and input columns from the column table
-};
-
-// Load one item of the parameters of output block `blk` of segment `g` into buffer set `b`: the PE weight
-// rows (row_words words each), then PE biases, multipliers and shifts. Item `i` counts from 0.
-template <class CFG, int WB>
-inline void load_item(const ap_uint<WB>* ddr, const dense_desc& d, const dense_seg& g, int blk, int i,
-                      ap_uint<WB> wbuf[CFG::PE][CFG::MAX_ROW_WORDS], int bias[CFG::PE], int mant[CFG::PE],
-                      int shift[CFG::PE]) {
+// saturate(round(acc * mantissa / 2^shift) + zero_point), at the widths it needs (HLS-REVIEW M15): the
+// product has AB + 25 bits, shifts past it give the same result as AB + 26 (docs/hls-parts/dense.md), so
+// the barrel shifter and the rounding compare are AB + 27 bits, not 64. Bit-exact with vaqf.sim.qarith.
+template <int AB>
+inline int requant_narrow(ap_int<AB> acc, ap_int<25> mant, ap_uint<6> shift, int zp, int lo, int hi, int mode) {
 #pragma HLS INLINE
-    const int weight_items = CFG::PE * g.row_words;
-    if (i < weight_items) {
-        int p = i / g.row_words, w = i % g.row_words;
-        int slot = blk * CFG::PE + p;
-        int o = slot < g.rows ? read_lane32<WB>(ddr, d.rows_offset, g.first + slot) : 0;
-        int at = g.gather ? slot : o;  // a block's weights are stored in its row order
-        if (slot < g.rows) wbuf[p][w] = ddr[g.w_offset + at * g.row_words + w];
-    } else {
-        int j = i - weight_items;
-        int p = j % CFG::PE, kind = j / CFG::PE;
-        int slot = blk * CFG::PE + p;
-        bool live = slot < g.rows;
-        int o = live ? read_lane32<WB>(ddr, d.rows_offset, g.first + slot) : 0;
-        if (kind == 0) bias[p] = live ? read_lane32<WB>(ddr, d.bias_offset, o) : 0;
-        if (kind == 1) mant[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.mant_offset, o) : 0;
-        if (kind == 2) shift[p] = (live && d.requant) ? read_lane32<WB>(ddr, d.shift_offset, o) : 0;
-    }
-}
-
-// Rows whose weights are all zero (pruned channels) skip the MACs: their output is the epilogue of the
-// bias alone, written for every input row.
-template <class CFG, int WB, class act_t, class acc_t>
-void dead_rows(const ap_uint<WB>* ddr, const dense_desc& d, act_t* out_act, acc_t* out_acc) {
-#pragma HLS INLINE
-    const int dead = d.out_dim - d.live;
-dead_rows:
-    for (int i0 = 0; i0 < dead * d.rows; i0 += CFG::EPI) {
-#pragma HLS PIPELINE II=1
-        for (int e = 0; e < CFG::EPI; e++) {  // the EPI requantizers are idle before the first block
-#pragma HLS UNROLL
-            int i = i0 + e;
-            if (i < dead * d.rows) {
-                int j = i % dead, r = i / dead;
-                int o = read_lane32<WB>(ddr, d.rows_offset, d.live + j);
-                wide_t a = read_lane32<WB>(ddr, d.bias_offset, o);
-                if (d.relu && a < 0) a = 0;
-                int at = r * d.out_dim + o;
-                if (d.requant) {
-                    out_act[at] = requantize(a, read_lane32<WB>(ddr, d.mant_offset, o),
-                                             read_lane32<WB>(ddr, d.shift_offset, o), d.zp_out, d.out_lo, d.out_hi,
-                                             d.rounding);
-                } else {
-                    out_acc[at] = a;
-                }
-            }
+    const int PB = AB + 25;       // acc x mantissa
+    const int W = PB + 2;         // room for q << s with s <= PB + 1
+    const int V = W + 2 > 34 ? W + 2 : 34;  // plus a 32-bit zero point
+    ap_int<W> x = ap_int<PB>(acc * mant);
+    int s = shift > PB + 1 ? PB + 1 : (int)shift;
+    ap_int<W + 1> r = 0, q = x;
+    bool inc = false;
+    if (s > 0) {
+        ap_int<W + 1> one = 1;
+        q = x >> s;
+        r = ap_int<W + 1>(x) - (q << s);          // 0 <= r < 2^s
+        ap_int<W + 1> half = one << (s - 1);
+        bool neg = x < 0, nonzero = r != 0, above = r > half, tie = r == half;
+        switch (mode) {
+        case FLOOR: inc = false; break;
+        case CEIL: inc = nonzero; break;
+        case DOWN: inc = nonzero && neg; break;
+        case UP: inc = nonzero && !neg; break;
+        case HALF_UP: inc = above || (tie && !neg); break;
+        case HALF_DOWN: inc = above || (tie && neg); break;
+        case HALF_CEIL: inc = above || tie; break;
+        default: inc = above || (tie && q[0] == 1); break;  // HALF_EVEN
         }
     }
+    ap_int<V> v = q + (inc ? 1 : 0) + zp;
+    return v < lo ? lo : (v > hi ? hi : (int)v);
 }
 
-// Weight-stationary GEMM of one segment over output blocks of PE rows. Weights are double-buffered: while
-// block b computes from one buffer set, block b+1's weights and per-channel constants stream from DDR into
-// the other, one item per cycle in the same pipelined loop. Rows are software-pipelined too: while the MAC
-// steps of row r run, the PE results of row r-1 drain through the epilogue, so a row costs
-// max(steps, ceil(PE/EPI)) cycles and a block max(compute, next block's load).
+// The compute process: every block's load (into the idle ping-pong half) overlapped with the previous
+// block's MAC steps and epilogue, then the dead rows. Counters advance incrementally: no run-time divides.
 template <class CFG, int WB, class act_t, class acc_t>
-void dense_segment(const ap_uint<WB>* ddr, const dense_desc& d, const dense_seg& g,
-                   const int cols[CFG::MAX_STEPS][CFG::SIMD], const act_t* in, act_t* out_act, acc_t* out_acc) {
-#pragma HLS INLINE
+void dense_compute(hls::stream<ap_uint<WB> >& s, int rows, int in_dim, int out_dim, int in_words, int out_words,
+                   int slots, int dead, int scatter, int zp_out, int out_lo, int out_hi, int rounding, int relu,
+                   int requant, const act_t in[][CFG::SIMD], act_t out_act[][CFG::SIMD],
+                   acc_t out_acc[][CFG::SIMD]) {
+#pragma HLS INLINE off
+    const int L = CFG::SIMD;
+    const int SW = CFG::SIMD * CFG::WBITS;               // one weight word: one MAC step of one PE
+    const int PER = SW < WB ? WB / SW : 1;                // weight words per DDR word
+    const int BEATS = SW > WB ? SW / WB : 1;              // DDR words per weight word
     typedef ap_int<CFG::ACC_BITS> sum_t;
-    const int load_items = CFG::PE * g.row_words + 3 * CFG::PE;
-    const int blocks = (g.rows + CFG::PE - 1) / CFG::PE;
-    const int steps = g.steps;
-    const int drain = (CFG::PE + CFG::EPI - 1) / CFG::EPI;
-    const int span = steps > drain ? steps : drain;
-    const int compute_items = (d.rows + 1) * span;
-    ap_uint<WB> wbuf[2][CFG::PE][CFG::MAX_ROW_WORDS];
+    typedef ap_uint<SW> wword_t;
+    typedef typename dense_operand<CFG::IN_BITS, CFG::IN_SIGNED>::type x_t;
+    typedef ap_int<(CFG::ACC_BITS > 32 ? CFG::ACC_BITS : 32)> val_t;
+
+    // ping-pong halves at [cur * MAX_STEPS ...]: the load writes one half while the MACs read the other, one
+    // write and one read per PE bank per cycle (a 2-port memory); `cur` is a run-time value, so the
+    // dependence analysis is told that the two accesses never meet (HLS-REVIEW H4)
+    wword_t wbuf[CFG::PE][2 * CFG::MAX_STEPS];
 #pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
-#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=2
-    int bias[2][CFG::PE], mant[2][CFG::PE], shift[2][CFG::PE];
-#pragma HLS ARRAY_PARTITION variable=bias complete dim=0
-#pragma HLS ARRAY_PARTITION variable=mant complete dim=0
-#pragma HLS ARRAY_PARTITION variable=shift complete dim=0
+#pragma HLS DEPENDENCE variable=wbuf inter false
+    ap_uint<128> cst[2][CFG::PE];  // per slot: folded bias, multiplier, shift, output column
+#pragma HLS ARRAY_PARTITION variable=cst complete dim=0
+#pragma HLS DEPENDENCE variable=cst inter false
     sum_t acc[CFG::PE], done[CFG::PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
 #pragma HLS ARRAY_PARTITION variable=done complete
 
-    if (blocks == 0) return;
-prologue:
-    for (int i = 0; i < load_items; i++) {
-#pragma HLS PIPELINE II=1
-        load_item<CFG, WB>(ddr, d, g, 0, i, wbuf[0], bias[0], mant[0], shift[0]);
-    }
+    const int steps = in_words;
+    const int blocks = (slots + CFG::PE - 1) / CFG::PE;
+    const int epi_drain = (CFG::PE + CFG::EPI - 1) / CFG::EPI;
+    const int drain = scatter ? CFG::PE : epi_drain;
+    const int span = steps > drain ? steps : drain;
+    const int compute_items = (rows + 1) * span;
+    const int load_items = CFG::PE + CFG::PE * steps * BEATS;
+
+    VAQF_CYCLES(VAQF_DDR_LATENCY);  // the reader's first beat; afterwards it keeps ahead of this consumer
+    ap_uint<WB> held = 0;
+    wword_t part = 0;
+    int cur = 0;
 block:
-    for (int blk = 0; blk < blocks; blk++) {
-        const int cur = blk & 1, nxt = cur ^ 1;
-        const int o0 = blk * CFG::PE;
-        const int loads = blk + 1 < blocks ? load_items : 0;
-        const int iters = compute_items > loads ? compute_items : loads;
-        int r = 0, t = 0;
-    overlap:
+    for (int blk = 0; blk <= blocks; blk++) {
+#pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_BLOCKS
+        if (blocks == 0) break;
+        // blk == 0: the first block's load alone; blk > 0: compute block blk - 1 while loading block blk
+        const int nxt = blk & 1;
+        cur = nxt ^ 1;
+        const int loads = blk < blocks ? load_items : 0;
+        const int computes = blk > 0 ? compute_items : 0;
+        const int iters = computes > loads ? computes : loads;
+        const int o0 = (blk - 1) * CFG::PE;
+        int r = 0, t = 0, in_base = 0, out_base = 0;
+        int lp = 0, lt = 0, piece = 0, sub = 0;  // a block's weights start on a DDR word
+    items:
         for (int it = 0; it < iters; it++) {
 #pragma HLS PIPELINE II=1
-            if (it < loads) load_item<CFG, WB>(ddr, d, g, blk + 1, it, wbuf[nxt], bias[nxt], mant[nxt], shift[nxt]);
-            if (it < compute_items) {
-                if (r < d.rows && t < steps) {
-                    const int k0 = t * CFG::SIMD;
+#pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_ITEMS
+            if (it < loads) {
+                if (it < CFG::PE) {
+                    cst[nxt][it] = s.read();
+                } else {
+                    wword_t w;
+                    bool write = true;
+                    if (SW <= WB) {
+                        if (sub == 0) held = s.read();
+                        w = held.range(sub * SW + SW - 1, sub * SW);
+                        sub = sub == PER - 1 ? 0 : sub + 1;
+                    } else {
+                        part = (wword_t(s.read()) << (SW > WB ? SW - WB : 0)) | (part >> WB);
+                        w = part;
+                        write = piece == BEATS - 1;
+                        piece = write ? 0 : piece + 1;
+                    }
+                    if (write) {
+                        wbuf[lp][nxt * CFG::MAX_STEPS + lt] = w;
+                        if (lt == steps - 1) { lt = 0; lp++; } else { lt++; }
+                    }
+                }
+            }
+            if (it < computes) {
+                if (r < rows && t < steps) {
+                    bool lane_ok[CFG::SIMD];
+#pragma HLS ARRAY_PARTITION variable=lane_ok complete
+                    for (int l = 0; l < L; l++) {
+#pragma HLS UNROLL
+                        lane_ok[l] = t * L + l < in_dim;  // padding lanes of the row's last word are no data
+                    }
                     for (int p = 0; p < CFG::PE; p++) {
 #pragma HLS UNROLL
+                        wword_t w = wbuf[p][cur * CFG::MAX_STEPS + t];
                         sum_t partial = 0;
-                        for (int s = 0; s < CFG::SIMD; s++) {
+                        for (int l = 0; l < L; l++) {
 #pragma HLS UNROLL
-                            int k = k0 + s;  // weight slot
-                            int col = g.gather ? cols[t][s] : k;  // lane s reads activation bank s
-                            bool valid = g.gather ? col >= 0 : k < d.in_dim;
-                            if (valid) {
-                                ap_int<act_t::width + 1> x = ap_int<act_t::width + 1>(in[r * d.in_dim + col]) - d.zp_in;
-                                int bit = k * CFG::WBITS;
-                                ap_uint<WB> word = wbuf[cur][p][bit / WB];
-                                int lo = bit % WB;
-                                ap_uint<CFG::WBITS> raw = word.range(lo + CFG::WBITS - 1, lo);
+                            x_t x = in[in_base + t][l];  // whole word, lane l from bank l
+                            if (lane_ok[l]) {
                                 if (CFG::BINARY) {
-                                    partial += raw[0] ? sum_t(x) : sum_t(-x);
+                                    partial += w[l] ? sum_t(x) : sum_t(-x);
                                 } else {
-                                    ap_int<CFG::WBITS> w = raw;
-                                    partial += sum_t(x * w);
+                                    ap_int<CFG::WBITS> wv = w.range(l * CFG::WBITS + CFG::WBITS - 1, l * CFG::WBITS);
+                                    partial += sum_t(x * wv);
                                 }
                             }
                         }
-                        acc[p] = (t == 0 ? sum_t(bias[cur][p]) : acc[p]) + partial;
+                        sum_t bias = ap_int<32>(cst[cur][p].range(31, 0));
+                        acc[p] = (t == 0 ? bias : acc[p]) + partial;
                     }
                 }
                 if (r > 0 && t < drain) {
+                    // EPI requantizers, requantizer e on slot t*EPI + e (scatter: requantizer 0 on slot t)
+                    val_t val[CFG::EPI];
+                    bool ok[CFG::EPI];
+#pragma HLS ARRAY_PARTITION variable=val complete
+#pragma HLS ARRAY_PARTITION variable=ok complete
+                    int col0 = 0;
                     for (int e = 0; e < CFG::EPI; e++) {
 #pragma HLS UNROLL
-                        int p = t * CFG::EPI + e;
-                        int slot = o0 + p;
-                        if (p < CFG::PE && slot < g.rows) {
-                            int o = read_lane32<WB>(ddr, d.rows_offset, g.first + slot);
-                            wide_t a = done[p];
-                            if (d.relu && a < 0) a = 0;
-                            int at = (r - 1) * d.out_dim + o;
-                            if (d.requant) {
-                                out_act[at] = requantize(a, mant[cur][p], shift[cur][p], d.zp_out, d.out_lo, d.out_hi,
-                                                         d.rounding);
-                            } else {
-                                out_acc[at] = a;
-                            }
+                        int p = scatter ? t : t * CFG::EPI + e;
+                        ap_uint<128> c = cst[cur][p < CFG::PE ? p : 0];
+                        int col = scatter ? (int)ap_int<32>(c.range(127, 96)) : o0 + p;
+                        if (e == 0) col0 = col;
+                        ok[e] = p < CFG::PE && o0 + p < slots && (e == 0 || !scatter);
+                        sum_t a = done[p < CFG::PE ? p : 0];
+                        if (relu && a < 0) a = 0;
+                        val[e] = a;
+                        if (requant)
+                            val[e] = requant_narrow<CFG::ACC_BITS>(a, ap_int<25>(c.range(63, 32)),
+                                                                   ap_uint<6>(c.range(69, 64)), zp_out, out_lo, out_hi,
+                                                                   rounding);
+                    }
+                    // one store per bank: bank b takes requantizer b % EPI (scatter: requantizer 0) when the
+                    // run-time lane of its first output matches: a constant data source, a run-time enable
+                    const int word = out_base + col0 / L;
+                    const int lane0 = col0 % L;
+                    for (int b = 0; b < L; b++) {
+#pragma HLS UNROLL
+                        const int e = scatter ? 0 : b % CFG::EPI;
+                        const bool hit = scatter ? lane0 == b : lane0 == b - b % CFG::EPI;
+                        if (hit && ok[e]) {
+                            if (requant) out_act[word][b] = val[e];
+                            else out_acc[word][b] = val[e];
                         }
                     }
                 }
@@ -210,49 +256,57 @@ block:
                         done[p] = acc[p];
                     }
                     t = 0;
+                    if (r > 0) out_base += out_words;
                     r++;
+                    in_base += in_words;
                 } else {
                     t++;
                 }
             }
         }
+        VAQF_LOOP(iters, 1, blk == 0 ? CFG::LOAD_DEPTH : CFG::DEPTH);
     }
+
+    // rows whose weights are all zero (pruned channels): the epilogue of the bias alone, one element per
+    // cycle at its run-time (word, lane) from the row table
+    ap_uint<128> c = 0;
+    int r = 0, base = 0;
+dead_rows:
+    for (int i = 0; i < dead * rows; i++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_DEAD
+        if (r == 0) c = s.read();
+        sum_t a = ap_int<32>(c.range(31, 0));
+        if (relu && a < 0) a = 0;
+        int col = (int)ap_int<32>(c.range(127, 96));
+        val_t v = a;
+        if (requant)
+            v = requant_narrow<CFG::ACC_BITS>(a, ap_int<25>(c.range(63, 32)), ap_uint<6>(c.range(69, 64)), zp_out,
+                                              out_lo, out_hi, rounding);
+        const int word = base + col / L;
+        for (int b = 0; b < L; b++) {
+#pragma HLS UNROLL
+            if (col % L == b) {
+                if (requant) out_act[word][b] = v;
+                else out_acc[word][b] = v;
+            }
+        }
+        if (r == rows - 1) { r = 0; base = 0; } else { r++; base += out_words; }
+    }
+    VAQF_LOOP(dead * rows, 1, CFG::DEAD_DEPTH);
 }
 
-// The GEMM unit: the pruned rows' constants, then either the live rows over all K columns (one segment),
-// or each dense block of a block-sparse layer over its gathered input columns. A block's column table
-// (steps x SIMD entries, lane s always reading activation bank s, so the SIMD reads of a step never
-// collide) is loaded before its weights.
+// One dense layer: the reader and the compute process in one DATAFLOW region, descriptor fields by value.
 template <class CFG, int WB, class act_t, class acc_t>
-void dense(const ap_uint<WB>* ddr, const dense_desc& d, const act_t* in, act_t* out_act, acc_t* out_acc) {
-#pragma HLS INLINE off
-    int cols[CFG::MAX_STEPS][CFG::SIMD];
-#pragma HLS ARRAY_PARTITION variable=cols complete dim=2
-    dead_rows<CFG, WB>(ddr, d, out_act, out_acc);
-    if (d.n_blocks == 0) {
-        const int steps = (d.in_dim + CFG::SIMD - 1) / CFG::SIMD;
-        dense_seg g = {0, d.live, steps, (d.in_dim * CFG::WBITS + WB - 1) / WB, d.w_offset, false};
-        dense_segment<CFG, WB>(ddr, d, g, cols, in, out_act, out_acc);
-        return;
-    }
-    int col_at = 0;
-blocks:
-    for (int b = 0; b < d.n_blocks; b++) {
-        dense_seg g;
-        g.rows = read_lane32<WB>(ddr, d.blocks_offset, 4 * b);
-        g.steps = read_lane32<WB>(ddr, d.blocks_offset, 4 * b + 1);
-        g.first = read_lane32<WB>(ddr, d.blocks_offset, 4 * b + 2);
-        g.w_offset = d.w_offset + read_lane32<WB>(ddr, d.blocks_offset, 4 * b + 3);
-        g.row_words = (g.steps * CFG::SIMD * CFG::WBITS + WB - 1) / WB;
-        g.gather = true;
-    column_table:
-        for (int i = 0; i < g.steps * CFG::SIMD; i++) {
-#pragma HLS PIPELINE II=1
-            cols[i / CFG::SIMD][i % CFG::SIMD] = read_lane32<WB>(ddr, d.cols_offset, col_at + i);
-        }
-        col_at += g.steps * CFG::SIMD;
-        dense_segment<CFG, WB>(ddr, d, g, cols, in, out_act, out_acc);
-    }
+void dense(const ap_uint<WB>* ddr, const dense_desc d, const act_t in[][CFG::SIMD], act_t out_act[][CFG::SIMD],
+           acc_t out_acc[][CFG::SIMD]) {
+#pragma HLS INLINE
+#pragma HLS DATAFLOW
+    hls::stream<ap_uint<WB> > s;
+#pragma HLS STREAM variable=s depth=4
+    ddr_read<WB, CFG::MAX_WORDS>(ddr, d.ddr_offset, d.ddr_words, s);
+    dense_compute<CFG, WB>(s, d.rows, d.in_dim, d.out_dim, d.in_words, d.out_words, d.slots, d.dead, d.scatter,
+                           d.zp_out, d.out_lo, d.out_hi, d.rounding, d.relu, d.requant, in, out_act, out_acc);
 }
 
 }  // namespace vaqf

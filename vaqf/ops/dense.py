@@ -26,18 +26,21 @@ import numpy as np
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import (
+    DDR_LATENCY,
     Cost,
     adder_tree_luts,
     dsp48e2_per_product,
-    lutram_luts,
     memory_cost,
     mux_luts,
     signed_bits_for_range,
+    tree_depth,
 )
+from vaqf.hw.layout import LANE_CHOICES
+from vaqf.hw.layout import row_words as lane_row_words
 from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
 from vaqf.ops.base import EmitContext, Epilogue, Known, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
-from vaqf.ops.packing import container_bits, pack_bipolar, pack_int32, pack_rows, row_words
+from vaqf.ops.packing import container_bits, pack_rows
 from vaqf.sim.qarith import Rounding
 
 if TYPE_CHECKING:
@@ -49,8 +52,6 @@ PE_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)
 #: requantizers draining the PE accumulators in parallel
 EPI_CHOICES = (1, 2, 4, 8, 16)
 SIMD_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-#: cycles between issuing a DDR burst and its first beat (AXI round trip on Zynq UltraScale+ HP ports)
-DDR_LATENCY = 64
 #: LUTs of the unit's loop control and address generation (see dense_resources)
 CONTROL_LUT = 300
 #: bits of a requantization multiplier (vaqf.ops.common.MANTISSA_BITS, unsigned) and of its shift (<= 62)
@@ -229,115 +230,74 @@ class Dense(OpSpec):
         return "dense_binary" if is_binary(node) else f"dense_int{weight_container(node)}"
 
     def knobs(self, node: Node) -> dict[str, list[int]]:
-        """PE (output rows) and SIMD (input columns) per cycle: powers of two up to the layer's size.
-
-        A layer whose integer products pack two to a DSP48E2 (:func:`dsp_packing`) starts at PE = 2:
-        a DSP slice computes the products of two PEs at once, so PE = 1 would use as many slices as
-        PE = 2 at half the speed.
-        """
-        n_out, k = node.attrs["weight"].shape
-        lowest = 2 if dsp_packing(node) == 2 and n_out >= 2 else 1
-        pes = [p for p in PE_CHOICES if lowest <= p <= max(1, n_out)]
-        return {"pe": pes, "simd": [s for s in SIMD_CHOICES if s <= max(1, k)],
-                "epi": [e for e in EPI_CHOICES if e <= pes[-1]]}
+        """PE (output rows per block), SIMD (input lanes per MAC step: every lane count of
+        vaqf.hw.layout.LANE_CHOICES, which the search sets to the design's lanes L; lanes past K are masked
+        in the kernel and idle in the cost) and EPI (requantizers, used up to min(PE, SIMD))."""
+        n_out = node.attrs["weight"].shape[0]
+        pes = [p for p in PE_CHOICES if p <= max(1, n_out)]
+        return {"pe": pes, "simd": list(LANE_CHOICES), "epi": [e for e in EPI_CHOICES if e <= pes[-1]]}
 
     def cost_key(self, node: Node) -> tuple:
-        """Besides shapes, types and the weight zero pattern (``vaqf.hw.model.cost_key``), the cost reads
-        the blocks' row counts and MAC steps."""
-        b = node.attrs.get("blocks")
-        if b is None:
-            return ()
-        return tuple(np.asarray(b[k], dtype=np.int64).tobytes() for k in ("shape", "steps"))
+        """Besides shapes, types and the weight zero pattern (``vaqf.hw.model.cost_key``), nothing: the
+        cost reads the live-row count, which the zero pattern fixes."""
+        return ()
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """Cycles and resources of one dense layer on a PE x SIMD unit.
+        """Cycles and resources of one dense layer on a PE x SIMD unit (hls/vaqf/dense.h).
 
-        Cycles (the kernel in hls/vaqf/dense.h): blocks of PE output rows; a block computes
-        (rows + 1) * max(ceil(K/SIMD), PE) cycles (MAC steps at II=1, the previous row's PE results
-        draining through EPI requantizers meanwhile, so a row costs max(ceil(K/SIMD), ceil(PE/EPI)) cycles)
-        while the next block's PE weight rows and constants
-        stream in from DDR (one word per cycle, at most the board's DDR bytes per cycle): double
-        buffering makes a block cost max(compute, load); the first load and DDR_LATENCY are exposed.
-        Rows whose weights are all zero (pruned output channels) are not computed: only live rows form
-        blocks, and the pruned rows' constant outputs are written EPI per cycle (form "skip"); when PE
-        covers the pruned rows for free that writing costs more than computing them, so the form "all"
-        computes every row (the zero weights give the bias alone, the same constants).
-        A block-sparse layer (``blocks``) may instead run each dense block as that same GEMM over its
-        n_b rows and its gathered columns: a MAC step feeds lane s from activation bank s (column % SIMD),
-        so a block of columns C_b takes steps_b = max over banks of |{c in C_b: c % SIMD == s}| MAC steps
-        per row (>= ceil(|C_b|/SIMD); the gap is the bank-conflict cost of the gather) and stores
-        steps_b x SIMD weights per row. Per block the gather costs its column table (steps_b x SIMD int32,
-        one per cycle, after a DDR round trip) and its own exposed DDR_LATENCY and first load; DDR bytes
-        are those of the stored blocks only. :func:`dense_form` picks the fastest form for the knobs.
-        Resources: see :func:`dense_resources` (LUT, FF, DSP48E2 and weight-buffer terms, each with
-        its source).
+        Cycles, exactly what the kernel's counters count (:func:`layer_cycles`): DDR_LATENCY once for the
+        reader's first beat (the reader then keeps ahead: the compute consumes at most one word a cycle);
+        the first block's load (PE constant words, then PE x steps weight words of SIMD x W bits, each one
+        cycle, or SIMD x W / WORD_BITS cycles when wider than a DDR word) plus its pipeline depth; per block
+        of PE output slots max((rows + 1) x span, next block's load) plus the block loop's depth, span =
+        max(steps, drain), steps = ceil(K / SIMD), drain = ceil(PE / EPI) (EPI consecutive outputs per
+        cycle) or PE (form "skip": outputs scattered through the row table, one per cycle); form "skip" then
+        writes the pruned rows' constants, one element per cycle, rows x pruned cycles plus a depth.
+        :func:`dense_form` picks the faster of "all" (every row computed, zero rows give the bias) and
+        "skip" (live rows only). DDR bytes: the words the reader reads.
+        Resources: :func:`dense_resources` (each LUT, FF, DSP48E2 and BRAM18 term with its source).
         """
-        pe, simd = int(knobs["pe"]), int(knobs["simd"])
-        epi = min(int(knobs.get("epi", 1)), pe)
-        cycles, ddr_bytes, form = _cycles(node, pe, simd, epi, board)
-        res = dense_resources(node, pe, simd, epi)
-        lut, bram18 = res.lut, res.bram18
-        if form == "blocks":  # the column table of the widest block: steps x SIMD column indices
-            index_bits = int(node.attrs["weight"].shape[1]).bit_length() + 1
-            table = memory_cost(max_block_steps(node, simd), simd * index_bits)
-            lut, bram18 = lut + table.lut, bram18 + table.bram18
-        return Cost(cycles, lut, res.ff, res.dsp, bram18, res.uram, ddr_bytes)
+        pe, simd, epi = _knobs(knobs)
+        form = dense_form(node, knobs, board)
+        cycles, words = layer_cycles(node, pe, simd, epi, board.axi_bits, form)
+        res = dense_resources(node, pe, simd, epi, form, board.axi_bits)
+        return Cost(cycles, res.lut, res.ff, res.dsp, res.bram18, res.uram, words * board.axi_bits // 8)
 
     def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        simd = int(knobs["simd"])
-        wbits = max(weight_container(n) for n in nodes)
-        steps = max((max_block_steps(n, simd) for n in nodes if n.attrs.get("blocks") is not None), default=1)
+        pe, simd, epi = _knobs(knobs)
+        los = [int(n.inputs[0].info.qtype.min) for n in nodes]
+        his = [int(n.inputs[0].info.qtype.max) for n in nodes]
+        signed = min(los) < 0
+        in_bits = signed_bits_for_range(min(los), max(his)) if signed else max(1, max(his).bit_length())
+        items, blocks, dead, words = [1], [1], [1], [1]
+        for n in nodes:
+            form = _form(n, pe, simd, epi, word_bits)
+            g = _geometry(n, pe, simd, epi, word_bits, form)
+            items.append(max(g.load_items, g.compute_items))
+            blocks.append(g.blocks + 1)
+            dead.append(g.dead * g.rows)
+            words.append(g.words)
         return {
-            "pe": int(knobs["pe"]),
-            "simd": simd,
-            "epi": min(int(knobs.get("epi", 1)), int(knobs["pe"])),
-            "wbits": wbits,
+            "pe": pe, "simd": simd, "epi": epi,
+            "wbits": max(weight_container(n) for n in nodes),
             "binary": int(is_binary(nodes[0])),
-            "max_in": max(n.attrs["weight"].shape[1] for n in nodes),
-            "max_row_words": max([row_words(n.attrs["weight"].shape[1], weight_container(n), word_bits) for n in nodes]
-                                 + [row_words(steps * simd, wbits, word_bits)]),
+            "in_bits": in_bits, "in_signed": int(signed),
             "acc_bits": max(int(n.attrs["acc_bits"]) for n in nodes),
-            "max_steps": max(1, steps),
+            "max_steps": max(lane_row_words(n.attrs["weight"].shape[1], simd) for n in nodes),
+            "max_rows": max(int(n.attrs["rows"]) for n in nodes),
+            "max_items": max(items), "max_blocks": max(blocks), "max_dead": max(dead), "max_words": max(words),
+            "depth": gemm_depth(simd), "load_depth": LOAD_DEPTH, "dead_depth": DEAD_DEPTH,
         }
 
     def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
                       board: Board | None) -> dict[str, np.ndarray]:
-        """The block-sparse layout when :func:`block_form` picks it: the weights block by block, each row
-        as its steps x SIMD slots (zero in empty lanes), the block table and the column table."""
-        blobs = self.ddr_blobs(node, word_bits)
-        if board is None or not block_form(node, knobs, board):
-            return blobs
-        simd = int(knobs["simd"])
-        w = node.attrs["weight"]
-        wc = weight_container(node)
-        parts, table, cols_all, first, at = [], [], [], 0, 0
-        for rows, cols in block_list(node):
-            slots = lane_slots(cols, simd)
-            mat = np.zeros((rows.size, slots.size), dtype=np.int64)
-            used = slots >= 0
-            mat[:, used] = w[np.ix_(rows, slots[used])]
-            parts.append(pack_rows(mat, wc, word_bits))
-            steps = slots.size // simd
-            table += [rows.size, steps, first, at]
-            first += rows.size
-            at += rows.size * row_words(slots.size, wc, word_bits)
-            cols_all.append(slots)
-        blobs["weights"] = np.concatenate(parts)
-        blobs["blocks"] = pack_int32(np.asarray(table), word_bits)
-        blobs["cols"] = pack_int32(np.concatenate(cols_all), word_bits)
-        return blobs
+        """The layer's one DDR region, in the order the kernel consumes it (:func:`dense_stream`)."""
+        pe, simd, epi = _knobs(knobs)
+        return {"stream": dense_stream(node, pe, simd, word_bits, _form(node, pe, simd, epi, word_bits))}
 
     def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
-        w = node.attrs["weight"]
-        blobs = {"weights": pack_bipolar(w, word_bits) if is_binary(node)
-                 else pack_rows(w, weight_container(node), word_bits),
-                 "bias": pack_int32(node.attrs["bias"], word_bits),
-                 "rows": pack_int32(row_table(node)[0], word_bits)}
-        rq = node.attrs.get("requant")
-        if rq is not None:
-            blobs["mantissa"] = pack_int32(rq["mantissa"], word_bits)
-            blobs["shift"] = pack_int32(rq["shift"], word_bits)
-        return blobs
+        """Without a design: the region at PE = SIMD = 1 (its size is what a design's region is near)."""
+        return {"stream": dense_stream(node, 1, 1, word_bits, _form(node, 1, 1, 1, word_bits))}
 
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         if in_kinds != ["act"]:
@@ -350,30 +310,34 @@ class Dense(OpSpec):
         rq = node.attrs.get("requant")
         out = node.outputs[0].name
         knobs = ctx.knobs.get(self.unit(node))
-        form = dense_form(node, knobs, ctx.board) if knobs is not None and ctx.board is not None else "skip"
-        blocked = form == "blocks"
+        if knobs is None:
+            raise VaqfError(f"{node.name}: the design has no knobs for unit {self.unit(node)}")
+        pe, simd, epi = _knobs(knobs)
+        if simd != ctx.lanes:
+            raise VaqfError(f"{node.name}: unit {self.unit(node)} has SIMD {simd} but the design's activation "
+                            f"words have {ctx.lanes} lanes; the GEMM reads one word per MAC step, so they must match")
+        word_bits = ctx.board.axi_bits if ctx.board is not None else 128
+        form = _form(node, pe, simd, epi, word_bits)
+        g = _geometry(node, pe, simd, epi, word_bits, form)
         return {
-            "n_blocks": len(block_list(node)) if blocked else 0,
-            "blocks_offset": ctx.offset(node, "blocks") if blocked else 0,
-            "cols_offset": ctx.offset(node, "cols") if blocked else 0,
             "ident": ctx.ident[node.name],
             "unit": self.unit(node),
-            "rows": int(node.attrs["rows"]),
+            "rows": g.rows,
             "in_dim": int(k),
             "out_dim": int(n_out),
-            "w_offset": ctx.offset(node, "weights"),
-            "bias_offset": ctx.offset(node, "bias"),
-            "mant_offset": ctx.offset(node, "mantissa") if rq is not None else 0,
-            "shift_offset": ctx.offset(node, "shift") if rq is not None else 0,
-            "zp_in": int(node.attrs["zp_in"]),
+            "in_words": lane_row_words(k, simd),
+            "out_words": lane_row_words(n_out, simd),
+            "slots": g.slots,
+            "dead": g.dead,
+            "scatter": int(form == "skip"),
+            "ddr_offset": ctx.offset(node, "stream"),
+            "ddr_words": g.words,
             "zp_out": int(rq["zero_point"]) if rq is not None else 0,
             "out_lo": int(rq["qtype"].min) if rq is not None else 0,
             "out_hi": int(rq["qtype"].max) if rq is not None else 0,
             "rounding": Rounding(rq["rounding"]).cpp_id if rq is not None else 0,
             "relu": int(bool(node.attrs.get("relu"))),
             "requant": int(rq is not None),
-            "live": int(n_out) if form == "all" else row_table(node)[1],
-            "rows_offset": ctx.offset(node, "rows"),
             "in_buf": ctx.buffer(node.inputs[0].name),
             "out_act": ctx.buffer(out) if rq is not None else ctx.dummy["act"],
             "out_acc": ctx.dummy["acc"] if rq is not None else ctx.buffer(out),
@@ -450,27 +414,9 @@ class Dense(OpSpec):
         node.attrs.pop("blocks", None)
 
     def find_blocks(self, node: Node) -> bool:
-        """Blocks from :func:`vaqf.ops.blocks.group_rows`, kept when the block form is faster than the
-        row-skipping one for at least one (PE, SIMD) of the layer on the default board (ZCU102); the design's
-        own knobs and board then pick the form (:func:`block_form`)."""
-        from vaqf.hw.board import get_board
-        from vaqf.ops.blocks import group_rows
-
-        old = node.attrs.get("blocks")
-        new = None
-        w = node.attrs["weight"]
-        groups = None if is_binary(node) else group_rows(w)
-        if groups is not None and not (len(groups) == 1 and groups[0][1].size == w.shape[1]):
-            node.attrs["blocks"] = make_blocks(node, groups)
-            board = get_board("zcu102")
-            ks = self.knobs(node)
-            if any(_cycles(node, pe, simd, 1, board)[2] == "blocks" for pe in ks["pe"] for simd in ks["simd"]):
-                new = node.attrs["blocks"]
-        if new is None:
-            node.attrs.pop("blocks", None)
-        else:
-            node.attrs["blocks"] = new
-        return not _same_blocks(old, new)
+        """No blocks: the GEMM unit has no block-sparse (gathered-column) form at present, so a ``blocks``
+        attribute would promise a speed the hardware lacks; an existing one is removed."""
+        return node.attrs.pop("blocks", None) is not None
 
     def densified_attrs(self, node: Node) -> dict[str, Any] | None:
         """Zero weights made 1 and removed input columns restored (as 1s): every row computed over all K."""
@@ -533,82 +479,93 @@ def product_bits(node: Node) -> int:
 
 
 def dsp_packing(node: Node) -> int:
-    """Integer products one DSP48E2 computes per cycle for this layer: 2 or 1 (0 for binary weights).
+    """Integer products one DSP48E2 computes per cycle for this layer: 1 (0 for binary weights).
 
-    The packing of Xilinx WP486 ("Deep Learning with INT8 Optimization on Xilinx Devices") and WP487
-    ("8-Bit Dot-Product Acceleration"): the two weights of two PEs go into the 27-bit pre-adder path,
-    one shifted left by 18 bits (A = w1 * 2**18 + w2), the shared activation into the 18-bit B port, so
-    the 27 x 18 multiplier returns w1*x * 2**18 + w2*x: two products from one slice. It needs both weights
-    to be signed 8-bit or narrower (w1 * 2**18 must fit the 27-bit port) and the activation to be INT8 or
-    UINT8 (WP487 adds UINT8 data), which keeps each product within 16 bits so the lower one cannot reach
-    the upper one's field. Wider operands take ``dsp48e2_per_product`` slices per product.
+    The kernel writes one multiply per product; two-products-per-slice packing (WP486) is not written
+    out, so it is not charged (HLS-REVIEW C2). Wider operands take ``dsp48e2_per_product`` slices.
     """
-    if is_binary(node):
-        return 0
+    return 0 if is_binary(node) else 1
+
+
+def in_operand_bits(node: Node) -> int:
+    """Signed bits of the activation operand as the multiplier sees it: the input integer itself (the zero
+    point is in the folded bias, :func:`folded_bias`)."""
     x = node.inputs[0].info.qtype
-    return 2 if weight_container(node) <= 8 and int(x.bits) <= 8 else 1
+    return signed_bits_for_range(int(x.min), int(x.max))
 
 
-def dense_resources(node: Node, pe: int, simd: int, epi: int = 1) -> DenseResources:
-    """LUT, FF, DSP48E2 and BRAM18 of a PE x SIMD dense unit with EPI requantizers running ``node``.
+def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "all",
+                    word_bits: int = 128) -> DenseResources:
+    """LUT, FF, DSP48E2 and BRAM18 of the PE x SIMD dense unit of hls/vaqf/dense.h running ``node``.
 
     Counted from the datapath, with the UltraScale+ primitives of :mod:`vaqf.hw.cost` (a LUT6 per
     result bit of a carry-chain adder, LUT6 + F7/F8 multiplexers, 64 bits of LUTRAM per LUT). p is
     :func:`product_bits`, ``acc`` the layer's accumulator width, q = acc + MANTISSA_BITS + 1 the width of
-    the requantization product.
+    the requantization product, SW = SIMD x W the weight word.
 
-    - ``control`` (300): the loop counters and compares of the block/row/step loops, the DDR and
-      buffer address adders and the state machine, roughly ten 16..32-bit adders and compares.
+    - ``control`` (300): the loop counters and compares of the block/item loops, the row and word base
+      adders and the state machine, roughly ten 16..32-bit adders and compares.
     - ``products``: binary weights: each of the PE x SIMD lanes negates its activation when the weight
       bit is 0, an XOR and the adder's carry-in, one LUT per bit of the p-bit result. Integer weights:
-      the products are on DSP48E2 slices (:func:`dsp_packing`); a slice that packs two products hands
-      back the upper one short by the lower one's borrow (w1*x*2**18 + w2*x with w2*x < 0), so each
-      packed pair costs a p-bit incrementer (WP486): p * floor(PE/2) * SIMD.
+      one DSP48E2 per product (``dsp48e2_per_product`` of the W-bit weight and the activation's own
+      bits, :func:`in_operand_bits`), no packing (:func:`dsp_packing`), no LUTs.
     - ``adder_tree``: per PE a balanced tree over SIMD p-bit products (:func:`adder_tree_luts`).
-    - ``accumulator``: per PE one acc-bit adder (the bias load at the first step shares its LUTs).
-    - ``output_mux``: the epilogue takes EPI of the PE accumulators per cycle, EPI acc-bit PE/EPI:1 muxes.
-    - ``epilogue``: EPI requantizers, each: the rounding right shift of the q-bit product by up to 62 bits
-      (three levels of 4:1 muxes, 3q), the rounding increment (q), the clamp to [lo, hi] (two q-bit
-      compares and a select, ~q) and the zero-point add (q); plus the PE multipliers and shifts in
-      LUTRAM.
-    - ``weight_lutram``: each PE holds the current and the next weight row (double buffering) as
-      ceil(K/SIMD) words of SIMD x W bits each (one word per MAC step); under 1 Kb they sit in LUTRAM,
-      larger in BRAM18s (``bram18``).
+    - ``accumulator``: per PE one acc-bit adder, and the 2:1 mux choosing the bias of the running
+      ping-pong half (32 bits).
+    - ``output_mux``: requantizer e takes slot t x EPI + e: EPI acc-bit PE/EPI:1 muxes, and the mantissa
+      and shift (31 bits) of that slot from the 2 x PE constant registers (a 2PE/EPI:1 mux); form "skip"
+      adds requantizer 0's PE:1 mux on the accumulators and its 2PE:1 mux on the output column (32 bits).
+    - ``epilogue``: EPI requantizers (``requant_narrow``), each: the rounding right shift of the q-bit
+      product (three levels of 4:1 muxes, 3q), the rounding compare and increment (q), the clamp to
+      [lo, hi] (two q-bit compares and a select, ~q) and the zero-point add (q); form "skip" adds the
+      dead-row loop's own requantizer (another 6q and its DSPs).
+    - ``store``: per bank one data mux (the requantizer of its lane, requantizer 0 in scatter mode, the
+      dead-row requantizer): acc bits x a 4:1 mux (one LUT), and its write-enable compare.
+    - ``loader``: a DDR word holding several weight words is read through a WORD_BITS/SW:1 mux on SW bits;
+      a weight word wider than a DDR word is assembled in an SW-bit shift register (FF).
+    - ``weight_lutram``: each PE holds two halves of ceil(K/SIMD) weight words of SW bits (one word per
+      MAC step, ping-pong); under 1 Kb in LUTRAM, larger in BRAM18s (``bram18``).
 
     The MVU part (control .. output_mux) is cross-checked against FINN-R's MVAU estimate in
-    tests/hw/test_cost.py. FF: a pipeline register per adder-tree and product bit, the accumulators
-    and their drained copies, the per-PE bias, and the requantizer's pipeline. DSP48E2: the products
-    plus the acc x MANTISSA_BITS requantization multiply.
+    tests/hw/test_cost.py. FF: a pipeline register per adder-tree and product bit, the accumulators and
+    their drained copies, the 2 x PE constant words (95 bits used), the requantizers' pipelines. DSP48E2:
+    the products plus each requantizer's acc x 25-bit multiply.
     """
     w = node.attrs["weight"]
     k = int(w.shape[1])
     acc = int(node.attrs["acc_bits"])
     p = product_bits(node)
     wc = weight_container(node)
-    packing = dsp_packing(node)
     q = acc + MANTISSA_BITS + 1
+    scatter = form == "skip"
+    sw = simd * wc
     if is_binary(node):
         products = pe * simd * p
         dsp = 0
-    elif packing == 2:
-        products = (pe // 2) * simd * p
-        dsp = math.ceil(pe / 2) * simd
     else:
         products = 0
-        dsp = pe * simd * dsp48e2_per_product(wc, int(node.attrs["in_bits"]))
+        dsp = pe * simd * dsp48e2_per_product(wc, in_operand_bits(node))
     tree = pe * adder_tree_luts(simd, p)
-    weights = memory_cost(2 * math.ceil(k / simd), simd * wc)  # two rows per PE: double buffering
+    weights = memory_cost(2 * math.ceil(k / simd), sw)  # two halves per PE: ping-pong
+    out_mux = epi * acc * mux_luts(max(1, pe // epi)) + epi * (MANTISSA_BITS + 1 + SHIFT_BITS) * mux_luts(2 * pe // epi)
+    if scatter:
+        out_mux += acc * mux_luts(pe) + 32 * mux_luts(2 * pe)
+    requantizers = epi + (1 if scatter else 0)
+    loader_lut = sw * mux_luts(word_bits // sw) if sw < word_bits else 0
     terms = {
         "control": CONTROL_LUT,
         "products": products,
         "adder_tree": tree,
-        "accumulator": pe * acc,
-        "output_mux": epi * acc * mux_luts(max(1, pe // epi)),
-        "epilogue": epi * 6 * q + lutram_luts(pe, MANTISSA_BITS + SHIFT_BITS),
+        "accumulator": pe * (acc + 32),
+        "output_mux": out_mux,
+        "epilogue": requantizers * 6 * q,
+        "store": simd * (acc + 2),
+        "loader": loader_lut,
         "weight_lutram": pe * weights.lut,
     }
-    ff = 400 + (products if is_binary(node) else 0) + tree + pe * (2 * acc + 32) + 3 * q * epi
-    dsp += epi * dsp48e2_per_product(acc, MANTISSA_BITS + 1)
+    ff = (400 + (products if is_binary(node) else 0) + tree + pe * 2 * acc + 2 * pe * 95 + 3 * q * requantizers
+          + (sw if sw > word_bits else 0))
+    dsp += requantizers * dsp48e2_per_product(acc, MANTISSA_BITS + 1)
     return DenseResources(terms, ff, dsp, pe * weights.bram18)
 
 
@@ -721,63 +678,161 @@ def max_block_steps(node: Node, simd: int) -> int:
     return int(np.asarray(b["steps"])[:, SIMD_CHOICES.index(simd)].max())
 
 
-def _segment(n_rows: int, steps: int, rw: int, rows: int, pe: int, epi: int, simd: int, board: Board,
-             table: int) -> tuple[int, int]:
-    """Cycles and DDR bytes of one weight-stationary GEMM over ``n_rows`` output rows (see Dense.cost)."""
-    groups = math.ceil(n_rows / pe)
-    if groups == 0:
-        return 0, 0
-    word_bits = board.axi_bits
-    depth = 4 + max(1, math.ceil(math.log2(max(simd, 2))))
-    items = pe * rw + 3 * pe  # weight words, then bias, multiplier and shift per row: one per cycle
-    bytes_block = pe * rw * word_bits // 8 + 12 * pe
-    load = max(items, math.ceil(bytes_block / board.ddr_bytes_per_cycle))
-    compute = (rows + 1) * max(steps, math.ceil(pe / epi))
-    return DDR_LATENCY + table + load + (groups - 1) * max(compute, load) + compute + depth, groups * bytes_block
+#: the ways a dense layer can run (see Dense.cost): every row (consecutive outputs), or the live rows only
+#: (outputs scattered through the row table, then the pruned rows' constants). "blocks" is not built.
+FORMS = ("all", "skip")
+#: pipeline depths of the kernel's loops, the config struct's LOAD_DEPTH and DEAD_DEPTH (the block loop's is
+#: :func:`gemm_depth`): a stream read and a register or BRAM write; a requantizer and a store
+LOAD_DEPTH = 3
+DEAD_DEPTH = 8
 
 
-#: the ways a dense layer can run (see Dense.cost): live rows only, every row, or dense blocks
-FORMS = ("skip", "all", "blocks")
+def gemm_depth(simd: int) -> int:
+    """Pipeline depth of the block loop: weight-word read (2), product (2), the SIMD adder tree
+    (ceil(log2 SIMD) levels), the accumulator (1), and the epilogue behind it (requantizer multiply 2,
+    shift and round 2, clamp 1, store 1)."""
+    return 11 + tree_depth(simd)
 
 
-def _cycles(node: Node, pe: int, simd: int, epi: int, board: Board) -> tuple[int, int, str]:
-    """(cycles, DDR bytes, form) of the fastest form for these knobs (ties go to the earlier of FORMS)."""
-    w = node.attrs["weight"]
-    n_out, k = w.shape
+def _knobs(knobs: dict[str, int]) -> tuple[int, int, int]:
+    """(PE, SIMD, EPI) of a knob set, EPI limited to min(PE, SIMD): EPI consecutive outputs per cycle must
+    lie in one activation word for one store per bank."""
+    pe, simd = int(knobs["pe"]), int(knobs["simd"])
+    return pe, simd, max(1, min(int(knobs.get("epi", 1)), pe, simd))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Loop trip counts and DDR words of one layer on the unit (what hls/vaqf/dense.h iterates)."""
+
+    rows: int
+    steps: int
+    slots: int
+    blocks: int
+    dead: int
+    load_items: int
+    compute_items: int
+    words: int
+
+
+def _geometry(node: Node, pe: int, simd: int, epi: int, word_bits: int, form: str) -> Geometry:
+    n_out, k = node.attrs["weight"].shape
     rows = int(node.attrs["rows"])
-    wb = weight_container(node)
-    live = live_rows(node)
-    rw = row_words(k, wb, board.axi_bits)
-    steps = math.ceil(k / simd)
-    dead = math.ceil(rows * (n_out - live) / epi)  # constant outputs of the pruned rows, EPI per cycle
-    skip, skip_bytes = _segment(live, steps, rw, rows, pe, epi, simd, board, 0)
-    options = [(dead + skip, skip_bytes, "skip")]
-    if live < n_out:  # computing the pruned rows too (zero weights, the bias alone) can be cheaper
-        every, every_bytes = _segment(n_out, steps, rw, rows, pe, epi, simd, board, 0)
-        options.append((every, every_bytes, "all"))
-    b = node.attrs.get("blocks")
-    if b is not None:
-        block_steps = np.asarray(b["steps"])[:, SIMD_CHOICES.index(simd)]
-        cycles, nbytes = 0, 0
-        for (n_rows, _), st in zip(np.asarray(b["shape"]).reshape(-1, 2), block_steps, strict=True):
-            lanes = int(st) * simd
-            c, by = _segment(int(n_rows), int(st), row_words(lanes, wb, board.axi_bits), rows, pe, epi, simd, board,
-                             DDR_LATENCY + 4 + lanes)  # block and column tables: a DDR round trip, one lane a cycle
-            cycles += c
-            nbytes += by + 4 * (lanes + 4)
-        options.append((dead + cycles, nbytes, "blocks"))
-    return min(options, key=lambda o: (o[0], FORMS.index(o[2])))
+    wc = weight_container(node)
+    steps = lane_row_words(k, simd)
+    slots = int(n_out) if form == "all" else live_rows(node)
+    dead = int(n_out) - slots
+    blocks = math.ceil(slots / pe)
+    sw = simd * wc
+    beats = max(1, sw // word_bits)
+    drain = pe if form == "skip" else math.ceil(pe / epi)
+    load_items = pe + pe * steps * beats
+    compute_items = (rows + 1) * max(steps, drain)
+    weight_words = math.ceil(pe * steps * sw / word_bits)
+    return Geometry(rows, steps, slots, blocks, dead, load_items, compute_items,
+                    blocks * (pe + weight_words) + dead)
+
+
+def layer_cycles(node: Node, pe: int, simd: int, epi: int, word_bits: int, form: str) -> tuple[int, int]:
+    """(cycles, DDR words) of one layer in ``form``: what the kernel's VAQF counters add (see Dense.cost)."""
+    g = _geometry(node, pe, simd, epi, word_bits, form)
+    cycles = DDR_LATENCY
+    if g.blocks:
+        cycles += g.load_items + LOAD_DEPTH
+        cycles += (g.blocks - 1) * (max(g.compute_items, g.load_items) + gemm_depth(simd))
+        cycles += g.compute_items + gemm_depth(simd)
+    if g.dead * g.rows:
+        cycles += g.dead * g.rows + DEAD_DEPTH
+    return cycles, g.words
+
+
+def _form(node: Node, pe: int, simd: int, epi: int, word_bits: int) -> str:
+    """The faster form (ties to "all"); "skip" only when some rows are all zeros."""
+    best = "all"
+    if live_rows(node) < int(node.attrs["weight"].shape[0]):
+        if layer_cycles(node, pe, simd, epi, word_bits, "skip")[0] < layer_cycles(node, pe, simd, epi, word_bits,
+                                                                                   "all")[0]:
+            best = "skip"
+    return best
 
 
 def dense_form(node: Node, knobs: dict[str, int], board: Board) -> str:
     """How the layer runs with these knobs: one of FORMS, the fastest (see Dense.cost)."""
-    pe, simd = int(knobs["pe"]), int(knobs["simd"])
-    return _cycles(node, pe, simd, min(int(knobs.get("epi", 1)), pe), board)[2]
+    pe, simd, epi = _knobs(knobs)
+    return _form(node, pe, simd, epi, board.axi_bits)
 
 
 def block_form(node: Node, knobs: dict[str, int], board: Board) -> bool:
-    """Whether the layer runs as dense blocks with these knobs."""
-    return node.attrs.get("blocks") is not None and dense_form(node, knobs, board) == "blocks"
+    """Whether the layer runs as dense blocks with these knobs: never (the unit has no gather form)."""
+    return False
+
+
+def folded_bias(node: Node) -> np.ndarray:
+    """bias[n] - zp_in * sum_k w[n, k]: the zero point folded into the bias (product_bits' docstring), so
+    the activation enters the multipliers as its own integer (HLS-REVIEW C2)."""
+    w = np.asarray(node.attrs["weight"], dtype=np.int64)
+    if is_binary(node):
+        w = np.where(w > 0, 1, -1)
+    return np.asarray(node.attrs["bias"], dtype=np.int64) - int(node.attrs["zp_in"]) * w.sum(axis=1)
+
+
+def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray:
+    """One DDR word per slot (-1: an idle slot, zeros): lanes folded bias, multiplier, shift, output column."""
+    if word_bits < 128:
+        raise VaqfError(f"{node.name}: the GEMM unit reads a slot's four 32-bit constants from one DDR word; "
+                        f"words of {word_bits} bits are too narrow (use a board with axi_bits >= 128)")
+    acc_bits = int(node.attrs["acc_bits"])
+    bias = folded_bias(node)
+    if acc_bits > 32 and np.abs(bias).max(initial=0) > 2**31 - 1:
+        raise VaqfError(f"{node.name}: the bias with the input zero point folded in does not fit 32 bits")
+    rq = node.attrs.get("requant")
+    n_out = node.attrs["weight"].shape[0]
+    mant = np.zeros(n_out, np.int64) if rq is None else np.broadcast_to(np.asarray(rq["mantissa"], np.int64), n_out)
+    shift = np.zeros(n_out, np.int64) if rq is None else np.broadcast_to(np.asarray(rq["shift"], np.int64), n_out)
+    if np.any(np.abs(mant) >= 2**MANTISSA_BITS) or np.any((shift < 0) | (shift > 62)):
+        raise VaqfError(f"{node.name}: a requantization multiplier needs more than {MANTISSA_BITS} bits or a "
+                        "shift is outside [0, 62]; the epilogue's requantizer is sized for those")
+    lanes = word_bits // 32
+    out = np.zeros((slots.size, lanes), dtype=np.int64)
+    live = slots >= 0
+    o = slots[live]
+    # lane 0 wraps to 32 bits: when acc_bits <= 32 the kernel's adds are exact modulo 2**acc_bits
+    out[live, 0] = ((bias[o] + 2**31) % 2**32) - 2**31
+    out[live, 1] = mant[o]
+    out[live, 2] = shift[o]
+    out[live, 3] = o
+    return (out & 0xFFFFFFFF).astype(np.uint32).reshape(-1)
+
+
+def dense_stream(node: Node, pe: int, simd: int, word_bits: int, form: str) -> np.ndarray:
+    """The layer's DDR region as uint32 lanes, in consumption order (hls/vaqf/dense.h):
+
+    per block of PE slots, PE constant words (:func:`_constant_words`), then the block's weights as one
+    bit stream, padded to whole words: slot p's row, step t, lane l at weight element (p * steps + t) *
+    SIMD + l, W bits each (bit 1 = +1 for bipolar weights), zero past K and for idle slots; then, in form
+    "skip", one constant word per pruned row. Slots: the rows in order (form "all") or the live rows
+    (:func:`row_table`)."""
+    w = np.asarray(node.attrs["weight"], dtype=np.int64)
+    n_out, k = w.shape
+    if is_binary(node):
+        w = (w > 0).astype(np.int64)
+    wc = weight_container(node)
+    steps = lane_row_words(k, simd)
+    table, live = row_table(node)
+    order = np.arange(n_out, dtype=np.int64) if form == "all" else table[:live]
+    blocks = math.ceil(order.size / pe)
+    parts = []
+    for b in range(blocks):
+        slots = np.full(pe, -1, dtype=np.int64)
+        chunk = order[b * pe:(b + 1) * pe]
+        slots[:chunk.size] = chunk
+        parts.append(_constant_words(node, slots, word_bits))
+        mat = np.zeros((pe, steps * simd), dtype=np.int64)
+        mat[:chunk.size, :k] = w[chunk]
+        parts.append(pack_rows(mat.reshape(1, -1), wc, word_bits))
+    if form == "skip" and live < n_out:
+        parts.append(_constant_words(node, table[live:], word_bits))
+    return np.concatenate(parts) if parts else np.zeros(word_bits // 32, np.uint32)
 
 
 def finalize_dense_attrs(node: Node, x: TensorInfo) -> None:

@@ -1,0 +1,117 @@
+"""The GEMM unit (hls/vaqf/dense.h): one-dense graphs at several lane counts, C-simulated bit-exact against
+the simulator, with the kernel's cycle counters equal to the cost model (tests.helpers.assert_cycles_match)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import add_dense, assert_cycles_match
+from vaqf.backend.emit import write_project
+from vaqf.dse.search import design_for_knobs
+from vaqf.hw.board import get_board
+from vaqf.hw.cost import dsp48e2_per_product
+from vaqf.ir import BinaryType, Graph, IntType, TensorInfo
+from vaqf.ops import get_spec
+from vaqf.ops.common import requant_params
+from vaqf.ops.dense import dense_form, folded_bias, layer_cycles, requant_out_info
+
+
+def dense_graph(rng: np.random.Generator, rows: int, k: int, n: int, w_bits: int | None = 4,
+                requant: bool = True, relu: bool = True, zp_in: int = 0, signed_in: bool = False,
+                dead_rows: int = 0, rounding: str = "HALF_EVEN") -> Graph:
+    """x [1, rows, k] -> dense (n outputs) with relu and requantization fused, as passes.fuse leaves it.
+    ``w_bits`` None: bipolar weights. ``dead_rows``: that many output rows get all-zero weights."""
+    g = Graph("single_dense")
+    qt = IntType(8, signed=signed_in)
+    x = g.add_input("x", TensorInfo((1, rows, k), qt, np.array([0.05]), zp_in))
+    if w_bits is None:
+        w = np.where(rng.random((n, k)) < 0.5, -1, 1)
+        w_type = BinaryType()
+    else:
+        top = 2 ** (w_bits - 1) - 1
+        w = rng.integers(-top, top + 1, size=(n, k))
+        w_type = IntType(w_bits, True, narrow=True)
+    if dead_rows:
+        w[rng.choice(n, dead_rows, replace=False)] = 0
+    node = add_dense(g, x, w, rng.integers(-400, 400, size=n), w_type, rng.uniform(0.01, 0.05, size=n))
+    node.attrs["relu"] = relu
+    if requant:
+        acc = node.outputs[0].info
+        rq = requant_params(acc.scale, 0.25, n, IntType(8, signed=False), 3, rounding, node.name)
+        node.attrs["requant"] = rq
+        node.outputs[0].info = requant_out_info(acc.shape, rq)
+    g.outputs = [node.outputs[0]]
+    g.verify()
+    return g
+
+
+def build(graph: Graph, folder, pe: int, lanes: int, epi: int = 1):
+    board = get_board("zcu102")
+    knobs = {get_spec("dense").unit(n): {"pe": pe, "simd": lanes, "epi": epi} for n in graph.nodes}
+    design = design_for_knobs(graph, board, knobs)
+    write_project(graph, design, folder, force=True)
+    return folder
+
+
+CASES = [  # (rows, k, n, w_bits, pe, lanes, epi, options)
+    (3, 12, 10, 4, 4, 1, 1, {}),
+    (3, 12, 10, 4, 4, 4, 2, {"zp_in": 7}),
+    (2, 40, 24, 8, 8, 16, 4, {"signed_in": True, "zp_in": -3}),
+    (2, 20, 6, 8, 2, 32, 2, {}),                             # L larger than both rows
+    (2, 20, 9, 4, 4, 4, 4, {"requant": False}),              # the accumulator out
+    (3, 33, 17, None, 4, 8, 4, {"zp_in": 100}),              # bipolar, partial words and blocks
+    (2, 16, 12, 8, 2, 4, 2, {"dead_rows": 7}),               # pruned rows: the scatter form
+    (2, 24, 8, 2, 1, 16, 1, {"rounding": "UP", "relu": False}),
+]
+
+
+@pytest.mark.cxx
+@pytest.mark.parametrize("case", CASES, ids=[f"c{i}" for i in range(len(CASES))])
+def test_dense_csim_bit_exact_and_cycles(rng, tmp_path, case):
+    rows, k, n, w_bits, pe, lanes, epi, opts = case
+    g = dense_graph(rng, rows, k, n, w_bits, **opts)
+    res = assert_cycles_match(build(g, tmp_path / "p", pe, lanes, epi), tol=0.0, inputs=3)
+    assert res.bit_exact == 3
+
+
+def test_skip_form_is_chosen_when_it_pays(rng):
+    g = dense_graph(rng, 2, 16, 12, 8, dead_rows=7)
+    node = g.nodes[0]
+    board = get_board("zcu102")
+    assert dense_form(node, {"pe": 2, "simd": 4, "epi": 2}, board) == "skip"
+    assert dense_form(dense_graph(rng, 2, 16, 12, 8).nodes[0], {"pe": 2, "simd": 4, "epi": 2}, board) == "all"
+
+
+def test_cycles_formula_on_a_known_layer(rng):
+    """rows 3, K 33, N 17, PE 4, SIMD 8, EPI 4, binary: steps 5, span max(5, 1) = 5, compute (3 + 1) x 5 = 20,
+    load 4 + 4 x 5 = 24 (a 8-bit weight word, 16 per DDR word), 5 blocks: 64 + (24 + 3) + 4 x (24 + 14) + (20 + 14)."""
+    node = dense_graph(rng, 3, 33, 17, None).nodes[0]
+    cycles, words = layer_cycles(node, 4, 8, 4, 128, "all")
+    assert cycles == 64 + 27 + 4 * 38 + 34
+    assert words == 5 * (4 + 2)  # per block 4 constant words, 4 x 5 weight words of 8 bits in 2 DDR words
+
+
+def test_folded_bias_matches_the_zero_point(rng):
+    node = dense_graph(rng, 2, 12, 5, 4, zp_in=9).nodes[0]
+    w = node.attrs["weight"].astype(np.int64)
+    x = rng.integers(0, 256, size=12)
+    assert np.array_equal(w @ (x - 9) + node.attrs["bias"], w @ x + folded_bias(node))
+
+
+def test_knobs_offer_every_lane_count(rng):
+    from vaqf.hw.layout import LANE_CHOICES
+
+    node = dense_graph(rng, 2, 12, 5, 4).nodes[0]
+    assert get_spec("dense").knobs(node)["simd"] == list(LANE_CHOICES)
+
+
+def test_cost_monotone_in_pe(rng):
+    node = dense_graph(rng, 8, 64, 64, 8).nodes[0]
+    board = get_board("zcu102")
+    spec = get_spec("dense")
+    costs = [spec.cost(node, {"pe": pe, "simd": 16, "epi": 1}, board) for pe in (1, 2, 4, 8)]
+    assert all(a.cycles > b.cycles for a, b in zip(costs, costs[1:], strict=False))
+    assert all(a.dsp < b.dsp for a, b in zip(costs, costs[1:], strict=False))
+    # one DSP per 8 x 8-bit product (no packing), and the requantizer's acc x 25-bit multiply
+    assert costs[0].dsp == 16 + dsp48e2_per_product(int(node.attrs["acc_bits"]), 25)

@@ -1,95 +1,220 @@
 // vaqf kernel library: activation x activation products (Q.K^T, A.V), batched over heads.
+//
+// Weight-stationary, like a GEMM (docs/hls-parts/matmul.md). For each head and block of PE output columns:
+//   load: the block's PE columns of B (each a k-vector) go into a local buffer bl[KW][PE][L], one bank per
+//         (column, lane); one source word (or one element) per cycle;
+//   mac:  one flattened pipeline over (row, step) streams the rows of A, one whole word (L lanes) or one
+//         element per cycle, PE x L products per word, and drains the previous row's PE results, one word or
+//         one element per cycle, while the current row accumulates.
+// Every operand and the output are walked with the same affine (word, column) walker: the element at axis
+// counters (i, j, k) is lane (c & (L-1)) of word (w + (c >> LOG2L)), where (w, c) starts at (x_w, x_c) and
+// steps by a constant (word, column) pair per axis; w is a multiple of the source's row words, c a column of
+// the source row. "word" operands have their k-vectors starting at lane 0 and walk whole words.
 #ifndef VAQF_MATMUL_H
 #define VAQF_MATMUL_H
 
 #include <ap_int.h>
+#include "vaqf/cycles.h"
 #include "vaqf/qarith.h"
 
 namespace vaqf {
 
 struct matmul_desc {
-    int batch, m, k, n;
+    int batch, m, k, n, kw;  // heads, rows of A, k, columns of B, words of a k-vector: ceil(k / L)
     int zp_a, zp_b;
     int mant, shift, zp_out, out_lo, out_hi, rounding;
     int relu, requant;
-    // operand views: element (h, r, k) of A is a[a_base + h*a_sh + r*a_sr + k*a_sk]; likewise B (h, k, c)
-    int a_base, a_sh, a_sr, a_sk;
-    int b_base, b_sh, b_sr, b_sk;
-    // output view: element (h, r, c) of the product is written at o_base + h*o_sh + r*o_sr + c*o_sc
-    int o_base, o_sh, o_sr, o_sc;
+    // A, axes (head, row, k): word mode (1) reads kw whole words per row; element mode (0) one element per k
+    int a_word, a_w, a_c, a_hw, a_hc, a_rw, a_rc, a_kw, a_kc;
+    // B, axes (head, column, k)
+    int b_word, b_w, b_c, b_hw, b_hc, b_cw, b_cc, b_kw, b_kc;
+    // output, axes (head, row, column): word mode writes ceil(nc / L) whole words per row, else nc elements
+    int o_word, o_w, o_c, o_hw, o_hc, o_rw, o_rc, o_cw, o_cc;
 };
 
 struct matmul_config {
-    static const int PE = 1;     // output columns in parallel
-    static const int SIMD = 1;   // products per column per cycle
-    static const int EPI = 1;    // requantizers draining the PE results in parallel
+    static const int PE = 1;        // output columns per block (each with L multipliers)
+    static const int L = 1;         // lanes of an activation word (ACT_LANES): products per column per cycle
+    static const int LOG2L = 0;
+    static const int OPD_BITS = 10;  // operand width after the zero point is subtracted
     static const int ACC_BITS = 32;
+    static const int O_WORD = 0;     // whole-word output path present (PE a multiple of L)
+    static const int KW_MAX = 1, K_MAX = 1, M_MAX = 1, N_MAX = 1, BATCH_MAX = 1;  // trip-count maxima
+    static const int LOAD_DEPTH = 3, MAC_DEPTH = 16;  // pipeline depths, owned by vaqf/ops/matmul.py
 };
 
+// relu, then requantization (the product narrowed to what acc x mantissa needs, bit-exact with
+// vaqf::requantize), or the accumulator itself
+template <class CFG>
+inline wide_t matmul_epilogue(wide_t v, const matmul_desc& d) {
+#pragma HLS INLINE
+    const int PW = CFG::ACC_BITS + 32 < 64 ? CFG::ACC_BITS + 32 : 64;
+    if (d.relu && v < 0) v = 0;
+    if (!d.requant) return v;
+    ap_int<PW> prod = ap_int<PW>(ap_int<CFG::ACC_BITS>(v)) * ap_int<32>(d.mant);
+    return clamp(rshift_round(wide_t(prod), d.shift, d.rounding) + d.zp_out, d.out_lo, d.out_hi);
+}
+
 template <class CFG, class act_t, class acc_t>
-void matmul(const matmul_desc& d, const act_t* a, const act_t* b, act_t* out_act, acc_t* out_acc) {
-#pragma HLS INLINE off
+void matmul(const matmul_desc d, const act_t a[][CFG::L], const act_t b[][CFG::L], act_t out_act[][CFG::L],
+            acc_t out_acc[][CFG::L]) {
+#pragma HLS INLINE
+    const int L = CFG::L;
+    const int PE = CFG::PE;
+    const int MASK = L - 1;
+    typedef ap_int<CFG::OPD_BITS> opd_t;
     typedef ap_int<CFG::ACC_BITS> sum_t;
-    typedef ap_int<act_t::width + 1> opd_t;
-heads:
-    for (int h = 0; h < d.batch; h++) {
-        const act_t* ah = a + d.a_base + h * d.a_sh;
-        const act_t* bh = b + d.b_base + h * d.b_sh;
-    cols:
-        for (int n0 = 0; n0 < d.n; n0 += CFG::PE) {
-            // software-pipelined rows, as in dense.h: a row costs max(ceil(K/SIMD), ceil(PE/EPI)) cycles
-            const int steps = (d.k + CFG::SIMD - 1) / CFG::SIMD;
-            const int drain = (CFG::PE + CFG::EPI - 1) / CFG::EPI;
-            const int span = steps > drain ? steps : drain;
-            sum_t acc[CFG::PE], done[CFG::PE];
+    // B block: bank (p, s) holds lane s of column p's k-words; the mac reads every bank at one address
+    act_t bl[CFG::KW_MAX][PE][L];
+#pragma HLS ARRAY_PARTITION variable=bl complete dim=2
+#pragma HLS ARRAY_PARTITION variable=bl complete dim=3
+    sum_t acc[PE], done[PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
 #pragma HLS ARRAY_PARTITION variable=done complete
-        rows:
-            for (int r = 0; r <= d.m; r++) {
-            steps_loop:
-                for (int t = 0; t < span; t++) {
+    act_t areg[L];
+#pragma HLS ARRAY_PARTITION variable=areg complete
+    int ah_w = d.a_w, ah_c = d.a_c, bh_w = d.b_w, bh_c = d.b_c, oh_w = d.o_w, oh_c = d.o_c;
+heads:
+    for (int h = 0; h < d.batch; h++) {
+#pragma HLS LOOP_TRIPCOUNT max=CFG::BATCH_MAX
+        int bb_w = bh_w, bb_c = bh_c, ob_w = oh_w, ob_c = oh_c;
+    blocks:
+        for (int c0 = 0; c0 < d.n; c0 += PE) {
+#pragma HLS LOOP_TRIPCOUNT max=(CFG::N_MAX + CFG::PE - 1) / CFG::PE
+            const int nc = d.n - c0 < PE ? d.n - c0 : PE;
+            // ---- load the block's columns of B: one word (word mode) or one element per cycle ----
+            const int bsteps = d.b_word ? d.kw : d.k;
+            const int ltrips = nc * bsteps;
+            {
+                int p = 0, t = 0;
+                int cw = bb_w, cc = bb_c, ew = bb_w, ec = bb_c;
+            load:
+                for (int i = 0; i < ltrips; i++) {
 #pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT max=CFG::PE * CFG::K_MAX
+                    if (d.b_word) {
+                        const int w = cw + (cc >> CFG::LOG2L) + t;
+                        for (int s = 0; s < L; s++) {
+#pragma HLS UNROLL
+                            bl[t][p][s] = b[w][s];  // one source word; p decodes the write enables
+                        }
+                    } else {
+                        bl[t >> CFG::LOG2L][p][t & MASK] = b[ew + (ec >> CFG::LOG2L)][ec & MASK];  // L:1 mux
+                    }
+                    if (t == bsteps - 1) {
+                        t = 0;
+                        p++;
+                        cw += d.b_cw;
+                        cc += d.b_cc;
+                        ew = cw;
+                        ec = cc;
+                    } else {
+                        t++;
+                        ew += d.b_kw;
+                        ec += d.b_kc;
+                    }
+                }
+                VAQF_LOOP(ltrips, 1, CFG::LOAD_DEPTH);
+            }
+            // ---- stream the rows of A; drain row r-1 while row r accumulates ----
+            const int steps = d.a_word ? d.kw : d.k;
+            const int drain = (CFG::O_WORD && d.o_word) ? (nc + L - 1) >> CFG::LOG2L : nc;
+            const int span = steps > drain ? steps : drain;
+            const int mtrips = (d.m + 1) * span;
+            {
+                int r = 0, t = 0;
+                int aw = ah_w, ac = ah_c, ew = ah_w, ec = ah_c;     // A: row r's start, the element walker
+                int orw = ob_w, orc = ob_c, ow = ob_w, oc = ob_c;  // output: row r-1's start, the walker
+            mac:
+                for (int i = 0; i < mtrips; i++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT max=(CFG::M_MAX + 1) * (CFG::K_MAX > CFG::PE ? CFG::K_MAX : CFG::PE)
                     if (r < d.m && t < steps) {
-                        const int k0 = t * CFG::SIMD;
-                        for (int p = 0; p < CFG::PE; p++) {
+                        bool fire;
+                        int j;
+                        if (d.a_word) {
+                            const int w = aw + (ac >> CFG::LOG2L) + t;
+                            for (int s = 0; s < L; s++) {
 #pragma HLS UNROLL
-                            sum_t partial = 0;
-                            for (int s = 0; s < CFG::SIMD; s++) {
+                                areg[s] = a[w][s];
+                            }
+                            fire = true;
+                            j = t;
+                        } else {
+                            areg[t & MASK] = a[ew + (ec >> CFG::LOG2L)][ec & MASK];  // L:1 mux; lane k % L of the register
+                            fire = (t & MASK) == MASK || t == d.k - 1;
+                            j = t >> CFG::LOG2L;
+                        }
+                        if (fire) {
+                            for (int p = 0; p < PE; p++) {
 #pragma HLS UNROLL
-                                int kk = k0 + s, c = n0 + p;
-                                if (kk < d.k && c < d.n) {
-                                    opd_t x = opd_t(ah[r * d.a_sr + kk * d.a_sk]) - d.zp_a;
-                                    opd_t y = opd_t(bh[kk * d.b_sr + c * d.b_sk]) - d.zp_b;
+                                sum_t partial = 0;
+                                for (int s = 0; s < L; s++) {
+#pragma HLS UNROLL
+                                    // lanes past k hold other columns (or padding): their products are zero
+                                    opd_t x = j * L + s < d.k ? opd_t(areg[s] - d.zp_a) : opd_t(0);
+                                    opd_t y = opd_t(bl[j][p][s] - d.zp_b);
                                     partial += sum_t(x * y);
                                 }
+                                acc[p] = (j == 0 ? sum_t(0) : acc[p]) + partial;
                             }
-                            acc[p] = (t == 0 ? sum_t(0) : acc[p]) + partial;
                         }
                     }
                     if (r > 0 && t < drain) {
-                        for (int e = 0; e < CFG::EPI; e++) {
+                        if (CFG::O_WORD && d.o_word) {
+                            const int w = orw + (orc >> CFG::LOG2L) + t;
+                            for (int s = 0; s < L; s++) {
 #pragma HLS UNROLL
-                            int p = t * CFG::EPI + e;
-                            int c = n0 + p;
-                            if (p < CFG::PE && c < d.n) {
-                                wide_t v = done[p];
-                                if (d.relu && v < 0) v = 0;
-                                int o = d.o_base + h * d.o_sh + (r - 1) * d.o_sr + c * d.o_sc;
-                                if (d.requant) {
-                                    out_act[o] = requantize(v, d.mant, d.shift, d.zp_out, d.out_lo, d.out_hi, d.rounding);
-                                } else {
-                                    out_acc[o] = v;
-                                }
+                                const int p = t * L + s;  // a (PE/L):1 mux per lane
+                                wide_t v = p < nc ? matmul_epilogue<CFG>(wide_t(done[p]), d) : wide_t(0);
+                                if (d.requant) out_act[w][s] = v;
+                                else out_acc[w][s] = v;
                             }
+                        } else {
+                            wide_t v = matmul_epilogue<CFG>(wide_t(done[t]), d);  // a PE:1 mux
+                            const int w = ow + (oc >> CFG::LOG2L);
+                            if (d.requant) out_act[w][oc & MASK] = v;
+                            else out_acc[w][oc & MASK] = v;
                         }
                     }
-                }
-                for (int p = 0; p < CFG::PE; p++) {
+                    if (t == span - 1) {
+                        for (int p = 0; p < PE; p++) {
 #pragma HLS UNROLL
-                    done[p] = acc[p];
+                            done[p] = acc[p];
+                        }
+                        if (r > 0) {
+                            orw += d.o_rw;
+                            orc += d.o_rc;
+                        }
+                        t = 0;
+                        r++;
+                        aw += d.a_rw;
+                        ac += d.a_rc;
+                        ew = aw;
+                        ec = ac;
+                        ow = orw;
+                        oc = orc;
+                    } else {
+                        t++;
+                        ew += d.a_kw;
+                        ec += d.a_kc;
+                        ow += d.o_cw;
+                        oc += d.o_cc;
+                    }
                 }
+                VAQF_LOOP(mtrips, 1, CFG::MAC_DEPTH);
             }
+            bb_w += PE * d.b_cw;
+            bb_c += PE * d.b_cc;
+            ob_w += PE * d.o_cw;
+            ob_c += PE * d.o_cc;
         }
+        ah_w += d.a_hw;
+        ah_c += d.a_hc;
+        bh_w += d.b_hw;
+        bh_c += d.b_hc;
+        oh_w += d.o_hw;
+        oh_c += d.o_hc;
     }
 }
 

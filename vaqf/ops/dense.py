@@ -510,11 +510,12 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
       one DSP48E2 per product (``dsp48e2_per_product`` of the W-bit weight and the activation's own
       bits, :func:`in_operand_bits`), no packing (:func:`dsp_packing`), no LUTs.
     - ``adder_tree``: per PE a balanced tree over SIMD p-bit products (:func:`adder_tree_luts`).
-    - ``accumulator``: per PE one acc-bit adder, and the 2:1 mux choosing the bias of the running
-      ping-pong half (32 bits).
-    - ``output_mux``: requantizer e takes slot t x EPI + e: EPI acc-bit PE/EPI:1 muxes, and the mantissa
-      and shift (31 bits) of that slot from the 2 x PE constant registers (a 2PE/EPI:1 mux); form "skip"
-      adds requantizer 0's PE:1 mux on the accumulators and its 2PE:1 mux on the output column (32 bits).
+    - ``accumulator``: per PE one acc-bit adder (the bias load at the first step shares its LUTs).
+    - ``output_mux``: requantizer e takes slot t x EPI + e: EPI acc-bit PE/EPI:1 muxes; form "skip" adds
+      requantizer 0's PE:1 mux on the accumulators.
+    - ``constants``: per PE the 2:1 mux choosing the bias of the running ping-pong half (32 bits); per
+      requantizer the mantissa and shift (31 bits) of its slot from the 2 x PE constant registers (a
+      2PE/EPI:1 mux); form "skip" adds requantizer 0's 2PE:1 mux on the output column (32 bits).
     - ``epilogue``: EPI requantizers (``requant_narrow``), each: the rounding right shift of the q-bit
       product (three levels of 4:1 muxes, 3q), the rounding compare and increment (q), the clamp to
       [lo, hi] (two q-bit compares and a select, ~q) and the zero-point add (q); form "skip" adds the
@@ -547,17 +548,19 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
         dsp = pe * simd * dsp48e2_per_product(wc, in_operand_bits(node))
     tree = pe * adder_tree_luts(simd, p)
     weights = memory_cost(2 * math.ceil(k / simd), sw)  # two halves per PE: ping-pong
-    out_mux = epi * acc * mux_luts(max(1, pe // epi)) + epi * (MANTISSA_BITS + 1 + SHIFT_BITS) * mux_luts(2 * pe // epi)
+    out_mux = epi * acc * mux_luts(max(1, pe // epi)) + (acc * mux_luts(pe) if scatter else 0)
+    constants = pe * 32 + epi * (MANTISSA_BITS + 1 + SHIFT_BITS) * mux_luts(2 * pe // epi)
     if scatter:
-        out_mux += acc * mux_luts(pe) + 32 * mux_luts(2 * pe)
+        constants += 32 * mux_luts(2 * pe)
     requantizers = epi + (1 if scatter else 0)
     loader_lut = sw * mux_luts(word_bits // sw) if sw < word_bits else 0
     terms = {
         "control": CONTROL_LUT,
         "products": products,
         "adder_tree": tree,
-        "accumulator": pe * (acc + 32),
+        "accumulator": pe * acc,
         "output_mux": out_mux,
+        "constants": constants,
         "epilogue": requantizers * 6 * q,
         "store": simd * (acc + 2),
         "loader": loader_lut,

@@ -26,7 +26,7 @@ struct matmul_desc {
     int relu, requant;
     // A, axes (head, row, k): word mode (1) reads kw whole words per row; element mode (0) one element per k
     int a_word, a_w, a_c, a_hw, a_hc, a_rw, a_rc, a_kw, a_kc;
-    // B, axes (head, column, k)
+    // B, axes (head, column, k); b_word 2: the columns are consecutive lanes (one word holds L columns)
     int b_word, b_w, b_c, b_hw, b_hc, b_cw, b_cc, b_kw, b_kc;
     // output, axes (head, row, column): word mode writes ceil(nc / L) whole words per row, else nc elements
     int o_word, o_w, o_c, o_hw, o_hc, o_rw, o_rc, o_cw, o_cc;
@@ -82,10 +82,37 @@ heads:
         for (int c0 = 0; c0 < d.n; c0 += PE) {
 #pragma HLS LOOP_TRIPCOUNT max=(CFG::N_MAX + CFG::PE - 1) / CFG::PE
             const int nc = d.n - c0 < PE ? d.n - c0 : PE;
-            // ---- load the block's columns of B: one word (word mode) or one element per cycle ----
-            const int bsteps = d.b_word ? d.kw : d.k;
-            const int ltrips = nc * bsteps;
-            {
+            // ---- load the block's columns of B: b_word 1, each column's k-words (one word per cycle);
+            // 0, its elements (one per cycle); 2, the block's columns are consecutive in a source row: one
+            // word per cycle holds L columns at one k, scattered to lane k % L of L columns ----
+            if (d.b_word == 2) {
+                const int qn = (nc + L - 1) >> CFG::LOG2L;
+                const int ltrips = d.k * qn;
+                int kk = 0, q = 0;
+                int rw = bb_w, rc = bb_c;  // the block's first column at k = kk
+            load_t:
+                for (int i = 0; i < ltrips; i++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT max=CFG::K_MAX * (CFG::PE + CFG::L - 1) / CFG::L
+                    const int w = rw + (rc >> CFG::LOG2L) + q;
+                    for (int s = 0; s < L; s++) {
+#pragma HLS UNROLL
+                        const int p = q * L + s;  // < PE: PE is a multiple of L in this mode
+                        if (p < PE) bl[kk >> CFG::LOG2L][p][kk & MASK] = b[w][s];
+                    }
+                    if (q == qn - 1) {
+                        q = 0;
+                        kk++;
+                        rw += d.b_kw;
+                        rc += d.b_kc;
+                    } else {
+                        q++;
+                    }
+                }
+                VAQF_LOOP(ltrips, 1, CFG::LOAD_DEPTH);
+            } else {
+                const int bsteps = d.b_word ? d.kw : d.k;
+                const int ltrips = nc * bsteps;
                 int p = 0, t = 0;
                 int cw = bb_w, cc = bb_c, ew = bb_w, ec = bb_c;
             load:

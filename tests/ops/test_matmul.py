@@ -105,8 +105,10 @@ def test_modes_follow_the_views():
     # q at columns h*8 and k at 16 + h*8: whole words while L divides 8, elements beyond
     assert operand_walk(qk, 0, 8).word and operand_walk(qk, 1, 8).word
     assert not operand_walk(qk, 0, 16).word and not operand_walk(qk, 1, 16).word
-    # V's k axis is a row apart: always elements; the probabilities' rows are contiguous: words
-    assert not operand_walk(av, 1, 1).word and operand_walk(av, 0, 4).word
+    # V's k axis is a row apart: whole words across its columns when PE covers words and the head starts
+    # at lane 0, else elements; the probabilities' rows are contiguous: words
+    assert operand_walk(av, 1, 4, pe=8).word == 2 and operand_walk(av, 1, 4, pe=2).word == 0
+    assert operand_walk(av, 1, 16, pe=16).word == 0 and operand_walk(av, 0, 4).word == 1
     # the head-merged output: words when PE covers whole words and a head fills them
     assert output_walk(av, 8, 8).word and not output_walk(av, 4, 8).word and not output_walk(av, 8, 16).word
 
@@ -125,7 +127,7 @@ def test_dsps_one_product_each():
 
 @pytest.mark.cxx
 @pytest.mark.parametrize("name", sorted(GRAPHS))
-@pytest.mark.parametrize("pe,lanes", [(1, 1), (4, 4), (8, 8), (16, 16), (4, 64)])
+@pytest.mark.parametrize("pe,lanes", [(1, 1), (2, 1), (4, 4), (8, 4), (8, 8), (16, 16), (4, 64)])
 def test_cxx_bit_exact_and_cycles(tmp_path, name, pe, lanes):
     g = GRAPHS[name]()
     project = _project(g, tmp_path / "p", pe, lanes)

@@ -170,9 +170,10 @@ def requant_luts() -> int:
 class Walk:
     """An operand (or the output) as the kernel walks it: element (i, j, k) of its three axes is lane
     ``c % L`` of word ``w + c // L`` with ``(w, c) = (w0, c0) + i*step[0] + j*step[1] + k*step[2]``
-    (hls/vaqf/matmul.h); ``word``: the kernel reads (writes) whole words along the last axis."""
+    (hls/vaqf/matmul.h). ``word``: 0, one element per cycle; 1, whole words along the last axis; 2 (B only),
+    whole words along the middle (column) axis, one word holding L columns at one k."""
 
-    word: bool
+    word: int
     w0: int
     c0: int
     steps: tuple[tuple[int, int], ...]
@@ -204,10 +205,12 @@ def _walk(node: Node, what: str, base: int, strides: tuple[int, int, int], count
     return w0, c0, steps, c[..., 0]
 
 
-def operand_walk(node: Node, i: int, lanes: int) -> Walk:
+def operand_walk(node: Node, i: int, lanes: int, pe: int = 1) -> Walk:
     """How the kernel reads operand ``i`` (0: A, axes head, row, k; 1: B, axes head, column, k) at ``lanes``.
-    Whole words when the k axis is consecutive elements of a source row and every k-vector starts at lane 0
-    (a multiple of L); otherwise one element per cycle."""
+    Whole words (1) when the k axis is consecutive elements of a source row and every k-vector starts at
+    lane 0 (a multiple of L); for B with PE a multiple of L, whole words across its columns (2) when they
+    are consecutive elements of a source row starting at lane 0 (V in A.V); otherwise one element per
+    cycle (0)."""
     src = node.inputs[i].info
     a, b = (operand_info(node, j, v.info) for j, v in enumerate(node.inputs))
     batch = int(np.prod(a.shape[:-2], dtype=np.int64))
@@ -218,7 +221,10 @@ def operand_walk(node: Node, i: int, lanes: int) -> Walk:
     else:
         strides, counts = (sh, sc, sr), (batch, n, k)
     w0, c0, steps, _ = _walk(node, "AB"[i], base, strides, counts, last_dim(src), lanes)
-    word = steps[2] == (0, 1) and all(v % lanes == 0 for v in (c0, steps[0][1], steps[1][1]))
+    word = int(steps[2] == (0, 1) and all(v % lanes == 0 for v in (c0, steps[0][1], steps[1][1])))
+    if not word and i == 1 and pe % lanes == 0 and steps[1] == (0, 1) and \
+            all(v % lanes == 0 for v in (c0, steps[0][1], steps[2][1])):
+        word = 2
     return Walk(word, w0, c0, tuple(steps))
 
 
@@ -235,13 +241,14 @@ def output_walk(node: Node, pe: int, lanes: int) -> Walk:
     w0, c0, steps, starts = _walk(node, "output", base, (sh, sr, sc), (batch, m, n), d, lanes)
     word = (steps[2] == (0, 1) and pe % lanes == 0 and all(v % lanes == 0 for v in (c0, steps[0][1], steps[1][1]))
             and (n % lanes == 0 or bool(np.all(starts + n == d))))
-    return Walk(word, w0, c0, tuple(steps))
+    return Walk(int(word), w0, c0, tuple(steps))
 
 
-def layer_cycles(batch: int, m: int, k: int, n: int, pe: int, lanes: int, a_word: bool, b_word: bool,
-                 o_word: bool) -> int:
+def layer_cycles(batch: int, m: int, k: int, n: int, pe: int, lanes: int, a_word: int, b_word: int,
+                 o_word: int) -> int:
     """What the kernel's cycle counters count for one layer (hls/vaqf/matmul.h): per head and block of
-    nc <= PE columns, the B load (nc x words or elements of a k-vector, at II=1, plus LOAD_DEPTH) and the
+    nc <= PE columns, the B load (nc x words or elements of a k-vector, or K x ceil(nc/L) words across the
+    columns, at II=1, plus LOAD_DEPTH) and the
     mac loop ((M + 1) x max(steps, drain) at II=1, plus its depth), steps being ceil(K/L) words or K
     elements of a row of A, drain ceil(nc/L) output words or nc elements."""
     kw = row_words(k, lanes)
@@ -250,7 +257,7 @@ def layer_cycles(batch: int, m: int, k: int, n: int, pe: int, lanes: int, a_word
     total = 0
     for c0 in range(0, n, pe):
         nc = min(pe, n - c0)
-        load = nc * bsteps
+        load = k * -(-nc // lanes) if b_word == 2 else nc * bsteps
         drain = -(-nc // lanes) if o_word else nc
         mac = (m + 1) * max(steps, drain)
         total += (load + LOAD_DEPTH if load else 0) + (mac + mac_depth(lanes) if mac else 0)
@@ -314,7 +321,7 @@ class MatMul(OpSpec):
         subtractors (L on A, PE x L on B); the element paths' L:1 read multiplexers (A and B), the output's
         PE:1 result multiplexer and, with O_WORD, L lanes of (PE/L):1; the requantizers
         (:func:`requant_luts`); the local B block, PE x L banks of ceil(K/L) words (``memory_cost``: LUTRAM
-        or BRAM18); about 12 32-bit walker adders and control.
+        or BRAM18); about 14 32-bit walker adders and control.
         FF: accumulators and results (2 x PE x ACC_BITS), the operand pipeline registers
         (2 x PE x L x operand bits), the A word register.
         """
@@ -322,7 +329,7 @@ class MatMul(OpSpec):
         a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         batch = int(np.prod(a.shape[:-2], dtype=np.int64))
-        aw, bw, ow = operand_walk(node, 0, lanes), operand_walk(node, 1, lanes), output_walk(node, pe, lanes)
+        aw, bw, ow = operand_walk(node, 0, lanes), operand_walk(node, 1, lanes, pe), output_walk(node, pe, lanes)
         cycles = layer_cycles(batch, m, k, n, pe, lanes, aw.word, bw.word, ow.word)
         bits = max(_signed_bits(a), _signed_bits(b))
         opd = max(_operand_bits(a), _operand_bits(b))
@@ -336,7 +343,8 @@ class MatMul(OpSpec):
                + 2 * bits * mux_luts(lanes)
                + acc_bits * mux_luts(pe) + (lanes * acc_bits * mux_luts(pe // lanes) if o_word else 0)
                + rq * requant_luts()
-               + pe * lanes * bank.lut + 12 * 32 + 200)
+               + pe * lanes * bits * mux_luts(3)
+               + pe * lanes * bank.lut + 14 * 32 + 200)
         ff = 2 * pe * acc_bits + 2 * pe * lanes * opd + lanes * bits + 12 * 32 + 300
         return Cost(cycles, lut, ff, dsp, pe * lanes * bank.bram18, 0, 0)
 
@@ -378,7 +386,7 @@ class MatMul(OpSpec):
             "rounding": Rounding(rq["rounding"]).cpp_id if rq is not None else 0,
             "relu": int(bool(node.attrs.get("relu"))), "requant": int(rq is not None),
             "a_buf": ctx.buffer(node.inputs[0].name), "b_buf": ctx.buffer(node.inputs[1].name),
-            "a_walk": operand_walk(node, 0, lanes).fields(), "b_walk": operand_walk(node, 1, lanes).fields(),
+            "a_walk": operand_walk(node, 0, lanes).fields(), "b_walk": operand_walk(node, 1, lanes, pe).fields(),
             "o_walk": output_walk(node, pe, lanes).fields(),
             "out_act": ctx.buffer(out) if rq is not None else ctx.dummy["act"],
             "out_acc": ctx.dummy["acc"] if rq is not None else ctx.buffer(out),

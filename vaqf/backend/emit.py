@@ -28,6 +28,8 @@ from vaqf.backend.resources import hls_dir, templates_dir
 from vaqf.dse.design import Design
 from vaqf.errors import OutputExists, VaqfError
 from vaqf.hw.board import Board, get_board
+from vaqf.hw.cost import DDR_LATENCY
+from vaqf.hw.layout import design_lanes, last_dim, row_words
 from vaqf.hw.memory import BufferPlan, plan_buffers
 from vaqf.hw.model import units_of
 from vaqf.ir import Graph
@@ -91,13 +93,15 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     word_bits = design.word_bits
     if word_bits % 32 or not 32 <= word_bits <= 1024:
         raise VaqfError(f"word width {word_bits} must be a multiple of 32 in 32..1024")
-    plan = plan_buffers(graph)
+    lanes = design_lanes(design.knobs)
+    plan = plan_buffers(graph, lanes)
     board = get_board(design.board)
     image = build_ddr_image(graph, word_bits, design.knobs, board)
     names = NameTable()
     ident = {n.name: f"l{i}_{names(n.name)}" for i, n in enumerate(graph.topo())}
     buffers = {v: plan.name(v) for v in plan.kind_of}
-    ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board)
+    ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board,
+                      lanes)
 
     units = units_of(graph)
     unit_structs = []
@@ -113,10 +117,13 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         p = get_spec(node.op).template_params(node, ctx)
         tmpl = env.get_template(f"ops/{node.op}.j2")
         layers.append({"ident": ident[node.name], "op": node.op, "config": str(tmpl.module.config(p)).strip(),
-                       "call": str(tmpl.module.call(p)).strip()})
+                       "call": str(tmpl.module.call(p)).strip(), "node": node.name,
+                       "unit": get_spec(node.op).unit(node)})
     io_in = [{"ident": f"in{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape),
-              "shape_text": ", ".join(map(str, v.info.sample_shape))} for i, v in enumerate(graph.inputs)]
-    io_out = [{"ident": f"out{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape)}
+              "shape_text": ", ".join(map(str, v.info.sample_shape)), "row": last_dim(v.info),
+              "row_words": row_words(last_dim(v.info), lanes)} for i, v in enumerate(graph.inputs)]
+    io_out = [{"ident": f"out{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape),
+               "row": last_dim(v.info), "row_words": row_words(last_dim(v.info), lanes)}
               for i, v in enumerate(graph.outputs)]
     values: dict[str, Any] = {
         "version": __version__,
@@ -124,9 +131,11 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "ddr_words": max(image.words, 1),
         "act_bits": plan.bits.get("act", 2),
         "acc_bits": plan.bits.get("acc", 32),
-        "buffers": [{"kind": k, "name": name, "size": size} for k, name, size in plan.buffers()],
-        "partition": max((k.get("simd", 1) for k in design.knobs.values()), default=1),
+        "buffers": [{"kind": k, "name": name, "size": size, "words": words} for k, name, size, words in plan.buffers()],
+        "lanes": lanes,
+        "ddr_latency": DDR_LATENCY,
         "units": unit_structs,
+        "unit_names": list(units),
         "layers": layers,
         "inputs": io_in,
         "outputs": io_out,
@@ -152,6 +161,9 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "scripts/build_bd.tcl": "project/build_bd.tcl.j2",
     }
     out = {path: env.get_template(t).render(**values) for path, t in files.items()}
+    out["data/layers.json"] = json.dumps([{"index": i, "ident": layer["ident"], "node": layer["node"],
+                                           "op": layer["op"], "unit": layer["unit"]}
+                                          for i, layer in enumerate(layers)], indent=1) + "\n"
     return out, image, plan
 
 
@@ -189,7 +201,7 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
         kernel_dst.mkdir(parents=True)
         for h in sorted(hls_dir().glob("*.h")):
             shutil.copyfile(h, kernel_dst / h.name)
-        (tmp / "data").mkdir()
+        (tmp / "data").mkdir(exist_ok=True)
         (tmp / "data" / "weights.bin").write_bytes(image.lanes.astype("<u4").tobytes())
         # self-checking testbench vectors for the vendor C-simulation and co-simulation
         sim = Simulator(graph)

@@ -435,6 +435,9 @@ class Space:
         self.raw_combinations = sum(sp.raw_combinations for sp in self.spaces)
         self.fixed_cycles = self.spaces[0].fixed_cycles
         self._relaxed: Space | None = None
+        log.info("design space of %s on %s: %d units, %d knob combinations over %d lane counts (%s); %d evaluated "
+                 "after Pareto pruning", graph.name, board.name, len(self.units), self.raw_combinations,
+                 len(choices), ", ".join(map(str, choices)), len(self))
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

@@ -21,8 +21,7 @@ import numpy as np
 from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY, Cost, dsp48e2_per_product, memory_cost
 from vaqf.hw.layout import LANE_CHOICES, lane_knob, last_dim, row_words, value_words
-from vaqf.hw.memory import signed_bits
-from vaqf.ir import Node, Value
+from vaqf.ir import IntType, Node, Value
 from vaqf.ops.base import EmitContext
 
 #: pipeline depth of the word loop: read, subtract, multiply (2 stages), add, round-shift, clamp, write
@@ -38,7 +37,16 @@ ROUND_SHIFT_LUTS = 6 * 64
 CLAMP_LUTS = 2 * 64
 
 __all__ = ["DEPTH", "FILL_DEPTH", "LANE_CHOICES", "buffer_args", "eltwise_cost", "eltwise_params",
-           "eltwise_unit_params", "requant_tables", "table_fill_words"]
+           "eltwise_unit_params", "requant_tables", "signed_bits", "table_fill_words"]
+
+
+def signed_bits(v: Value) -> int:
+    """Signed bits of a value's integers (the same rule as the buffer plan's container widths; not imported
+    from vaqf.hw.memory, which imports the ops)."""
+    qt = v.info.qtype
+    if isinstance(qt, IntType):
+        return qt.bits + (0 if qt.signed else 1)
+    return 2
 
 
 def _lanes(knobs: dict[str, int]) -> int:

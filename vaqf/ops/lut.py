@@ -16,10 +16,9 @@ from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY, Cost, memory_cost, mux_luts
 from vaqf.hw.layout import lane_knob, value_words
-from vaqf.hw.memory import signed_bits
 from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.eltwise import LANE_CHOICES, buffer_args
+from vaqf.ops.eltwise import LANE_CHOICES, buffer_args, signed_bits
 from vaqf.ops.packing import pack_int32
 from vaqf.sim.qarith import round_real, saturate
 

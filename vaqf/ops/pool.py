@@ -16,10 +16,9 @@ from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost, dsp48e2_per_product, mux_luts
 from vaqf.hw.layout import lane_knob, row_words
-from vaqf.hw.memory import signed_bits
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import EmitContext, Known, OpSpec, register
-from vaqf.ops.eltwise import LANE_CHOICES, buffer_args
+from vaqf.ops.eltwise import LANE_CHOICES, buffer_args, signed_bits
 from vaqf.ops.im2col import conv_geometry
 from vaqf.sim.qarith import Dyadic, Rounding, rshift_round, saturate
 

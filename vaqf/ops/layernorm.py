@@ -1,4 +1,4 @@
-"""layernorm over the last axis in integer arithmetic (integer square root, one division per element).
+"""layernorm over the last axis in integer arithmetic (integer square root, one rounded quotient per element).
 
 For input integers x of a row of length D (scale s, any zero point, which cancels):
   y_i = D * x_i - sum(x)                               (= D * (x_i - mean), exact)

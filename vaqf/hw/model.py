@@ -29,9 +29,9 @@ from vaqf.ops import get_spec
 #: two AXI4 masters with burst logic plus the AXI4-Lite control slave, as reported for small HLS
 #: designs on Zynq UltraScale+ (order of magnitude: ~1.5k LUT / 2k FF per master)
 SHELL = Cost(0, lut=3_500, ff=4_500, dsp=0, bram18=4, uram=0)
-#: bits of one layer's descriptor as a shared unit receives it (up to 16 int fields): the upper bound the
-#: per-call-site multiplexer in front of a unit is charged for
-DESC_BITS = 16 * 32
+#: int fields of one layer's descriptor as a shared unit receives it, unless its OpSpec says otherwise
+#: (``desc_fields``): the per-call-site multiplexer in front of a unit is charged 32 bits per field
+DESC_FIELDS = 16
 #: address bits of a buffer bank (depth up to 64k words) and its write enable
 BANK_ADDR_BITS = 17
 
@@ -177,18 +177,23 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
       accessors:1 multiplexer on its address, write data and write enable.
     - Every unit argument bound to several buffers reads through a buffers:1 multiplexer per lane.
     - Every unit receives its layers' descriptors from as many call sites: a calls:1 multiplexer on
-      DESC_BITS.
-    The top's own I/O loops count as one accessor of the buffers they fill and drain.
+      32 bits per descriptor field (the op's ``desc_fields``, else DESC_FIELDS).
+    The top's own I/O loops count as one accessor of the buffers they fill and drain; a reshape that shares
+    its input's words (:func:`vaqf.hw.memory.aliases`) makes no call and touches nothing.
     """
+    from vaqf.hw.memory import aliases
+
     accessors: dict[str, set] = {}
     bound: dict[tuple, set] = {}
     calls: dict[str, int] = {}
+    fields: dict[str, int] = {}
     for node in graph.topo():
         spec = get_spec(node.op)
         u = spec.unit(node)
-        if u == "none":
+        if u == "none" or aliases(node, plan.lanes):
             continue
         calls[u] = calls.get(u, 0) + 1
+        fields[u] = max(fields.get(u, 0), int(getattr(spec, "desc_fields", DESC_FIELDS)))
         for role, values in (("in", node.inputs), ("out", node.outputs)):
             for i, v in enumerate(values):
                 if v.name not in plan.buffer_of:
@@ -205,7 +210,7 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
     for (_, _, _), bufs in bound.items():
         width = max(plan.bits.get(b.split("_", 1)[0], 32) for b in bufs)
         lut += plan.lanes * width * mux_luts(len(bufs))
-    lut += sum(DESC_BITS * mux_luts(n) for n in calls.values())
+    lut += sum(32 * fields[u] * mux_luts(n) for u, n in calls.items())
     return Cost(lut=lut)
 
 

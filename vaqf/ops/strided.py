@@ -230,6 +230,9 @@ def mover_hardware(lanes: int, act_bits: int, word_bits: int = 128, max_chans: i
 class MoverSpec:
     """Unit plumbing shared by the ops that run on the mover: the lane knob, the config struct."""
 
+    #: int fields of vaqf::move_desc (hls/vaqf/move.h), for the call-site multiplexer (vaqf.hw.model.sharing_cost)
+    desc_fields = 68
+
     def unit(self, node: Node) -> str:
         return "mover"
 

@@ -34,16 +34,6 @@ read:
     }
 }
 
-// TRANSITION ONLY (removed once every kernel reads through a reader stage): lane `index` of a vector at
-// word `offset`, a data-dependent single-beat DDR read.
-template <int WB>
-inline int read_lane32(const ap_uint<WB>* ddr, int offset, int index) {
-#pragma HLS INLINE
-    const int lanes = WB / 32;
-    ap_uint<WB> w = ddr[offset + index / lanes];
-    return lane32<WB>(w, index % lanes);
-}
-
 }  // namespace vaqf
 
 #endif

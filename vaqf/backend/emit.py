@@ -101,7 +101,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     ident = {n.name: f"l{i}_{names(n.name)}" for i, n in enumerate(graph.topo())}
     buffers = {v: plan.name(v) for v in plan.kind_of}
     ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board,
-                      lanes)
+                      lanes, word_bits)
 
     units = units_of(graph)
     unit_structs = []

@@ -34,6 +34,7 @@ class EmitContext:
     knobs: dict[str, dict[str, int]] = field(default_factory=dict)  # unit -> the design's knobs for it
     board: Board | None = None         # the board the design targets
     lanes: int = 1                     # lanes of every activation word (vaqf.hw.layout), the design's
+    word_bits: int = 128               # bits of one DDR word, the design's
 
     def buffer(self, value_name: str) -> str:
         return self.buffers[value_name]

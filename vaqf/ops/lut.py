@@ -138,7 +138,7 @@ class Lut(OpSpec):
 
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         a = node.attrs
-        word_bits = ctx.board.axi_bits if ctx.board is not None else 128
+        word_bits = ctx.word_bits
         ia, ic, a_acc = buffer_args(ctx, node.inputs[0].name)
         return {"ident": ctx.ident[node.name], "unit": self.unit(node),
                 "words": value_words(node.inputs[0].info, ctx.lanes), "a_acc": a_acc,

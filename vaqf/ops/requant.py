@@ -97,7 +97,7 @@ class Requant(OpSpec):
     def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
         x = node.inputs[0].info
         a = node.attrs
-        word_bits = ctx.board.axi_bits if ctx.board is not None else 128
+        word_bits = ctx.word_bits
         return eltwise_params(node, ctx, per_lane=1, const_offset=ctx.offset(node, "tables"),
                               fill_words=table_fill_words(last_dim(x), ctx.lanes, word_bits),
                               zp_a=int(x.zero_point), zp_out=int(a["zero_point"]), lo=int(a["qtype"].min),

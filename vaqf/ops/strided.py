@@ -322,4 +322,4 @@ class MoverSpec:
 
     @staticmethod
     def word_bits(ctx: Any) -> int:
-        return int(ctx.board.axi_bits) if ctx.board is not None else 128
+        return int(ctx.word_bits)

@@ -117,6 +117,9 @@ void dense_compute(hls::stream<ap_uint<WB> >& s, int rows, int in_dim, int out_d
     const int SW = CFG::SIMD * CFG::WBITS;               // one weight word: one MAC step of one PE
     const int PER = SW < WB ? WB / SW : 1;                // weight words per DDR word
     const int BEATS = SW > WB ? SW / WB : 1;              // DDR words per weight word
+    const int CB = WB < 128 ? 128 / WB : 1;               // DDR words per slot's 128 constant bits
+    const int CSH = WB < 128 ? 128 - WB : 0;              // where a constant beat enters the shift register
+    const int CSW = WB < 128 ? WB : 0;                    // how far the register moves per beat
     typedef ap_int<CFG::ACC_BITS> sum_t;
     typedef ap_uint<SW> wword_t;
     typedef typename dense_operand<CFG::IN_BITS, CFG::IN_SIGNED>::type x_t;
@@ -141,11 +144,12 @@ void dense_compute(hls::stream<ap_uint<WB> >& s, int rows, int in_dim, int out_d
     const int drain = scatter ? CFG::PE : epi_drain;
     const int span = steps > drain ? steps : drain;
     const int compute_items = (rows + 1) * span;
-    const int load_items = CFG::PE + CFG::PE * steps * BEATS;
+    const int load_items = CFG::PE * CB + CFG::PE * steps * BEATS;
 
     VAQF_CYCLES(VAQF_DDR_LATENCY);  // the reader's first beat; afterwards it keeps ahead of this consumer
     ap_uint<WB> held = 0;
     wword_t part = 0;
+    ap_uint<128> cpart = 0;  // a slot's constants arriving in CB beats (words narrower than 128 bits)
     int cur = 0;
 block:
     for (int blk = 0; blk <= blocks; blk++) {
@@ -160,13 +164,29 @@ block:
         const int o0 = (blk - 1) * CFG::PE;
         int r = 0, t = 0, in_base = 0, out_base = 0;
         int lp = 0, lt = 0, piece = 0, sub = 0;  // a block's weights start on a DDR word
+        int cp = 0, cpiece = 0;                  // constant slot and beat being loaded
     items:
         for (int it = 0; it < iters; it++) {
 #pragma HLS PIPELINE II=1
 #pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_ITEMS
             if (it < loads) {
-                if (it < CFG::PE) {
-                    cst[nxt][it] = s.read();
+                if (it < CFG::PE * CB) {
+                    // beats in order, low bits first: after CB beats the register holds the slot's 128 bits
+                    ap_uint<WB> beat = s.read();
+                    ap_uint<128> c;
+                    if (CB == 1) {
+                        c = beat;  // a wider word: its low 128 bits are the constants
+                    } else {
+                        cpart = (ap_uint<128>(beat) << CSH) | (cpart >> CSW);
+                        c = cpart;
+                    }
+                    if (cpiece == CB - 1) {
+                        cst[nxt][cp] = c;
+                        cp++;
+                        cpiece = 0;
+                    } else {
+                        cpiece++;
+                    }
                 } else {
                     wword_t w;
                     bool write = true;
@@ -268,32 +288,46 @@ block:
     }
 
     // rows whose weights are all zero (pruned channels): the epilogue of the bias alone, one element per
-    // cycle at its run-time (word, lane) from the row table
+    // cycle at its run-time (word, lane) from the row table. Per pruned row, phases 0 .. CB - 1 read its
+    // constant's beats, phases CB - 1 .. CB + rows - 2 write its rows: rows + CB - 1 cycles
+    const int phases = rows + CB - 1;
     ap_uint<128> c = 0;
     int r = 0, base = 0;
 dead_rows:
-    for (int i = 0; i < dead * rows; i++) {
+    for (int i = 0; i < dead * phases; i++) {
 #pragma HLS PIPELINE II=1
 #pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_DEAD
-        if (r == 0) c = s.read();
-        sum_t a = ap_int<32>(c.range(31, 0));
-        if (relu && a < 0) a = 0;
-        int col = (int)ap_int<32>(c.range(127, 96));
-        val_t v = a;
-        if (requant)
-            v = requant_narrow<CFG::ACC_BITS>(a, ap_int<25>(c.range(63, 32)), ap_uint<6>(c.range(69, 64)), zp_out,
-                                              out_lo, out_hi, rounding);
-        const int word = base + col / L;
-        for (int b = 0; b < L; b++) {
+        if (r < CB) {
+            ap_uint<WB> beat = s.read();
+            if (CB == 1) c = beat;
+            else c = (ap_uint<128>(beat) << CSH) | (c >> CSW);
+        }
+        if (r >= CB - 1) {  // the constant is whole: row r - (CB - 1) of this pruned output
+            sum_t a = ap_int<32>(c.range(31, 0));
+            if (relu && a < 0) a = 0;
+            int col = (int)ap_int<32>(c.range(127, 96));
+            val_t v = a;
+            if (requant)
+                v = requant_narrow<CFG::ACC_BITS>(a, ap_int<25>(c.range(63, 32)), ap_uint<6>(c.range(69, 64)),
+                                                  zp_out, out_lo, out_hi, rounding);
+            const int word = base + col / L;
+            for (int b = 0; b < L; b++) {
 #pragma HLS UNROLL
-            if (col % L == b) {
-                if (requant) out_act[word][b] = v;
-                else out_acc[word][b] = v;
+                if (col % L == b) {
+                    if (requant) out_act[word][b] = v;
+                    else out_acc[word][b] = v;
+                }
             }
         }
-        if (r == rows - 1) { r = 0; base = 0; } else { r++; base += out_words; }
+        if (r == phases - 1) {
+            r = 0;
+            base = 0;
+        } else {
+            if (r >= CB - 1) base += out_words;
+            r++;
+        }
     }
-    VAQF_LOOP(dead * rows, 1, CFG::DEAD_DEPTH);
+    VAQF_LOOP(dead * phases, 1, CFG::DEAD_DEPTH);
 }
 
 // One dense layer: the reader and the compute process in one DATAFLOW region, descriptor fields by value.

@@ -3,18 +3,20 @@ the simulator, with the kernel's cycle counters equal to the cost model (tests.h
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from tests.helpers import add_dense, assert_cycles_match
 from vaqf.backend.emit import write_project
 from vaqf.dse.search import design_for_knobs
-from vaqf.hw.board import get_board
+from vaqf.hw.board import Board, get_board
 from vaqf.hw.cost import dsp48e2_per_product
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo
 from vaqf.ops import get_spec
 from vaqf.ops.common import requant_params
-from vaqf.ops.dense import dense_form, folded_bias, layer_cycles, requant_out_info
+from vaqf.ops.dense import dense_form, dense_stream, folded_bias, layer_cycles, requant_out_info
 
 
 def dense_graph(rng: np.random.Generator, rows: int, k: int, n: int, w_bits: int | None = 4,
@@ -46,8 +48,16 @@ def dense_graph(rng: np.random.Generator, rows: int, k: int, n: int, w_bits: int
     return g
 
 
-def build(graph: Graph, folder, pe: int, lanes: int, epi: int = 1):
-    board = get_board("zcu102")
+def board_with_words(word_bits: int) -> Board:
+    """A board whose DDR words have ``word_bits`` bits: the PYNQ-Z2 at 64 (its real 64-bit HP ports), the
+    ZCU102 at 128, and the ZCU102 with 256-bit ports (a wider AXI bundle) for words past the constants."""
+    if word_bits == 64:
+        return get_board("pynqz2")
+    return dataclasses.replace(get_board("zcu102"), axi_bits=word_bits)
+
+
+def build(graph: Graph, folder, pe: int, lanes: int, epi: int = 1, word_bits: int = 128):
+    board = board_with_words(word_bits)
     knobs = {get_spec("dense").unit(n): {"pe": pe, "simd": lanes, "epi": epi} for n in graph.nodes}
     design = design_for_knobs(graph, board, knobs)
     write_project(graph, design, folder, force=True)
@@ -73,6 +83,41 @@ def test_dense_csim_bit_exact_and_cycles(rng, tmp_path, case):
     g = dense_graph(rng, rows, k, n, w_bits, **opts)
     res = assert_cycles_match(build(g, tmp_path / "p", pe, lanes, epi), tol=0.0, inputs=3)
     assert res.bit_exact == 3
+
+
+#: DDR words narrower and wider than a slot's 128 constant bits: 64-bit words take two beats per constant
+#: (in the block loads and in the dead-row loop), 256-bit words one, the lanes past the four zero
+WORD_CASES = [  # (word_bits, case index in CASES)
+    (64, 0), (64, 1), (64, 2), (64, 3), (64, 5), (64, 6), (64, 7),
+    (256, 1), (256, 2), (256, 6),
+]
+
+
+@pytest.mark.cxx
+@pytest.mark.parametrize("word_bits,case", WORD_CASES, ids=[f"w{w}-c{c}" for w, c in WORD_CASES])
+def test_dense_csim_word_widths(rng, tmp_path, word_bits, case):
+    rows, k, n, w_bits, pe, lanes, epi, opts = CASES[case]
+    g = dense_graph(rng, rows, k, n, w_bits, **opts)
+    res = assert_cycles_match(build(g, tmp_path / "p", pe, lanes, epi, word_bits), tol=0.0, inputs=3)
+    assert res.bit_exact == 3
+
+
+def test_narrow_words_count_the_constant_beats(rng):
+    """PE 2, 7 pruned rows of 12, rows 2, K 16 at SIMD 4 (steps 4), 8-bit weights (a 32-bit weight word):
+    at 64-bit words each slot's constants are two words, each pruned row's constant two beats."""
+    node = dense_graph(rng, 2, 16, 12, 8, dead_rows=7).nodes[0]
+    c128, w128 = layer_cycles(node, 2, 4, 2, 128, "skip")
+    c64, w64 = layer_cycles(node, 2, 4, 2, 64, "skip")
+    blocks = 3  # 5 live rows over PE 2
+    # per block 2 constant words (128) or 4 (64); 2 x 4 weight words of 32 bits in 2 or 4 DDR words
+    assert w128 == blocks * (2 + 2) + 7 and w64 == blocks * (4 + 4) + 2 * 7
+    # the loads read one more beat per slot: 2 per block; the dead-row loop one more per pruned row
+    span = max(4, 2)
+    load128, load64 = 2 + 2 * 4, 4 + 2 * 4
+    assert c128 == 64 + load128 + 3 + 2 * (max(3 * span, load128) + 13) + 3 * span + 13 + 7 * 2 + 8
+    assert c64 == 64 + load64 + 3 + 2 * (max(3 * span, load64) + 13) + 3 * span + 13 + 7 * 3 + 8
+    stream = dense_stream(node, 2, 4, 64, "skip")
+    assert stream.size * 32 // 64 == w64
 
 
 def test_skip_form_is_chosen_when_it_pays(rng):

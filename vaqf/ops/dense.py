@@ -247,12 +247,14 @@ class Dense(OpSpec):
 
         Cycles, exactly what the kernel's counters count (:func:`layer_cycles`): DDR_LATENCY once for the
         reader's first beat (the reader then keeps ahead: the compute consumes at most one word a cycle);
-        the first block's load (PE constant words, then PE x steps weight words of SIMD x W bits, each one
-        cycle, or SIMD x W / WORD_BITS cycles when wider than a DDR word) plus its pipeline depth; per block
+        the first block's load (PE slot constants of const_beats(WORD_BITS) = ceil(128 / WORD_BITS) DDR
+        words each, one cycle per word, then PE x steps weight words of SIMD x W bits, each one cycle, or
+        SIMD x W / WORD_BITS cycles when wider than a DDR word) plus its pipeline depth; per block
         of PE output slots max((rows + 1) x span, next block's load) plus the block loop's depth, span =
         max(steps, drain), steps = ceil(K / SIMD), drain = ceil(PE / EPI) (EPI consecutive outputs per
         cycle) or PE (form "skip": outputs scattered through the row table, one per cycle); form "skip" then
-        writes the pruned rows' constants, one element per cycle, rows x pruned cycles plus a depth.
+        writes the pruned rows' constants, one element per cycle after the row's const_beats - 1 first beats,
+        pruned x (rows + const_beats - 1) cycles plus a depth.
         :func:`dense_form` picks the faster of "all" (every row computed, zero rows give the bias) and
         "skip" (live rows only). DDR bytes: the words the reader reads.
         Resources: :func:`dense_resources` (each LUT, FF, DSP48E2 and BRAM18 term with its source).
@@ -275,7 +277,7 @@ class Dense(OpSpec):
             g = _geometry(n, pe, simd, epi, word_bits, form)
             items.append(max(g.load_items, g.compute_items))
             blocks.append(g.blocks + 1)
-            dead.append(g.dead * g.rows)
+            dead.append(g.dead_items)
             words.append(g.words)
         return {
             "pe": pe, "simd": simd, "epi": epi,
@@ -523,7 +525,9 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
     - ``store``: per bank one data mux (the requantizer of its lane, requantizer 0 in scatter mode, the
       dead-row requantizer): acc bits x a 4:1 mux (one LUT), and its write-enable compare.
     - ``loader``: a DDR word holding several weight words is read through a WORD_BITS/SW:1 mux on SW bits;
-      a weight word wider than a DDR word is assembled in an SW-bit shift register (FF).
+      a weight word wider than a DDR word is assembled in an SW-bit shift register (FF); DDR words
+      narrower than a slot's 128 constant bits (:func:`const_beats`) are assembled in a 128-bit shift
+      register (FF; the dead-row loop's constant register is the one it already has).
     - ``weight_lutram``: each PE holds two halves of ceil(K/SIMD) weight words of SW bits (one word per
       MAC step, ping-pong); under 1 Kb in LUTRAM, larger in BRAM18s (``bram18``).
 
@@ -567,7 +571,7 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
         "weight_lutram": pe * weights.lut,
     }
     ff = (400 + (products if is_binary(node) else 0) + tree + pe * 2 * acc + 2 * pe * 95 + 3 * q * requantizers
-          + (sw if sw > word_bits else 0))
+          + (sw if sw > word_bits else 0) + (CONST_BITS if const_beats(word_bits) > 1 else 0))
     dsp += requantizers * dsp48e2_per_product(acc, MANTISSA_BITS + 1)
     return DenseResources(terms, ff, dsp, pe * weights.bram18)
 
@@ -697,6 +701,16 @@ def gemm_depth(simd: int) -> int:
     return 11 + tree_depth(simd)
 
 
+#: bits of one slot's constants (folded bias, multiplier, shift, output column: four 32-bit lanes)
+CONST_BITS = 128
+
+
+def const_beats(word_bits: int) -> int:
+    """DDR words one slot's constants take: ceil(CONST_BITS / word_bits), 1 from 128-bit words up (the
+    lanes past the four are zero). The kernel assembles them in a 128-bit shift register, one beat a cycle."""
+    return max(1, -(-CONST_BITS // word_bits))
+
+
 def _knobs(knobs: dict[str, int]) -> tuple[int, int, int]:
     """(PE, SIMD, EPI) of a knob set, EPI limited to min(PE, SIMD): EPI consecutive outputs per cycle must
     lie in one activation word for one store per bank."""
@@ -716,6 +730,7 @@ class Geometry:
     load_items: int
     compute_items: int
     words: int
+    dead_items: int  # trips of the dead-row loop: per pruned row, its constant's beats overlapped with the rows
 
 
 def _geometry(node: Node, pe: int, simd: int, epi: int, word_bits: int, form: str) -> Geometry:
@@ -728,12 +743,13 @@ def _geometry(node: Node, pe: int, simd: int, epi: int, word_bits: int, form: st
     blocks = math.ceil(slots / pe)
     sw = simd * wc
     beats = max(1, sw // word_bits)
+    cw = const_beats(word_bits)
     drain = pe if form == "skip" else math.ceil(pe / epi)
-    load_items = pe + pe * steps * beats
+    load_items = pe * cw + pe * steps * beats
     compute_items = (rows + 1) * max(steps, drain)
     weight_words = math.ceil(pe * steps * sw / word_bits)
     return Geometry(rows, steps, slots, blocks, dead, load_items, compute_items,
-                    blocks * (pe + weight_words) + dead)
+                    blocks * (pe * cw + weight_words) + dead * cw, dead * (rows + cw - 1))
 
 
 def layer_cycles(node: Node, pe: int, simd: int, epi: int, word_bits: int, form: str) -> tuple[int, int]:
@@ -745,7 +761,7 @@ def layer_cycles(node: Node, pe: int, simd: int, epi: int, word_bits: int, form:
         cycles += (g.blocks - 1) * (max(g.compute_items, g.load_items) + gemm_depth(simd))
         cycles += g.compute_items + gemm_depth(simd)
     if g.dead * g.rows:
-        cycles += g.dead * g.rows + DEAD_DEPTH
+        cycles += g.dead_items + DEAD_DEPTH
     return cycles, g.words
 
 
@@ -780,10 +796,9 @@ def folded_bias(node: Node) -> np.ndarray:
 
 
 def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray:
-    """One DDR word per slot (-1: an idle slot, zeros): lanes folded bias, multiplier, shift, output column."""
-    if word_bits < 128:
-        raise VaqfError(f"{node.name}: the GEMM unit reads a slot's four 32-bit constants from one DDR word; "
-                        f"words of {word_bits} bits are too narrow (use a board with axi_bits >= 128)")
+    """const_beats(word_bits) DDR words per slot (-1: an idle slot, zeros): 32-bit lanes folded bias,
+    multiplier, shift, output column, then zeros to the words' end (a 64-bit word: two words per slot,
+    [bias, multiplier] then [shift, column]; 32-bit: four)."""
     acc_bits = int(node.attrs["acc_bits"])
     bias = folded_bias(node)
     if acc_bits > 32 and np.abs(bias).max(initial=0) > 2**31 - 1:
@@ -795,7 +810,7 @@ def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray
     if np.any(np.abs(mant) >= 2**MANTISSA_BITS) or np.any((shift < 0) | (shift > 62)):
         raise VaqfError(f"{node.name}: a requantization multiplier needs more than {MANTISSA_BITS} bits or a "
                         "shift is outside [0, 62]; the epilogue's requantizer is sized for those")
-    lanes = word_bits // 32
+    lanes = const_beats(word_bits) * word_bits // 32
     out = np.zeros((slots.size, lanes), dtype=np.int64)
     live = slots >= 0
     o = slots[live]

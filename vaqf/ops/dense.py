@@ -318,7 +318,7 @@ class Dense(OpSpec):
         if simd != ctx.lanes:
             raise VaqfError(f"{node.name}: unit {self.unit(node)} has SIMD {simd} but the design's activation "
                             f"words have {ctx.lanes} lanes; the GEMM reads one word per MAC step, so they must match")
-        word_bits = ctx.board.axi_bits if ctx.board is not None else 128
+        word_bits = ctx.word_bits  # the design's DDR word: the region's layout and the reader's width
         form = _form(node, pe, simd, epi, word_bits)
         g = _geometry(node, pe, simd, epi, word_bits, form)
         return {

@@ -35,11 +35,13 @@ struct dense_desc {
     int rows;          // independent input rows (tokens) sharing the weights
     int in_dim;        // K
     int out_dim;       // N
-    int in_words;      // words of an input row: ceil(K / SIMD), also the MAC steps per row
+    int in_words;      // words of an input row: ceil(K / SIMD)
     int out_words;     // words of an output row: ceil(N / SIMD)
-    int slots;         // output rows computed, PE per block (every row, or the live rows of the row table)
+    int steps;         // MAC steps per row of a block: in_words, or the gathered blocks' (padded) step count
+    int slots;         // output rows computed, PE per block (every row, the live rows, or blocks x PE)
     int dead;          // output rows with all-zero weights written from their constants (scatter form only)
     int scatter;       // 1: output columns from the row table, one element per cycle; 0: slot = column
+    int n_blocks;      // > 0: block form, each block's columns gathered through its column table
     int ddr_offset;    // word offset of the layer's region in DDR
     int ddr_words;     // words of that region
     int zp_out;
@@ -69,6 +71,7 @@ struct dense_config {
     static const int DEPTH = 1;        // pipeline depth of the block loop (vaqf/ops/dense.py gemm_depth)
     static const int LOAD_DEPTH = 1;   // of the first block's load
     static const int DEAD_DEPTH = 1;   // of the dead-row loop
+    static const int INDEX_BITS = 16;  // a column-table lane: a word index within the input row
 };
 
 // saturate(round(acc * mantissa / 2^shift) + zero_point), at the widths it needs (HLS-REVIEW M15): the
@@ -109,7 +112,8 @@ inline int requant_narrow(ap_int<AB> acc, ap_int<25> mant, ap_uint<6> shift, int
 // block's MAC steps and epilogue, then the dead rows. Counters advance incrementally: no run-time divides.
 template <class CFG, int WB, class act_t, class acc_t>
 void dense_compute(hls::stream<ap_uint<WB> >& s, int rows, int in_dim, int out_dim, int in_words, int out_words,
-                   int slots, int dead, int scatter, int zp_out, int out_lo, int out_hi, int rounding, int relu,
+                   int steps, int slots, int dead, int scatter, int gather, int zp_out, int out_lo, int out_hi,
+                   int rounding, int relu,
                    int requant, const act_t in[][CFG::SIMD], act_t out_act[][CFG::SIMD],
                    acc_t out_acc[][CFG::SIMD]) {
 #pragma HLS INLINE off
@@ -120,6 +124,9 @@ void dense_compute(hls::stream<ap_uint<WB> >& s, int rows, int in_dim, int out_d
     const int CB = WB < 128 ? 128 / WB : 1;               // DDR words per slot's 128 constant bits
     const int CSH = WB < 128 ? 128 - WB : 0;              // where a constant beat enters the shift register
     const int CSW = WB < 128 ? WB : 0;                    // how far the register moves per beat
+    const int TW = CFG::SIMD * CFG::INDEX_BITS;           // one column-table word: a word index per lane
+    const int TPER = TW < WB ? WB / TW : 1;               // table words per DDR word
+    const int TBEATS = TW > WB ? TW / WB : 1;             // DDR words per table word
     typedef ap_int<CFG::ACC_BITS> sum_t;
     typedef ap_uint<SW> wword_t;
     typedef typename dense_operand<CFG::IN_BITS, CFG::IN_SIGNED>::type x_t;
@@ -134,21 +141,27 @@ void dense_compute(hls::stream<ap_uint<WB> >& s, int rows, int in_dim, int out_d
     ap_uint<128> cst[2][CFG::PE];  // per slot: folded bias, multiplier, shift, output column
 #pragma HLS ARRAY_PARTITION variable=cst complete dim=0
 #pragma HLS DEPENDENCE variable=cst inter false
+    // block form: per MAC step, lane l's word index within the input row (bank l's own address), ping-pong
+    // like the weights: one write and one read per cycle, halves told apart for the dependence analysis
+    ap_uint<TW> tbuf[2 * CFG::MAX_STEPS];
+#pragma HLS DEPENDENCE variable=tbuf inter false
     sum_t acc[CFG::PE], done[CFG::PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete
 #pragma HLS ARRAY_PARTITION variable=done complete
 
-    const int steps = in_words;
     const int blocks = (slots + CFG::PE - 1) / CFG::PE;
     const int epi_drain = (CFG::PE + CFG::EPI - 1) / CFG::EPI;
     const int drain = scatter ? CFG::PE : epi_drain;
     const int span = steps > drain ? steps : drain;
     const int compute_items = (rows + 1) * span;
-    const int load_items = CFG::PE * CB + CFG::PE * steps * BEATS;
+    const int const_items = CFG::PE * CB;
+    const int table_items = gather ? steps * TBEATS : 0;
+    const int load_items = const_items + table_items + CFG::PE * steps * BEATS;
 
     VAQF_CYCLES(VAQF_DDR_LATENCY);  // the reader's first beat; afterwards it keeps ahead of this consumer
     ap_uint<WB> held = 0;
     wword_t part = 0;
+    ap_uint<TW> tpart = 0;
     ap_uint<128> cpart = 0;  // a slot's constants arriving in CB beats (words narrower than 128 bits)
     int cur = 0;
 block:
@@ -165,12 +178,13 @@ block:
         int r = 0, t = 0, in_base = 0, out_base = 0;
         int lp = 0, lt = 0, piece = 0, sub = 0;  // a block's weights start on a DDR word
         int cp = 0, cpiece = 0;                  // constant slot and beat being loaded
+        int tt = 0, tsub = 0, tpiece = 0;        // table word, and its place in the DDR words
     items:
         for (int it = 0; it < iters; it++) {
 #pragma HLS PIPELINE II=1
 #pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_ITEMS
             if (it < loads) {
-                if (it < CFG::PE * CB) {
+                if (it < const_items) {
                     // beats in order, low bits first: after CB beats the register holds the slot's 128 bits
                     ap_uint<WB> beat = s.read();
                     ap_uint<128> c;
@@ -186,6 +200,24 @@ block:
                         cpiece = 0;
                     } else {
                         cpiece++;
+                    }
+                } else if (it < const_items + table_items) {
+                    // the block's column table starts on a DDR word, the weights on the next one
+                    ap_uint<TW> tw;
+                    bool write = true;
+                    if (TW <= WB) {
+                        if (tsub == 0) held = s.read();
+                        tw = held.range(tsub * TW + TW - 1, tsub * TW);
+                        tsub = tsub == TPER - 1 ? 0 : tsub + 1;
+                    } else {
+                        tpart = (ap_uint<TW>(s.read()) << (TW > WB ? TW - WB : 0)) | (tpart >> WB);
+                        tw = tpart;
+                        write = tpiece == TBEATS - 1;
+                        tpiece = write ? 0 : tpiece + 1;
+                    }
+                    if (write) {
+                        tbuf[nxt * CFG::MAX_STEPS + tt] = tw;
+                        tt++;
                     }
                 } else {
                     wword_t w;
@@ -210,9 +242,18 @@ block:
                 if (r < rows && t < steps) {
                     bool lane_ok[CFG::SIMD];
 #pragma HLS ARRAY_PARTITION variable=lane_ok complete
+                    int addr[CFG::SIMD];
+#pragma HLS ARRAY_PARTITION variable=addr complete
+                    const ap_uint<TW> tw = tbuf[cur * CFG::MAX_STEPS + t];
                     for (int l = 0; l < L; l++) {
 #pragma HLS UNROLL
-                        lane_ok[l] = t * L + l < in_dim;  // padding lanes of the row's last word are no data
+                        // padding lanes of the row's last word are no data; gathered: empty slots have
+                        // zero weights, so any word of the row serves
+                        lane_ok[l] = gather || t * L + l < in_dim;
+                        // bank l's own word: step t (whole word), or the column table's entry for lane l
+                        addr[l] = in_base + (gather ? (int)tw.range(l * CFG::INDEX_BITS + CFG::INDEX_BITS - 1,
+                                                                    l * CFG::INDEX_BITS)
+                                                    : t);
                     }
                     for (int p = 0; p < CFG::PE; p++) {
 #pragma HLS UNROLL
@@ -220,7 +261,7 @@ block:
                         sum_t partial = 0;
                         for (int l = 0; l < L; l++) {
 #pragma HLS UNROLL
-                            x_t x = in[in_base + t][l];  // whole word, lane l from bank l
+                            x_t x = in[addr[l]][l];  // lane l from bank l, one read per bank
                             if (lane_ok[l]) {
                                 if (CFG::BINARY) {
                                     partial += w[l] ? sum_t(x) : sum_t(-x);
@@ -247,7 +288,8 @@ block:
                         ap_uint<128> c = cst[cur][p < CFG::PE ? p : 0];
                         int col = scatter ? (int)ap_int<32>(c.range(127, 96)) : o0 + p;
                         if (e == 0) col0 = col;
-                        ok[e] = p < CFG::PE && o0 + p < slots && (e == 0 || !scatter);
+                        // scatter: an idle slot's column is -1 (block chunks end in idle slots mid-layer)
+                        ok[e] = p < CFG::PE && o0 + p < slots && (scatter ? e == 0 && col >= 0 : true);
                         sum_t a = done[p < CFG::PE ? p : 0];
                         if (relu && a < 0) a = 0;
                         val[e] = a;
@@ -339,8 +381,8 @@ void dense(const ap_uint<WB>* ddr, const dense_desc d, const act_t in[][CFG::SIM
     hls::stream<ap_uint<WB> > s;
 #pragma HLS STREAM variable=s depth=4
     ddr_read<WB, CFG::MAX_WORDS>(ddr, d.ddr_offset, d.ddr_words, s);
-    dense_compute<CFG, WB>(s, d.rows, d.in_dim, d.out_dim, d.in_words, d.out_words, d.slots, d.dead, d.scatter,
-                           d.zp_out, d.out_lo, d.out_hi, d.rounding, d.relu, d.requant, in, out_act, out_acc);
+    dense_compute<CFG, WB>(s, d.rows, d.in_dim, d.out_dim, d.in_words, d.out_words, d.steps, d.slots, d.dead,
+                           d.scatter, d.n_blocks > 0, d.zp_out, d.out_lo, d.out_hi, d.rounding, d.relu, d.requant, in, out_act, out_acc);
 }
 
 }  // namespace vaqf

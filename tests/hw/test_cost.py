@@ -264,14 +264,20 @@ def test_unit_options_equal_costing_every_node(prune_last: bool) -> None:
             assert (cyc, hw, dd) == (ref_cycles, ref_hw, sum(layer.ddr_bytes for layer in layers))
 
 
-def test_cost_key_ignores_dense_blocks() -> None:
-    """The GEMM unit has no block form, so recorded blocks cannot change a cost: equal keys."""
+def test_cost_key_tells_dense_blocks_apart() -> None:
+    """Equal weight patterns with different recorded blocks (shapes and MAC steps) cost differently: the
+    block form's cycles read them."""
+    from vaqf.hw.model import cost_key
 
     g = _chain_of_equal_layers(False)
     a, b = (n for n in g.nodes if n.op == "dense" and n.name in ("fc1", "fc2"))
+    assert cost_key(a) == cost_key(b)
     steps = np.ones((1, 9), dtype=np.int64)
+    a.attrs["blocks"] = {"shape": np.array([[16, 16]]), "steps": steps}
     b.attrs["blocks"] = {"shape": np.array([[16, 16]]), "steps": 2 * steps}
-    assert get_spec("dense").cost_key(a) == get_spec("dense").cost_key(b) == ()
+    assert cost_key(a) != cost_key(b)
+    b.attrs["blocks"]["steps"] = steps.copy()
+    assert cost_key(a) == cost_key(b)
 
 
 def test_cost_values_follow_the_fields() -> None:

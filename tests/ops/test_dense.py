@@ -160,3 +160,47 @@ def test_cost_monotone_in_pe(rng):
     assert all(a.dsp < b.dsp for a, b in zip(costs, costs[1:], strict=False))
     # one DSP per 8 x 8-bit product (no packing), and the requantizer's acc x 25-bit multiply
     assert costs[0].dsp == 16 + dsp48e2_per_product(int(node.attrs["acc_bits"]), 25)
+
+
+def block_graph(rng: np.random.Generator, rows: int = 3, k: int = 40, n: int = 12) -> Graph:
+    """A group-sparse dense: output rows in two interleaved groups, each reading its own irregular column set
+    (columns spread over the lanes unevenly), one all-zero row; blocks recorded by find_blocks."""
+    g = dense_graph(rng, rows, k, n, 8, zp_in=5)
+    node = g.nodes[0]
+    w = np.zeros((n, k), dtype=np.int64)
+    cols_a = np.array([0, 3, 4, 5, 9, 17, 21, 22, 30, 31, 38])
+    cols_b = np.array([1, 2, 7, 8, 16, 24, 25, 26, 32, 33, 39, 12])
+    top = 127
+    for r in range(n - 1):
+        cols = cols_a if r % 2 == 0 else cols_b
+        w[r, cols] = rng.integers(1, top + 1, size=cols.size) * rng.choice([-1, 1], size=cols.size)
+    node.attrs["weight"] = w
+    from vaqf.ops.dense import finalize_dense_attrs
+
+    finalize_dense_attrs(node, node.inputs[0].info)
+    get_spec("dense").find_blocks(node)
+    g.verify()
+    return g
+
+
+#: (pe, lanes, word bits, the form the cost model picks): at L = 64 > K the whole row is one word, so
+#: gathering saves no step and the plain form wins
+BLOCK_CASES = [(4, 1, 128, "blocks"), (4, 4, 128, "blocks"), (2, 16, 128, "blocks"), (4, 64, 128, "all"),
+               (4, 4, 64, "blocks")]
+
+
+@pytest.mark.cxx
+@pytest.mark.parametrize("pe,lanes,word_bits,form", BLOCK_CASES,
+                         ids=[f"pe{p}-l{s}-w{w}" for p, s, w, _ in BLOCK_CASES])
+def test_block_form_csim_bit_exact_and_cycles(rng, tmp_path, pe, lanes, word_bits, form):
+    from vaqf.ops.dense import block_list
+
+    g = block_graph(rng)
+    node = g.nodes[0]
+    assert len(block_list(node)) == 2
+    assert dense_form(node, {"pe": pe, "simd": lanes, "epi": 1}, board_with_words(word_bits)) == form
+    folder = build(g, tmp_path / "p", pe, lanes, 1, word_bits)
+    blocks = 2 if form == "blocks" else 0
+    assert f"/*n_blocks*/ {blocks}" in "".join(p.read_text() for p in (folder / "src").glob("*.*"))
+    res = assert_cycles_match(folder, tol=0.0, inputs=3)
+    assert res.bit_exact == 3

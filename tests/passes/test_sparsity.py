@@ -17,6 +17,7 @@ from vaqf.hw.board import get_board
 from vaqf.ops.blocks import group_rows
 from vaqf.ops.dense import block_form, block_list, lane_slots
 from vaqf.passes import FindDenseBlocks, FoldConstantChannels, PassManager, default_pipeline
+from vaqf.passes.sparsity import densified, has_sparsity
 from vaqf.sim.simulator import Simulator
 
 C = 8
@@ -150,21 +151,26 @@ def test_known_elements_follow_the_reference(rng):
         np.testing.assert_array_equal(np.where(k.mask, got, 0), want, err_msg=name)
 
 
-def test_group_sparse_layer_has_groups_but_runs_without_blocks(rng):
-    """group_rows finds the two groups, but the GEMM unit has no gathered-column form (hls/vaqf/dense.h), so
-    FindDenseBlocks records no blocks: a block table would promise cycles the hardware cannot deliver."""
+def test_group_sparse_layer_gets_blocks(rng):
+    """c3's two groups become dense blocks, and with PE 4, SIMD 8 the GEMM unit runs them over gathered
+    columns (hls/vaqf/dense.h, the block form), faster than its row-skipping form."""
     model = cnn(rng, {}, blocks3=True, size=16)
     before, after = compiled(model, False), compiled(model)
     c3 = dense_of(after, "c3")
     groups = group_rows(c3.attrs["weight"])
     assert groups is not None and len(groups) == 2
-    assert sorted(r.tolist() for r, _ in groups) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    for r, c in groups:
+    blocks = block_list(c3)
+    assert len(blocks) == 2
+    assert sorted(r.tolist() for r, _ in blocks) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    for r, c in blocks:
         assert c.size == 4 * 9
         assert np.mean(c3.attrs["weight"][np.ix_(r, c)] != 0) > 0.9  # int8 rounds a few small weights to 0
-    assert block_list(c3) == []
-    assert not block_form(c3, {"pe": 4, "simd": 8, "epi": 1}, get_board("zcu102"))
+    assert block_form(c3, {"pe": 4, "simd": 8, "epi": 1}, get_board("zcu102"))
     assert_same(before, after)
+    assert has_sparsity(after)
+    d = densified(after)
+    assert dense_of(d, "c3").attrs.get("blocks") is None
+    assert np.all(dense_of(d, "c3").attrs["weight"] != 0)
     assert FindDenseBlocks()(after).modified is False
 
 

@@ -238,9 +238,12 @@ class Dense(OpSpec):
         return {"pe": pes, "simd": list(LANE_CHOICES), "epi": [e for e in EPI_CHOICES if e <= pes[-1]]}
 
     def cost_key(self, node: Node) -> tuple:
-        """Besides shapes, types and the weight zero pattern (``vaqf.hw.model.cost_key``), nothing: the
-        cost reads the live-row count, which the zero pattern fixes."""
-        return ()
+        """Besides shapes, types and the weight zero pattern (``vaqf.hw.model.cost_key``): the recorded
+        blocks' shapes and MAC steps, which the block form's cycles read."""
+        b = node.attrs.get("blocks")
+        if b is None:
+            return ()
+        return (tuple(map(tuple, np.asarray(b["shape"]).tolist())), tuple(map(tuple, np.asarray(b["steps"]).tolist())))
 
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """Cycles and resources of one dense layer on a PE x SIMD unit (hls/vaqf/dense.h).
@@ -255,8 +258,11 @@ class Dense(OpSpec):
         cycle) or PE (form "skip": outputs scattered through the row table, one per cycle); form "skip" then
         writes the pruned rows' constants, one element per cycle after the row's const_beats - 1 first beats,
         pruned x (rows + const_beats - 1) cycles plus a depth.
-        :func:`dense_form` picks the faster of "all" (every row computed, zero rows give the bias) and
-        "skip" (live rows only). DDR bytes: the words the reader reads.
+        Form "blocks" (recorded blocks, gathered columns): steps = the largest block's lane_slots step
+        count, per block of PE slots (a block's rows in PE chunks) the load adds the column table, steps
+        words of SIMD x 16 bits (max(1, TW / WORD_BITS) cycles each), and outputs scatter as in "skip".
+        :func:`dense_form` picks the fastest of "all" (every row computed, zero rows give the bias), "skip"
+        (live rows only) and "blocks". DDR bytes: the words the reader reads.
         Resources: :func:`dense_resources` (each LUT, FF, DSP48E2 and BRAM18 term with its source).
         """
         pe, simd, epi = _knobs(knobs)
@@ -285,7 +291,8 @@ class Dense(OpSpec):
             "binary": int(is_binary(nodes[0])),
             "in_bits": in_bits, "in_signed": int(signed),
             "acc_bits": max(int(n.attrs["acc_bits"]) for n in nodes),
-            "max_steps": max(lane_row_words(n.attrs["weight"].shape[1], simd) for n in nodes),
+            "max_steps": max(max(lane_row_words(n.attrs["weight"].shape[1], simd), max_block_steps(n, simd))
+                             for n in nodes),
             "max_rows": max(int(n.attrs["rows"]) for n in nodes),
             "max_items": max(items), "max_blocks": max(blocks), "max_dead": max(dead), "max_words": max(words),
             "depth": gemm_depth(simd), "load_depth": LOAD_DEPTH, "dead_depth": DEAD_DEPTH,
@@ -329,9 +336,11 @@ class Dense(OpSpec):
             "out_dim": int(n_out),
             "in_words": lane_row_words(k, simd),
             "out_words": lane_row_words(n_out, simd),
+            "steps": g.steps,
             "slots": g.slots,
             "dead": g.dead,
-            "scatter": int(form == "skip"),
+            "scatter": int(form != "all"),
+            "n_blocks": len(block_list(node)) if form == "blocks" else 0,
             "ddr_offset": ctx.offset(node, "stream"),
             "ddr_words": g.words,
             "zp_out": int(rq["zero_point"]) if rq is not None else 0,
@@ -416,9 +425,27 @@ class Dense(OpSpec):
         node.attrs.pop("blocks", None)
 
     def find_blocks(self, node: Node) -> bool:
-        """No blocks: the GEMM unit has no block-sparse (gathered-column) form at present, so a ``blocks``
-        attribute would promise a speed the hardware lacks; an existing one is removed."""
-        return node.attrs.pop("blocks", None) is not None
+        """Blocks from :func:`vaqf.ops.blocks.group_rows`, kept when the block form (gathered columns,
+        hls/vaqf/dense.h) is faster than the other forms for at least one (PE, SIMD) of the layer on the
+        default board (ZCU102); the design's own knobs and board then pick the form (:func:`block_form`)."""
+        from vaqf.hw.board import get_board
+        from vaqf.ops.blocks import group_rows
+
+        old = node.attrs.get("blocks")
+        new = None
+        w = node.attrs["weight"]
+        groups = None if is_binary(node) else group_rows(w)
+        if groups is not None and not (len(groups) == 1 and groups[0][1].size == w.shape[1]):
+            node.attrs["blocks"] = make_blocks(node, groups)
+            board = get_board("zcu102")
+            ks = self.knobs(node)
+            if any(_form(node, pe, simd, 1, board.axi_bits) == "blocks" for pe in ks["pe"] for simd in ks["simd"]):
+                new = node.attrs["blocks"]
+        if new is None:
+            node.attrs.pop("blocks", None)
+        else:
+            node.attrs["blocks"] = new
+        return not _same_blocks(old, new)
 
     def densified_attrs(self, node: Node) -> dict[str, Any] | None:
         """Zero weights made 1 and removed input columns restored (as 1s): every row computed over all K."""
@@ -528,8 +555,13 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
       a weight word wider than a DDR word is assembled in an SW-bit shift register (FF); DDR words
       narrower than a slot's 128 constant bits (:func:`const_beats`) are assembled in a 128-bit shift
       register (FF; the dead-row loop's constant register is the one it already has).
-    - ``weight_lutram``: each PE holds two halves of ceil(K/SIMD) weight words of SW bits (one word per
-      MAC step, ping-pong); under 1 Kb in LUTRAM, larger in BRAM18s (``bram18``).
+    - ``weight_lutram``: each PE holds two halves of steps weight words of SW bits (one word per MAC
+      step, ping-pong; steps = ceil(K/SIMD), or the blocks' step count in form "blocks"); under 1 Kb in
+      LUTRAM, larger in BRAM18s (``bram18``).
+    - form "blocks" only: ``gather``, per bank an INDEX_BITS adder of the row base and its column-table
+      entry plus the 2:1 select against the plain step, and the table loader's WORD_BITS/TW:1 mux (TW =
+      SIMD x INDEX_BITS); ``table_lutram``, the column table's two halves of steps TW-bit words (LUTRAM
+      or BRAM18s); a TW-bit shift register (FF) when TW is wider than a DDR word.
 
     The MVU part (control .. output_mux) is cross-checked against FINN-R's MVAU estimate in
     tests/hw/test_cost.py. FF: a pipeline register per adder-tree and product bit, the accumulators and
@@ -542,7 +574,9 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
     p = product_bits(node)
     wc = weight_container(node)
     q = acc + MANTISSA_BITS + 1
-    scatter = form == "skip"
+    scatter = form != "all"
+    gather = form == "blocks"
+    steps = max_block_steps(node, simd) if gather else math.ceil(k / simd)
     sw = simd * wc
     if is_binary(node):
         products = pe * simd * p
@@ -551,7 +585,7 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
         products = 0
         dsp = pe * simd * dsp48e2_per_product(wc, in_operand_bits(node))
     tree = pe * adder_tree_luts(simd, p)
-    weights = memory_cost(2 * math.ceil(k / simd), sw)  # two halves per PE: ping-pong
+    weights = memory_cost(2 * steps, sw)  # two halves per PE: ping-pong
     out_mux = epi * acc * mux_luts(max(1, pe // epi)) + (acc * mux_luts(pe) if scatter else 0)
     constants = pe * 32 + epi * (MANTISSA_BITS + 1 + SHIFT_BITS) * mux_luts(2 * pe // epi)
     if scatter:
@@ -570,10 +604,20 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
         "loader": loader_lut,
         "weight_lutram": pe * weights.lut,
     }
+    bram = pe * weights.bram18
+    if gather:
+        tw = simd * INDEX_BITS
+        table = memory_cost(2 * steps, tw)
+        # per bank the row base plus its table entry (an INDEX_BITS adder) and the 2:1 word/entry select
+        terms["gather"] = simd * 2 * INDEX_BITS + (tw * mux_luts(word_bits // tw) if tw < word_bits else 0)
+        terms["table_lutram"] = table.lut
+        bram += table.bram18
     ff = (400 + (products if is_binary(node) else 0) + tree + pe * 2 * acc + 2 * pe * 95 + 3 * q * requantizers
           + (sw if sw > word_bits else 0) + (CONST_BITS if const_beats(word_bits) > 1 else 0))
     dsp += requantizers * dsp48e2_per_product(acc, MANTISSA_BITS + 1)
-    return DenseResources(terms, ff, dsp, pe * weights.bram18)
+    if gather and simd * INDEX_BITS > word_bits:
+        ff += simd * INDEX_BITS  # the table word's shift register
+    return DenseResources(terms, ff, dsp, bram)
 
 
 def nonzero_rows(w: np.ndarray) -> np.ndarray:
@@ -685,9 +729,12 @@ def max_block_steps(node: Node, simd: int) -> int:
     return int(np.asarray(b["steps"])[:, SIMD_CHOICES.index(simd)].max())
 
 
-#: the ways a dense layer can run (see Dense.cost): every row (consecutive outputs), or the live rows only
-#: (outputs scattered through the row table, then the pruned rows' constants). "blocks" is not built.
-FORMS = ("all", "skip")
+#: the ways a dense layer can run (see Dense.cost): every row (consecutive outputs), the live rows only
+#: (outputs scattered through the row table, then the pruned rows' constants), or block by block over each
+#: block's gathered columns (scattered outputs, then the pruned rows)
+FORMS = ("all", "skip", "blocks")
+#: bits of one lane's word index in a block's column table (an input row of up to 2**16 words)
+INDEX_BITS = 16
 #: pipeline depths of the kernel's loops, the config struct's LOAD_DEPTH and DEAD_DEPTH (the block loop's is
 #: :func:`gemm_depth`): a stream read and a register or BRAM write; a requantizer and a store
 LOAD_DEPTH = 3
@@ -737,19 +784,30 @@ def _geometry(node: Node, pe: int, simd: int, epi: int, word_bits: int, form: st
     n_out, k = node.attrs["weight"].shape
     rows = int(node.attrs["rows"])
     wc = weight_container(node)
-    steps = lane_row_words(k, simd)
-    slots = int(n_out) if form == "all" else live_rows(node)
-    dead = int(n_out) - slots
-    blocks = math.ceil(slots / pe)
+    cw = const_beats(word_bits)
     sw = simd * wc
     beats = max(1, sw // word_bits)
-    cw = const_beats(word_bits)
-    drain = pe if form == "skip" else math.ceil(pe / epi)
-    load_items = pe * cw + pe * steps * beats
+    table_items = table_words = 0
+    if form == "blocks":
+        # every block padded to the layer's largest step count (one descriptor field for the loops)
+        steps = max_block_steps(node, simd)
+        blocks = sum(math.ceil(r.size / pe) for r, _ in block_list(node))
+        slots = blocks * pe
+        dead = int(n_out) - live_rows(node)
+        tw = simd * INDEX_BITS
+        table_items = steps * max(1, tw // word_bits)
+        table_words = math.ceil(steps * tw / word_bits)
+    else:
+        steps = lane_row_words(k, simd)
+        slots = int(n_out) if form == "all" else live_rows(node)
+        dead = int(n_out) - slots
+        blocks = math.ceil(slots / pe)
+    drain = math.ceil(pe / epi) if form == "all" else pe
+    load_items = pe * cw + table_items + pe * steps * beats
     compute_items = (rows + 1) * max(steps, drain)
     weight_words = math.ceil(pe * steps * sw / word_bits)
     return Geometry(rows, steps, slots, blocks, dead, load_items, compute_items,
-                    blocks * (pe * cw + weight_words) + dead * cw, dead * (rows + cw - 1))
+                    blocks * (pe * cw + table_words + weight_words) + dead * cw, dead * (rows + cw - 1))
 
 
 def layer_cycles(node: Node, pe: int, simd: int, epi: int, word_bits: int, form: str) -> tuple[int, int]:
@@ -766,12 +824,20 @@ def layer_cycles(node: Node, pe: int, simd: int, epi: int, word_bits: int, form:
 
 
 def _form(node: Node, pe: int, simd: int, epi: int, word_bits: int) -> str:
-    """The faster form (ties to "all"); "skip" only when some rows are all zeros."""
-    best = "all"
-    if live_rows(node) < int(node.attrs["weight"].shape[0]):
-        if layer_cycles(node, pe, simd, epi, word_bits, "skip")[0] < layer_cycles(node, pe, simd, epi, word_bits,
-                                                                                   "all")[0]:
-            best = "skip"
+    """The fastest form (ties to "all", then "skip"); "skip" only when some rows are all zeros, "blocks"
+    only when the layer has recorded blocks."""
+    best, cycles = "all", layer_cycles(node, pe, simd, epi, word_bits, "all")[0]
+    candidates = []
+    if node.attrs.get("blocks") is None:
+        if live_rows(node) < int(node.attrs["weight"].shape[0]):
+            candidates.append("skip")
+    else:
+        # blocks cover the live rows only: "skip" is the plain form of the same rows
+        candidates += ["skip", "blocks"]
+    for form in candidates:
+        c = layer_cycles(node, pe, simd, epi, word_bits, form)[0]
+        if c < cycles:
+            best, cycles = form, c
     return best
 
 
@@ -782,8 +848,8 @@ def dense_form(node: Node, knobs: dict[str, int], board: Board) -> str:
 
 
 def block_form(node: Node, knobs: dict[str, int], board: Board) -> bool:
-    """Whether the layer runs as dense blocks with these knobs: never (the unit has no gather form)."""
-    return False
+    """Whether the layer runs as dense blocks over gathered columns with these knobs (see Dense.cost)."""
+    return dense_form(node, knobs, board) == "blocks"
 
 
 def folded_bias(node: Node) -> np.ndarray:
@@ -819,6 +885,7 @@ def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray
     out[live, 1] = mant[o]
     out[live, 2] = shift[o]
     out[live, 3] = o
+    out[~live, 3] = -1  # an idle slot: the scattering forms write nothing for it
     return (out & 0xFFFFFFFF).astype(np.uint32).reshape(-1)
 
 
@@ -835,6 +902,8 @@ def dense_stream(node: Node, pe: int, simd: int, word_bits: int, form: str) -> n
     if is_binary(node):
         w = (w > 0).astype(np.int64)
     wc = weight_container(node)
+    if form == "blocks":
+        return _block_stream(node, w, pe, simd, word_bits)
     steps = lane_row_words(k, simd)
     table, live = row_table(node)
     order = np.arange(n_out, dtype=np.int64) if form == "all" else table[:live]
@@ -850,6 +919,41 @@ def dense_stream(node: Node, pe: int, simd: int, word_bits: int, form: str) -> n
         parts.append(pack_rows(mat.reshape(1, -1), wc, word_bits))
     if form == "skip" and live < n_out:
         parts.append(_constant_words(node, table[live:], word_bits))
+    return np.concatenate(parts) if parts else np.zeros(word_bits // 32, np.uint32)
+
+
+def _block_stream(node: Node, w: np.ndarray, pe: int, simd: int, word_bits: int) -> np.ndarray:
+    """Form "blocks": per block of PE slots (a block's rows in PE chunks, idle slots at a chunk's end), PE
+    constant words; the column table, steps words of SIMD x INDEX_BITS bits (lane s of step t: the word,
+    within the input row, of the block's column in slot t * SIMD + s of :func:`lane_slots`, 0 for an empty
+    slot), padded to whole DDR words; then the weights in slot order (slot p, step t, lane s: the weight of
+    that column, 0 for an empty slot), as in the other forms. Steps: the layer's largest block's, every
+    block padded to it with empty slots. Then one constant word per pruned row."""
+    steps = max_block_steps(node, simd)
+    wc = weight_container(node)
+    parts = []
+    for rows, cols in block_list(node):
+        lay = np.full(steps * simd, -1, dtype=np.int64)
+        slots_cols = lane_slots(cols, simd)
+        lay[:slots_cols.size] = slots_cols
+        index = np.where(lay >= 0, lay // simd, 0)
+        if index.max(initial=0) >= 2**INDEX_BITS:
+            raise VaqfError(f"{node.name}: an input row of more than {2**INDEX_BITS} words does not fit the "
+                            f"{INDEX_BITS}-bit column table of the block form")
+        table = pack_rows(index.reshape(1, -1), INDEX_BITS, word_bits)
+        gathered = np.where(lay[None, :] >= 0, w[:, np.maximum(lay, 0)], 0)  # [n_out, steps * simd]
+        for c0 in range(0, rows.size, pe):
+            chunk = rows[c0:c0 + pe]
+            slots = np.full(pe, -1, dtype=np.int64)
+            slots[:chunk.size] = chunk
+            parts.append(_constant_words(node, slots, word_bits))
+            parts.append(table)
+            mat = np.zeros((pe, steps * simd), dtype=np.int64)
+            mat[:chunk.size] = gathered[chunk]
+            parts.append(pack_rows(mat.reshape(1, -1), wc, word_bits))
+    full, live = row_table(node)
+    if live < w.shape[0]:
+        parts.append(_constant_words(node, full[live:], word_bits))
     return np.concatenate(parts) if parts else np.zeros(word_bits // 32, np.uint32)
 
 

@@ -728,6 +728,6 @@ def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]
     return Design(board.name, bits, knobs, board.clock_mhz, board.axi_bits, target_fps, "pinned", est.to_json())
 
 
-__all__ = ["DEFAULT_ACT_BITS", "Candidate", "LaneSpace", "Point", "Space", "act_bits_of", "build_candidates", "design_for_knobs",
-           "front_indices", "pareto_designs", "pareto_front", "pareto_mask", "search", "search_act_bits", "select",
-           "signed_bits"]
+__all__ = ["DEFAULT_ACT_BITS", "Candidate", "LaneSpace", "Point", "Space", "act_bits_of", "build_candidates",
+           "design_for_knobs", "front_indices", "graph_lane_choices", "pareto_designs", "pareto_front", "pareto_mask",
+           "search", "search_act_bits", "select", "signed_bits"]

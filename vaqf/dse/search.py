@@ -36,7 +36,16 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import RESOURCE_KEYS, Cost
 from vaqf.hw.layout import lane_choices_up_to, last_dim
 from vaqf.hw.memory import plan_buffers, signed_bits
-from vaqf.hw.model import SHELL, buffers_cost, estimate, io_cycles, unit_knob_space, unit_options, units_of
+from vaqf.hw.model import (
+    SHELL,
+    buffers_cost,
+    cost_groups,
+    estimate,
+    io_cycles,
+    unit_knob_space,
+    unit_options,
+    units_of,
+)
 from vaqf.ir import Graph
 from vaqf.ops import get_spec
 
@@ -187,13 +196,14 @@ class LaneSpace:
     """
 
     def __init__(self, graph: Graph, board: Board, fixed: dict[str, dict[str, int]] | None = None,
-                 room: float = 1.0, lanes: int = 1) -> None:
+                 room: float = 1.0, lanes: int = 1, groups: dict[str, list] | None = None) -> None:
         self.graph = graph
         self.board = board
         self.room = float(room)
         self.fixed = fixed
         self.lanes = int(lanes)
         self.units = units_of(graph)
+        self._groups = groups
         self.caps = np.array([board.resources()[r] for r in RESOURCE_KEYS], dtype=np.float64)
         self.plan = plan_buffers(graph, self.lanes)
         self.fixed_cycles = io_cycles(graph)
@@ -213,7 +223,7 @@ class LaneSpace:
                 names = sorted(space)
                 combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(space[k] for k in names))]
             raw *= len(combos)
-            cycles, hws, ddr = unit_options(nodes, combos, board)
+            cycles, hws, ddr = unit_options(nodes, combos, board, None if groups is None else groups[u])
             units.append(_Options.of_unit(u, combos, cycles, [_cost_row(h) for h in hws], ddr))
         self.raw_combinations = raw
         # what every design needs besides its units' options: the shell and the cheapest buffer plan
@@ -401,7 +411,7 @@ class LaneSpace:
         if self.room >= room:
             return self
         if self._relaxed is None or self._relaxed.room < room:
-            self._relaxed = LaneSpace(self.graph, self.board, self.fixed, room, self.lanes)
+            self._relaxed = LaneSpace(self.graph, self.board, self.fixed, room, self.lanes, self._groups)
         return self._relaxed
 
 
@@ -430,7 +440,8 @@ class Space:
         choices = sorted(pinned) if pinned else list(lanes or graph_lane_choices(graph))
         if len(choices) > 1 and pinned:
             choices = [max(choices)]  # disagreeing pins: estimate() names the conflict
-        self.spaces = [LaneSpace(graph, board, fixed, room, v) for v in choices]
+        groups = {u: cost_groups(nodes) for u, nodes in self.units.items()}  # the cost keys, once for every L
+        self.spaces = [LaneSpace(graph, board, fixed, room, v, groups) for v in choices]
         self.offsets = np.cumsum([0] + [len(sp) for sp in self.spaces])
         self.raw_combinations = sum(sp.raw_combinations for sp in self.spaces)
         self.fixed_cycles = self.spaces[0].fixed_cycles

@@ -139,14 +139,20 @@ def cost_key(node: Node) -> Hashable:
     return (node.op, infos, len(node.inputs), attrs, None if own is None else own(node))
 
 
-def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]],
-                 board: Board) -> tuple[list[int], list[Cost], list[int]]:
-    """Cycles, hardware and DDR bytes per frame of a unit for each knob combination: the figures of
-    :func:`unit_cost`, with each distinct :func:`cost_key` costed once and counted as often as it occurs."""
+def cost_groups(nodes: list[Node]) -> list[tuple[Any, Node, int]]:
+    """(spec, representative, count) per distinct :func:`cost_key` of a unit's nodes."""
     groups: dict[Hashable, list[Node]] = {}
     for n in nodes:
         groups.setdefault(cost_key(n), []).append(n)
-    reps = [(get_spec(g[0].op), g[0], len(g)) for g in groups.values()]
+    return [(get_spec(g[0].op), g[0], len(g)) for g in groups.values()]
+
+
+def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]], board: Board,
+                 groups: list[tuple[Any, Node, int]] | None = None) -> tuple[list[int], list[Cost], list[int]]:
+    """Cycles, hardware and DDR bytes per frame of a unit for each knob combination: the figures of
+    :func:`unit_cost`, with each distinct :func:`cost_key` costed once and counted as often as it occurs
+    (``groups``: :func:`cost_groups` of the nodes, when already known)."""
+    reps = groups if groups is not None else cost_groups(nodes)
     cycles, hws, ddr = [], [], []
     for kn in combos:
         hw, cyc, dd = Cost(), 0, 0

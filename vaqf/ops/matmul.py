@@ -6,6 +6,7 @@ so the products go to DSP48E2 slices. Relu and requantization epilogues fuse as 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -187,6 +188,18 @@ def _walk(node: Node, what: str, base: int, strides: tuple[int, int, int], count
     """(w0, c0, per-axis (word, column) steps, every start column) of the elements
     ``base + i*s0 + j*s1 + k*s2`` of a buffer holding rows of ``d`` elements in words of ``lanes``;
     a VaqfError naming the node when the walk is not affine in (word, column)."""
+    w0, c0, steps, starts, affine = _affine_walk(int(base), tuple(int(v) for v in strides),
+                                                 tuple(int(v) for v in counts), int(d), int(lanes))
+    if not affine:
+        raise VaqfError(f"{node.name}: the {what} view is not an affine walk over rows of {d} elements")
+    return w0, c0, list(steps), starts
+
+
+@functools.lru_cache(maxsize=4096)
+def _affine_walk(base: int, strides: tuple[int, int, int], counts: tuple[int, int, int], d: int,
+                 lanes: int) -> tuple[int, int, tuple[tuple[int, int], ...], np.ndarray, bool]:
+    """:func:`_walk`'s figures and whether the walk is affine; cached, since the search asks for every knob
+    combination and the walk depends only on the view and the lanes (the array returned is read-only)."""
     rw = row_words(d, lanes)
     grids = np.ix_(*(np.arange(n, dtype=np.int64) for n in counts))
     f = base + sum(g * s for g, s in zip(grids, strides, strict=True))
@@ -200,9 +213,10 @@ def _walk(node: Node, what: str, base: int, strides: tuple[int, int, int], count
         steps.append((int(w[tuple(sel)]) - w0, int(c[tuple(sel)]) - c0))
     pw = w0 + sum(g * st[0] for g, st in zip(grids, steps, strict=True))
     pc = c0 + sum(g * st[1] for g, st in zip(grids, steps, strict=True))
-    if not (np.array_equal(np.broadcast_to(pw, w.shape), w) and np.array_equal(np.broadcast_to(pc, c.shape), c)):
-        raise VaqfError(f"{node.name}: the {what} view is not an affine walk over rows of {d} elements")
-    return w0, c0, steps, c[..., 0]
+    affine = bool(np.array_equal(np.broadcast_to(pw, w.shape), w) and np.array_equal(np.broadcast_to(pc, c.shape), c))
+    starts = np.ascontiguousarray(c[..., 0])
+    starts.setflags(write=False)
+    return w0, c0, tuple(steps), starts, affine
 
 
 def operand_walk(node: Node, i: int, lanes: int, pe: int = 1) -> Walk:

@@ -34,7 +34,8 @@ from vaqf.hw.memory import BufferPlan, plan_buffers
 from vaqf.hw.model import units_of
 from vaqf.ir import Graph
 from vaqf.ir.serialize import save_graph
-from vaqf.ops import EmitContext, get_spec
+from vaqf.ops import EmitContext
+from vaqf.units import unit_of
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,18 @@ class DdrImage:
 
 def build_ddr_image(graph: Graph, word_bits: int, knobs: dict[str, dict[str, int]] | None = None,
                     board: Board | None = None) -> DdrImage:
-    """The DDR image of the graph's constants; ``knobs`` (per unit) and ``board`` are the design's, for ops
-    whose layout depends on them (``OpSpec.ddr_blobs_for``)."""
+    """The DDR image of the graph's constants (``Unit.ddr_blobs``, in graph order); ``knobs`` (per unit
+    instance) and ``board`` are the design's, for units whose layout depends on them."""
     lanes_per_word = word_bits // 32
     parts: list[np.ndarray] = []
     offsets: dict[tuple[str, str], int] = {}
     pos = 0
     for node in graph.topo():
-        spec = get_spec(node.op)
-        unit_knobs = (knobs or {}).get(spec.unit(node), {})
-        for blob, arr in spec.ddr_blobs_for(node, word_bits, unit_knobs, board).items():
+        unit = unit_of(node)
+        if unit is None:
+            continue
+        unit_knobs = (knobs or {}).get(unit.instance(node), {})
+        for blob, arr in unit.ddr_blobs(node, word_bits, unit_knobs, board).items():
             if arr.size % lanes_per_word:
                 raise VaqfError(f"blob {blob} of {node.name} is not whole words")  # pragma: no cover
             offsets[(node.name, blob)] = pos
@@ -108,17 +111,21 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     for u, nodes in units.items():
         if u not in design.knobs:
             raise VaqfError(f"the design has no knobs for unit '{u}'")
-        spec = get_spec(nodes[0].op)
-        params = spec.unit_params(u, nodes, design.knobs[u], word_bits)
-        tmpl = env.get_template(f"ops/{nodes[0].op}.j2")
+        unit = unit_of(nodes[0])
+        params = unit.config(u, nodes, design.knobs[u], word_bits)
+        tmpl = env.get_template(unit.template)
         unit_structs.append(tmpl.module.unit_config(u, params))
     layers = []
     for node in graph.topo():
-        p = get_spec(node.op).template_params(node, ctx)
-        tmpl = env.get_template(f"ops/{node.op}.j2")
-        layers.append({"ident": ident[node.name], "op": node.op, "config": str(tmpl.module.config(p)).strip(),
-                       "call": str(tmpl.module.call(p)).strip(), "node": node.name,
-                       "unit": get_spec(node.op).unit(node)})
+        unit = unit_of(node)
+        layer = {"ident": ident[node.name], "op": node.op, "config": "", "call": "", "node": node.name,
+                 "unit": "none" if unit is None else unit.instance(node)}
+        if unit is not None:  # a node on no unit only relabels its input's buffer: no call
+            p = unit.describe(node, ctx)
+            tmpl = env.get_template(unit.template)
+            layer["config"] = str(tmpl.module.config(p)).strip()
+            layer["call"] = str(tmpl.module.call(p)).strip()
+        layers.append(layer)
     io_in = [{"ident": f"in{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape),
               "shape_text": ", ".join(map(str, v.info.sample_shape)), "row": last_dim(v.info),
               "row_words": row_words(last_dim(v.info), lanes)} for i, v in enumerate(graph.inputs)]

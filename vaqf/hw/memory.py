@@ -4,7 +4,7 @@ Buffers come in two kinds: "act" (activation precision, read by the GEMM unit) a
 (accumulators), each kind with one container width. Every buffer is ``lanes`` banks of words
 (:mod:`vaqf.hw.layout`): a value occupies ``rows x ceil(row / lanes)`` words. A value takes the smallest
 free buffer of its kind that holds it (best fit), or a buffer of its own size when none does; an
-elementwise op whose input dies at that op writes over its input (``OpSpec.in_place``). Values of
+elementwise op whose input dies at that op writes over its input (``Unit.in_place``). Values of
 aliasing ops (reshape) share their input's buffer when both shapes put every element in the same word
 and lane (:func:`vaqf.hw.layout.same_layout`); otherwise the op copies. Each buffer is as large as the
 largest value it ever holds.
@@ -18,6 +18,7 @@ from vaqf.hw.cost import Cost, memory_cost
 from vaqf.hw.layout import same_layout, value_words
 from vaqf.ir import Graph, IntType, Node, Value
 from vaqf.ops import get_spec
+from vaqf.units import unit_of
 
 
 @dataclass
@@ -69,7 +70,9 @@ def plan_buffers(graph: Graph, lanes: int = 1) -> BufferPlan:
     for v in graph.inputs:
         plan.kind_of[v.name] = "act"
     for node in order:
-        kinds = get_spec(node.op).buffer_kinds(node, [plan.kind_of[v.name] for v in node.inputs])
+        unit = unit_of(node)
+        in_kinds = [plan.kind_of[v.name] for v in node.inputs]
+        kinds = in_kinds[:len(node.outputs)] if unit is None else unit.buffer_kinds(node, in_kinds)
         for v, k in zip(node.outputs, kinds, strict=True):
             plan.kind_of[v.name] = k
     # container widths per kind
@@ -95,14 +98,14 @@ def plan_buffers(graph: Graph, lanes: int = 1) -> BufferPlan:
         plan.buffer_of[v.name] = _take(plan, free, "act", v.info.size, value_words(v.info, lanes))
         busy[v.name] = plan.buffer_of[v.name]
     for i, node in enumerate(order):
-        spec = get_spec(node.op)
+        unit = unit_of(node)
         alias = aliases(node, lanes)
         for v in node.outputs:
             if alias:
                 plan.buffer_of[v.name] = plan.buffer_of[node.inputs[0].name]
                 _grow(plan, plan.kind_of[v.name], plan.buffer_of[v.name], v.info.size, value_words(v.info, lanes))
                 continue
-            src = node.inputs[0] if spec.in_place and node.inputs else None
+            src = node.inputs[0] if unit is not None and unit.in_place and node.inputs else None
             root = alias_root.get(src.name, src.name) if src is not None else None
             if (src is not None and plan.kind_of[src.name] == plan.kind_of[v.name] and root in busy
                     and last_use.get(root, -1) <= i and src.info.size == v.info.size

@@ -24,14 +24,11 @@ from vaqf.hw.cost import DDR_LATENCY, RESOURCE_KEYS, Cost, mux_luts
 from vaqf.hw.layout import design_lanes
 from vaqf.hw.memory import BufferPlan, plan_buffers
 from vaqf.ir import Graph, Node
-from vaqf.ops import get_spec
+from vaqf.units import instance_of, unit_of
 
 #: two AXI4 masters with burst logic plus the AXI4-Lite control slave, as reported for small HLS
 #: designs on Zynq UltraScale+ (order of magnitude: ~1.5k LUT / 2k FF per master)
 SHELL = Cost(0, lut=3_500, ff=4_500, dsp=0, bram18=4, uram=0)
-#: int fields of one layer's descriptor as a shared unit receives it, unless its OpSpec says otherwise
-#: (``desc_fields``): the per-call-site multiplexer in front of a unit is charged 32 bits per field
-DESC_FIELDS = 16
 #: address bits of a buffer bank (depth up to 64k words) and its write enable
 BANK_ADDR_BITS = 17
 
@@ -70,7 +67,7 @@ class Estimate:
 def units_of(graph: Graph) -> dict[str, list[Node]]:
     units: dict[str, list[Node]] = {}
     for node in graph.topo():
-        u = get_spec(node.op).unit(node)
+        u = instance_of(node)
         if u != "none":
             units.setdefault(u, []).append(node)
     return units
@@ -80,7 +77,7 @@ def unit_knob_space(nodes: list[Node]) -> dict[str, list[int]]:
     """Knob values legal for every layer of a unit: the union, since the kernels pad partial blocks."""
     space: dict[str, set[int]] = {}
     for n in nodes:
-        for k, vals in get_spec(n.op).knobs(n).items():
+        for k, vals in unit_of(n).knobs(n).items():
             space.setdefault(k, set()).update(vals)
     return {k: sorted(v) for k, v in space.items()}
 
@@ -91,12 +88,12 @@ def unit_cost(nodes: list[Node], knobs: dict[str, int], board: Board) -> tuple[i
     cycles = 0
     layers = []
     for n in nodes:
-        c = get_spec(n.op).cost(n, knobs, board)
+        c = unit_of(n).cost(n, knobs, board)
         if c is None:
             raise VaqfError(f"op {n.op} of node {n.name} has no cost model")
         hw = hw.max(c.hardware_only())
         cycles += c.cycles
-        layers.append(LayerEstimate(n.name, n.op, get_spec(n.op).unit(n), c.cycles, c.ddr_bytes))
+        layers.append(LayerEstimate(n.name, n.op, instance_of(n), c.cycles, c.ddr_bytes))
     return cycles, hw, layers
 
 
@@ -128,11 +125,12 @@ def cost_key(node: Node) -> Hashable:
     (the repeated blocks of a transformer), so a unit's options are costed once per distinct key.
 
     The op, the shapes, types and zero points of its inputs and outputs, its attributes (see
-    :func:`_attr_key`), and whatever else the op's cost reads, as its OpSpec's ``cost_key(node)`` says
+    :func:`_attr_key`), and whatever else the unit's cost reads, as its ``cost_key(node)`` says
     (e.g. the steps of a dense layer's blocks). tests/hw/test_cost.py checks the grouping against costing
     every node.
     """
-    own = getattr(get_spec(node.op), "cost_key", None)
+    unit = unit_of(node)
+    own = None if unit is None else unit.cost_key
     infos = tuple((v.info.shape, v.info.qtype, v.info.zero_point, v.info.scale.size)
                   for v in (*node.inputs, *node.outputs))
     attrs = tuple((k, _attr_key(k, v)) for k, v in sorted(node.attrs.items()))
@@ -140,11 +138,11 @@ def cost_key(node: Node) -> Hashable:
 
 
 def cost_groups(nodes: list[Node]) -> list[tuple[Any, Node, int]]:
-    """(spec, representative, count) per distinct :func:`cost_key` of a unit's nodes."""
+    """(unit, representative, count) per distinct :func:`cost_key` of a unit's nodes."""
     groups: dict[Hashable, list[Node]] = {}
     for n in nodes:
         groups.setdefault(cost_key(n), []).append(n)
-    return [(get_spec(g[0].op), g[0], len(g)) for g in groups.values()]
+    return [(unit_of(g[0]), g[0], len(g)) for g in groups.values()]
 
 
 def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]], board: Board,
@@ -156,8 +154,8 @@ def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]], board: Boa
     cycles, hws, ddr = [], [], []
     for kn in combos:
         hw, cyc, dd = Cost(), 0, 0
-        for spec, n, count in reps:
-            c = spec.cost(n, kn, board)
+        for unit, n, count in reps:
+            c = unit.cost(n, kn, board)
             if c is None:
                 raise VaqfError(f"op {n.op} of node {n.name} has no cost model")
             hw = hw.max(c.hardware_only())
@@ -183,7 +181,7 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
       accessors:1 multiplexer on its address, write data and write enable.
     - Every unit argument bound to several buffers reads through a buffers:1 multiplexer per lane.
     - Every unit receives its layers' descriptors from as many call sites: a calls:1 multiplexer on
-      32 bits per descriptor field (the op's ``desc_fields``, else DESC_FIELDS).
+      32 bits per descriptor field (the unit's ``desc_fields``).
     The top's own I/O loops count as one accessor of the buffers they fill and drain; a reshape that shares
     its input's words (:func:`vaqf.hw.memory.aliases`) makes no call and touches nothing.
     """
@@ -194,12 +192,12 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
     calls: dict[str, int] = {}
     fields: dict[str, int] = {}
     for node in graph.topo():
-        spec = get_spec(node.op)
-        u = spec.unit(node)
-        if u == "none" or aliases(node, plan.lanes):
+        unit = unit_of(node)
+        if unit is None or aliases(node, plan.lanes):
             continue
+        u = unit.instance(node)
         calls[u] = calls.get(u, 0) + 1
-        fields[u] = max(fields.get(u, 0), int(getattr(spec, "desc_fields", DESC_FIELDS)))
+        fields[u] = max(fields.get(u, 0), int(unit.desc_fields))
         for role, values in (("in", node.inputs), ("out", node.outputs)):
             for i, v in enumerate(values):
                 if v.name not in plan.buffer_of:

@@ -8,7 +8,7 @@ from vaqf.dse.search import design_for_knobs
 from vaqf.hw.board import get_board
 from vaqf.hw.layout import LANE_CHOICES
 from vaqf.ir import IntType, TensorInfo
-from vaqf.ops import get_spec
+from vaqf.units import get_unit
 from vaqf.ops.rowpipe import row_pipeline_cycles, row_pipeline_cycles_loop
 from vaqf.ops.softmax import softmax_attrs
 from vaqf.sim.simulator import Simulator
@@ -56,7 +56,7 @@ def test_softmax_cxx_bit_exact_and_cycles(tmp_path, lanes):
     """n = 17: L = 1 (17 words), 4 (a partial last word), 16 (two words), 32 (one word, 15 idle lanes)."""
     g = _graph(0.0123, 8, n=17, in_bits=9)
     res = assert_cycles_match(_project(g, lanes, tmp_path / "p"), inputs=8)
-    est = get_spec("softmax").cost(g.nodes[0], {"lanes": lanes}, get_board("zcu102")).cycles
+    est = get_unit("softmax").cost(g.nodes[0], {"lanes": lanes}, get_board("zcu102")).cycles
     layer = next(c for c in res.cycles if c.layer == g.nodes[0].name)
     assert layer.measured == est  # the counters and the model are one formula: exact, not only within 3%
 
@@ -69,12 +69,12 @@ def test_softmax_cxx_16_bit_output_and_dominant_entries(tmp_path):
 
 def test_softmax_in_place_is_off():
     """The DATAFLOW kernel reads its input while writing its output: the buffer plan must separate them."""
-    assert get_spec("softmax").in_place is False
+    assert get_unit("softmax").in_place is False
 
 
 def test_softmax_lane_knob_lists_every_choice():
     g = _graph(0.05, 8, n=17)
-    assert get_spec("softmax").knobs(g.nodes[0])["lanes"] == list(LANE_CHOICES)
+    assert get_unit("softmax").knobs(g.nodes[0])["lanes"] == list(LANE_CHOICES)
 
 
 def test_row_pipeline_closed_form_equals_recurrence():
@@ -89,7 +89,7 @@ def test_row_pipeline_closed_form_equals_recurrence():
 def test_softmax_cost_monotone_in_lanes():
     g = _graph(0.05, 8, n=64)
     node = g.nodes[0]
-    spec = get_spec("softmax")
+    spec = get_unit("softmax")
     board = get_board("zcu102")
     costs = [spec.cost(node, {"lanes": lanes}, board) for lanes in LANE_CHOICES if lanes <= 64]
     assert all(a.cycles >= b.cycles for a, b in zip(costs, costs[1:], strict=False))

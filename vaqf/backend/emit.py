@@ -80,6 +80,16 @@ def build_ddr_image(graph: Graph, word_bits: int, knobs: dict[str, dict[str, int
     return DdrImage(lanes, offsets, word_bits)
 
 
+def design_modes(graph: Graph, knobs: dict[str, dict[str, int]], board: Board) -> dict[str, Any]:
+    """Each layer's per-layer mode (``Unit.mode``) under the design's knobs."""
+    out: dict[str, Any] = {}
+    for node in graph.topo():
+        unit = unit_of(node)
+        if unit is not None:
+            out[node.name] = unit.mode(node, knobs.get(unit.instance(node), {}), board)
+    return out
+
+
 def tb_vector_count(image: DdrImage) -> int:
     return TB_VECTORS if image.words <= LARGE_MODEL_WORDS else TB_VECTORS_LARGE
 
@@ -103,8 +113,9 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     names = NameTable()
     ident = {n.name: f"l{i}_{names(n.name)}" for i, n in enumerate(graph.topo())}
     buffers = {v: plan.name(v) for v in plan.kind_of}
+    modes = design_modes(graph, design.knobs, board)
     ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board,
-                      lanes, word_bits)
+                      lanes, word_bits, modes)
 
     units = units_of(graph)
     unit_structs = []
@@ -113,7 +124,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
             raise VaqfError(f"the design has no knobs for unit '{u}'")
         unit = unit_of(nodes[0])
         params = unit.config(u, nodes, design.knobs[u], word_bits)
-        tmpl = env.get_template(unit.template)
+        tmpl = env.get_template(unit.template_path)
         unit_structs.append(tmpl.module.unit_config(u, params))
     layers = []
     for node in graph.topo():
@@ -122,7 +133,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
                  "unit": "none" if unit is None else unit.instance(node)}
         if unit is not None:  # a node on no unit only relabels its input's buffer: no call
             p = unit.describe(node, ctx)
-            tmpl = env.get_template(unit.template)
+            tmpl = env.get_template(unit.template_path)
             layer["config"] = str(tmpl.module.config(p)).strip()
             layer["call"] = str(tmpl.module.call(p)).strip()
         layers.append(layer)

@@ -99,6 +99,13 @@ def mux_luts(inputs: int) -> int:
     return luts + (mux_luts(rest) if rest > 1 else 0)
 
 
+def barrel_luts(bits: int, shifts: int) -> int:
+    """LUT6s of a run-time right shifter of ``bits`` bits over ``shifts`` positions: one 4:1 mux (a LUT6)
+    per bit per two shift stages (UG574)."""
+    stages = max(1, (max(shifts, 2) - 1).bit_length())
+    return bits * -(-stages // 2)
+
+
 def adder_tree_luts(leaves: int, bits: int) -> int:
     """LUTs of a balanced tree summing ``leaves`` signed ``bits``-bit operands.
 

@@ -35,12 +35,17 @@ class EmitContext:
     board: Board | None = None         # the board the design targets
     lanes: int = 1                     # lanes of every activation word (vaqf.hw.layout), the design's
     word_bits: int = 128               # bits of one DDR word, the design's
+    modes: dict[str, Any] = field(default_factory=dict)  # node name -> the unit's per-layer mode, the design's
 
     def buffer(self, value_name: str) -> str:
         return self.buffers[value_name]
 
     def offset(self, node: Node, blob: str) -> int:
         return self.offsets[(node.name, blob)]
+
+    def mode(self, node: Node) -> Any:
+        """The per-layer decision the design records for ``node`` (``Unit.mode``), as the backend reads it."""
+        return self.modes.get(node.name)
 
 
 class OpSpec:

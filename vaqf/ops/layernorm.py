@@ -30,6 +30,7 @@ from vaqf.hw.cost import (
     DDR_LATENCY,
     Cost,
     adder_tree_luts,
+    barrel_luts,
     dsp48e2_per_product,
     memory_cost,
     signed_bits_for_range,
@@ -40,7 +41,6 @@ from vaqf.ir import IntType, Node, TensorInfo
 from vaqf.ops.base import EmitContext, OpSpec, register
 from vaqf.ops.packing import pack_int32
 from vaqf.ops.rowpipe import row_pipeline_cycles
-from vaqf.ops.softmax import barrel_luts
 from vaqf.sim.qarith import round_real
 
 if TYPE_CHECKING:

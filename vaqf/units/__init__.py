@@ -17,9 +17,13 @@ class _OpSpecUnit(Unit):
     def __init__(self, spec: Any) -> None:
         self.spec = spec
         self.kind = "legacy"
-        self.template = f"ops/{spec.name}.j2"
+        self.template = f"{spec.name}.j2"
         self.in_place = bool(getattr(spec, "in_place", False))
         self.desc_fields = int(getattr(spec, "desc_fields", 16))
+
+    @property
+    def template_path(self) -> str:
+        return f"ops/{self.template}"
 
     def instance(self, node):
         return self.spec.unit(node)

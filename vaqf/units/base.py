@@ -70,12 +70,19 @@ class Unit:
     #: the kernel header under hls/vaqf/ and the template under templates/units/
     header: ClassVar[str]
     template: ClassVar[str]
+    #: the typed descriptors its layers pass (each checked against its struct in the header by tests/units)
+    descriptors: ClassVar[tuple[type[Descriptor], ...]] = ()
     #: the knob that is the design's lane count (every unit's words have the design's lanes)
     lane_knob: ClassVar[str] = "lanes"
     #: the kernel may write its output over its first input (same buffer): elementwise and not DATAFLOW
     in_place: ClassVar[bool] = False
     #: int fields of the unit's descriptor, for the call-site multiplexer (vaqf.hw.model.sharing_cost)
     desc_fields: ClassVar[int] = 16
+
+    @property
+    def template_path(self) -> str:
+        """The unit's template, relative to templates/."""
+        return f"units/{self.template}"
 
     def instance(self, node: Node) -> str:
         """Name of the shared instance that runs ``node`` (nodes of one instance share the hardware)."""
@@ -97,7 +104,8 @@ class Unit:
         """The per-layer decision the unit takes for these knobs (JSON), recorded in the Design; None if none."""
         return None
 
-    def ddr_blobs(self, node: Node, word_bits: int, knobs: dict[str, int], board: Board | None) -> dict[str, np.ndarray]:
+    def ddr_blobs(self, node: Node, word_bits: int, knobs: dict[str, int],
+                  board: Board | None) -> dict[str, np.ndarray]:
         """Constant data the node reads from DDR, as uint32 lanes of whole ``word_bits`` words."""
         return {}
 

@@ -51,7 +51,7 @@ def test_descriptor_fields_match_the_header(kind: str) -> None:
         declared = struct_fields(unit.header, name)
         fields = dataclasses.fields(desc)
         assert [f.name for f in fields] == [d[1] for d in declared], f"{desc.__name__} vs {unit.header} {name}"
-        for f, (ctype, fname, length) in zip(fields, declared, strict=True):
+        for ctype, fname, length in declared:
             assert desc.array_lengths.get(fname) == length, f"{name}.{fname}: array length"
             assert (fname in desc.wide) == (ctype == "long long"), f"{name}.{fname}: {ctype}"
 

@@ -41,7 +41,7 @@ def run_main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 def _assert_compile_json(data: dict, project: Path) -> None:
     assert Path(data["project"]) == project
     assert data["design"]["act_bits"] == 8
-    assert data["design"]["board"] == "zcu102"
+    assert data["design"]["board"]["name"] == "zcu102"
     est = data["estimate"]
     assert est["fps"] > 0 and est["cycles"] > 0
     assert est["fps"] == pytest.approx(data["design"]["clock_mhz"] * 1e6 / est["cycles"], rel=1e-3)
@@ -243,7 +243,7 @@ def test_output_folder_protection(tmp_path: Path, capsys: pytest.CaptureFixture)
     rc, _, _ = run_main(capsys, "compile", "--example", "mlp", "-o", str(out), "--board", "zcu104")
     assert rc == 0
     assert not (out / "stale.txt").exists()
-    assert json.loads((out / "design.json").read_text())["board"] == "zcu104"
+    assert json.loads((out / "design.json").read_text())["board"]["name"] == "zcu104"
     assert _leftovers(tmp_path, "mine") == []
 
 

@@ -116,8 +116,8 @@ def compile_model(model: ModelLike, out_dir: str | Path, board: str | Board = "z
     b = _board(board)
     if design is not None:
         pinned = design if isinstance(design, Design) else Design.load(design)
-        if pinned.board != b.name:
-            log.warning("design was made for %s; re-estimating for %s", pinned.board, b.name)
+        if pinned.board.name != b.name:
+            log.warning("design was made for %s; re-estimating for %s", pinned.board.name, b.name)
         graph = load_model(model, weights, act_bits if act_bits is not None else pinned.act_bits, calib)
         own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
         chosen = design_for_knobs(graph, b, pinned.knobs, fps, None if own else pinned.act_bits)

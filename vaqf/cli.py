@@ -373,11 +373,10 @@ def cmd_boards(args: argparse.Namespace) -> dict:
 
 def cmd_report(args: argparse.Namespace) -> dict:
     from vaqf.api import load
-    from vaqf.hw.board import get_board
     from vaqf.report import report_data, summary_text, write_report
 
     project = load(args.project)
-    board = get_board(project.design.board)
+    board = project.design.board
     saved = Path(args.project) / "report" / "report.json"
     if args.regenerate or not saved.is_file():
         write_report(Path(args.project), project.graph, project.design, board)

@@ -134,7 +134,7 @@ def test_compile_design_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture
                  "--json"]) == 0
     capsys.readouterr()
     design = Design.load(first / "design.json")
-    assert design.board == "kv260" and design.target_fps == 50000
+    assert design.board.name == "kv260" and design.target_fps == 50000
     second = tmp_path / "second"
     assert main(["compile", "--example", "mlp", "-o", str(second), "--board", "kv260",
                  "--design", str(first / "design.json"), "--json"]) == 0

@@ -130,7 +130,7 @@ def test_compile_for_a_board_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = tmp_path / "proj"
     assert main(["compile", "--example", "mlp", "-o", str(out), "--board", str(p), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["design"]["board"] == "carrier" and result["design"]["clock_mhz"] == 150.0
+    assert result["design"]["board"]["name"] == "carrier" and result["design"]["clock_mhz"] == 150.0
     assert "xczu5ev-sfvc784-1-e" in (out / "scripts" / "build_vitis_hls.tcl").read_text()
 
 

@@ -27,7 +27,7 @@ from vaqf.backend.names import NameTable
 from vaqf.backend.resources import hls_dir, templates_dir
 from vaqf.dse.design import Design
 from vaqf.errors import OutputExists, VaqfError
-from vaqf.hw.board import Board, get_board
+from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY
 from vaqf.hw.layout import design_lanes, last_dim, row_words
 from vaqf.hw.memory import BufferPlan, plan_buffers
@@ -80,6 +80,19 @@ def build_ddr_image(graph: Graph, word_bits: int, knobs: dict[str, dict[str, int
     return DdrImage(lanes, offsets, word_bits)
 
 
+def design_plan(graph: Graph, design: Design, lanes: int) -> BufferPlan:
+    """The design's buffer plan (planned afresh for a design that records none); a recorded plan must be for
+    these lanes and hold every value of the graph."""
+    if not design.buffers:
+        return plan_buffers(graph, lanes)
+    plan = BufferPlan.from_json(design.buffers)
+    names = {v.name for v in graph.values()}
+    if plan.lanes != lanes or not names <= set(plan.buffer_of):
+        raise VaqfError("the design's buffer plan is not this graph's at its lane count (a design of another "
+                        "model?): compile again without --design, or search again")
+    return plan
+
+
 def design_modes(graph: Graph, knobs: dict[str, dict[str, int]], board: Board) -> dict[str, Any]:
     """Each layer's per-layer mode (``Unit.mode``) under the design's knobs."""
     out: dict[str, Any] = {}
@@ -107,13 +120,13 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     if word_bits % 32 or not 32 <= word_bits <= 1024:
         raise VaqfError(f"word width {word_bits} must be a multiple of 32 in 32..1024")
     lanes = design_lanes(design.knobs)
-    plan = plan_buffers(graph, lanes)
-    board = get_board(design.board)
+    plan = design_plan(graph, design, lanes)
+    board = design.board
     image = build_ddr_image(graph, word_bits, design.knobs, board)
     names = NameTable()
     ident = {n.name: f"l{i}_{names(n.name)}" for i, n in enumerate(graph.topo())}
     buffers = {v: plan.name(v) for v in plan.kind_of}
-    modes = design_modes(graph, design.knobs, board)
+    modes = design.modes() if design.estimate.get("layers") else design_modes(graph, design.knobs, board)
     ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board,
                       lanes, word_bits, modes)
 

@@ -34,7 +34,7 @@ from vaqf.dse.design import Design
 from vaqf.errors import InfeasibleDesign, VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import RESOURCE_KEYS, Cost
-from vaqf.hw.layout import lane_choices_up_to, last_dim
+from vaqf.hw.layout import design_lanes, lane_choices_up_to, last_dim
 from vaqf.hw.memory import plan_buffers, signed_bits
 from vaqf.hw.model import (
     SHELL,
@@ -645,8 +645,8 @@ def _space(cand: Candidate, board: Board, cap: float) -> Space:
 def _design(cand: Candidate, i: int, board: Board, target: float | None, objective: str) -> Design:
     knobs = cand.space.knobs(i)
     est = estimate(cand.graph, board, knobs)
-    return Design(board.name, cand.act_bits, knobs, board.clock_mhz, board.axi_bits, target, objective,
-                  est.to_json())
+    return Design(board, cand.act_bits, knobs, board.clock_mhz, board.axi_bits, target, objective,
+                  est.to_json(), plan_buffers(cand.graph, design_lanes(knobs)).to_json())
 
 
 def _check_request(target_fps: float | None, cap: float) -> None:
@@ -736,7 +736,8 @@ def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]
     """A design with pinned knobs (e.g. from ``--design FILE``), re-estimated for this graph."""
     est = estimate(graph, board, knobs)
     bits = act_bits if act_bits is not None else act_bits_of(graph)
-    return Design(board.name, bits, knobs, board.clock_mhz, board.axi_bits, target_fps, "pinned", est.to_json())
+    return Design(board, bits, knobs, board.clock_mhz, board.axi_bits, target_fps, "pinned", est.to_json(),
+                  plan_buffers(graph, design_lanes(knobs)).to_json())
 
 
 __all__ = ["DEFAULT_ACT_BITS", "Candidate", "LaneSpace", "Point", "Space", "act_bits_of", "build_candidates",

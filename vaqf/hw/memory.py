@@ -50,6 +50,23 @@ class BufferPlan:
     def bram18(self) -> int:
         return self.cost().bram18
 
+    def to_json(self) -> dict:
+        """The plan as the Design records it: lanes, each value's kind and buffer, each buffer's elements and
+        words, each kind's container bits."""
+        return {"lanes": self.lanes, "bits": dict(self.bits),
+                "values": {v: [self.kind_of[v], self.buffer_of[v]] for v in sorted(self.buffer_of)},
+                "buffers": [[k, i, self.sizes[(k, i)], self.words[(k, i)]] for k, i in sorted(self.sizes)]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> BufferPlan:
+        plan = cls(lanes=int(d["lanes"]), bits={str(k): int(v) for k, v in d["bits"].items()})
+        for v, (kind, idx) in d["values"].items():
+            plan.kind_of[v], plan.buffer_of[v] = str(kind), int(idx)
+        for kind, idx, size, words in d["buffers"]:
+            plan.sizes[(kind, int(idx))], plan.words[(kind, int(idx))] = int(size), int(words)
+            plan.count[kind] = max(plan.count.get(kind, 0), int(idx) + 1)
+        return plan
+
 
 def signed_bits(v: Value) -> int:
     qt = v.info.qtype

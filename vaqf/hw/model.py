@@ -40,10 +40,13 @@ class LayerEstimate:
     unit: str
     cycles: int
     ddr_bytes: int
+    mode: Any = None  # the unit's per-layer decision at these knobs (Unit.mode), which the backend follows
 
     def to_json(self) -> dict:
-        return {"node": self.node, "op": self.op, "unit": self.unit, "cycles": self.cycles,
-                "ddr_bytes": self.ddr_bytes}
+        d = {"node": self.node, "op": self.op, "unit": self.unit, "cycles": self.cycles, "ddr_bytes": self.ddr_bytes}
+        if self.mode is not None:
+            d["mode"] = self.mode
+        return d
 
 
 @dataclass
@@ -88,12 +91,13 @@ def unit_cost(nodes: list[Node], knobs: dict[str, int], board: Board) -> tuple[i
     cycles = 0
     layers = []
     for n in nodes:
-        c = unit_of(n).cost(n, knobs, board)
+        unit = unit_of(n)
+        c = unit.cost(n, knobs, board)
         if c is None:
             raise VaqfError(f"op {n.op} of node {n.name} has no cost model")
         hw = hw.max(c.hardware_only())
         cycles += c.cycles
-        layers.append(LayerEstimate(n.name, n.op, instance_of(n), c.cycles, c.ddr_bytes))
+        layers.append(LayerEstimate(n.name, n.op, unit.instance(n), c.cycles, c.ddr_bytes, unit.mode(n, knobs, board)))
     return cycles, hw, layers
 
 

@@ -41,7 +41,7 @@ struct eltwise_config {
     static const int MAX_ROW_WORDS = 1;  // channel-table words
     static const int MAX_WORDS = 1;      // trip-count bound of the word loop
     static const int MAX_FILL = 1;       // trip-count bound of the table fill
-    static const int DEPTH = 8;          // pipeline depth of the word loop (vaqf/ops/eltwise.py)
+    static const int DEPTH = 8;          // pipeline depth of the word loop (vaqf/units/eltwise.py)
     static const int FILL_DEPTH = 3;     // pipeline depth of the table fill after the DDR latency
 };
 
@@ -109,7 +109,7 @@ words:
 // One layer of the table unit: out = table[a - in_min]. Each lane has its own copy of the table, split
 // into P sub-banks (entry t in sub-bank t % P at address t / P), so the fill writes one DDR word (P
 // entries) per cycle into every copy with one write per bank, and a lookup reads all P sub-banks of its
-// lane's copy at address t / P and selects with a P:1 multiplexer (charged in vaqf/ops/lut.py).
+// lane's copy at address t / P and selects with a P:1 multiplexer (charged in vaqf/units/lut.py).
 struct lut_desc {
     int words, a_acc, table_offset, table_words, in_min;
 };

@@ -2,7 +2,7 @@
 //
 // The tensor is stored as rows of W elements (docs/hls.md: row (c, y) is ceil(W / L) words). Windows read
 // arbitrary (row, column) positions, so the unit reads ONE element per cycle at a run-time (word, lane):
-// one port on every bank at the same address plus an L:1 read multiplexer (charged in vaqf/ops/pool.py),
+// one port on every bank at the same address plus an L:1 read multiplexer (charged in vaqf/units/pool.py),
 // and writes one output element per window at a run-time lane (a write-enable decode). The whole sweep
 // (channels x output rows x output columns x window) is one flattened pipelined loop at II=1, so the
 // pipeline fills once per layer; the running max / sum is a one-cycle recurrence.

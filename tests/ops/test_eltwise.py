@@ -13,9 +13,9 @@ from vaqf.dse.search import design_for_knobs
 from vaqf.hw.board import get_board
 from vaqf.hw.model import units_of
 from vaqf.ir import Graph, IntType, TensorInfo
-from vaqf.ops import get_spec
 from vaqf.ops.add import add_attrs
 from vaqf.ops.lut import lut_attrs
+from vaqf.units import get_unit, unit_of
 
 LANES = [1, 4, 16, 64]
 
@@ -58,13 +58,13 @@ def test_lane_knob_lists_every_lane_choice():
 
     for g in (relu_requant_graph(), add_graph(), lut_graph()):
         for n in g.nodes:
-            assert get_spec(n.op).knobs(n)["lanes"] == list(LANE_CHOICES)
+            assert unit_of(n).knobs(n)["lanes"] == list(LANE_CHOICES)
 
 
 def test_cycles_of_a_known_layer():
     # add over 4 rows of 10 at L = 4: 4 x ceil(10/4) = 12 words at II=1, plus the pipeline depth 8
     g = add_graph()
-    c = get_spec("add").cost(g.nodes[0], {"lanes": 4}, get_board("zcu102"))
+    c = get_unit("eltwise").cost(g.nodes[0], {"lanes": 4}, get_board("zcu102"))
     assert c.cycles == 12 + 8
 
 

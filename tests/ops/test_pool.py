@@ -10,8 +10,8 @@ from tests.ops.opgraph import single_op
 from tests.ops.test_eltwise import build_and_check
 from vaqf.hw.board import get_board
 from vaqf.ir import IntType, TensorInfo
-from vaqf.ops import get_spec
 from vaqf.ops.pool import pool_attrs
+from vaqf.units import get_unit
 
 
 def max_graph():
@@ -27,7 +27,7 @@ def avg_graph():
 def test_cycles_of_a_known_layer():
     # 3 channels x 4 x 5 outputs x 9 window elements, one per cycle, plus the pipeline depth 6
     g = max_graph()
-    assert get_spec("pool").cost(g.nodes[0], {"lanes": 4}, get_board("zcu102")).cycles == 3 * 4 * 5 * 9 + 6
+    assert get_unit("pool").cost(g.nodes[0], {"lanes": 4}, get_board("zcu102")).cycles == 3 * 4 * 5 * 9 + 6
 
 
 @pytest.mark.cxx

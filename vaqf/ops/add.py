@@ -14,11 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
 from vaqf.ir import IntType, Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.eltwise import LANE_CHOICES, eltwise_cost, eltwise_params, eltwise_unit_params
+from vaqf.ops.base import OpSpec, register
 from vaqf.sim.qarith import round_real
 
 if TYPE_CHECKING:
@@ -39,7 +36,7 @@ def add_attrs(sa: float, sb: float, out_scale: float, out_qtype: IntType, out_zp
 @register
 class Add(OpSpec):
     name = "add"
-    in_place = False  # the unit reads and writes two different buffers (HLS-REVIEW M13, docs/hls-parts)
+    unit_kind = "eltwise"  # vaqf/units/eltwise.py
     elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -84,26 +81,3 @@ class Add(OpSpec):
             return [out]
 
         return run
-
-    def unit(self, node: Node) -> str:
-        return "eltwise"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {"lanes": list(LANE_CHOICES)}
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.eltwise.eltwise_cost: two (A+1) x 32 products per lane and their 64-bit sum."""
-        return eltwise_cost(node, knobs, board, products=2, table=False)
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return eltwise_unit_params(nodes, knobs, word_bits)
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return ["act"]
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        at = node.attrs
-        a, b = node.inputs[0].info, node.inputs[1].info
-        return eltwise_params(node, ctx, zp_a=int(a.zero_point), zp_b=int(b.zero_point), ma=int(at["ma"]),
-                              mb=int(at["mb"]), shift=int(at["shift"]), zp_out=int(at["zero_point"]),
-                              lo=int(at["qtype"].min), hi=int(at["qtype"].max), rounding=0)

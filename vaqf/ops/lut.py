@@ -13,27 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import DDR_LATENCY, Cost, memory_cost, mux_luts
-from vaqf.hw.layout import lane_knob, value_words
 from vaqf.ir import IntType, Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
-from vaqf.ops.eltwise import LANE_CHOICES, buffer_args, signed_bits
-from vaqf.ops.packing import pack_int32
+from vaqf.ops.base import OpSpec, register
 from vaqf.sim.qarith import round_real, saturate
 
 if TYPE_CHECKING:
     from vaqf.sim.plans import Scratch
 
 MAX_INPUT_BITS = 12
-#: pipeline depth of the lookup loop: read, index, table read (2), select, write
-DEPTH = 4
-#: pipeline depth of the table fill after the DDR latency
-FILL_DEPTH = 3
-
-
-def _idx_bits(table_size: int) -> int:
-    return max(1, math.ceil(math.log2(max(2, table_size))))
 
 
 def gelu_erf(x: np.ndarray) -> np.ndarray:
@@ -61,7 +48,7 @@ def lut_attrs(fn: str, in_info: TensorInfo, out_qtype: IntType, out_scale: float
 @register
 class Lut(OpSpec):
     name = "lut"
-    in_place = False  # the unit reads and writes two different buffers (HLS-REVIEW M13, docs/hls-parts)
+    unit_kind = "lut"  # vaqf/units/lut.py
     elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -92,56 +79,3 @@ class Lut(OpSpec):
             return [out]
 
         return run
-
-    def unit(self, node: Node) -> str:
-        return "lut"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {"lanes": list(LANE_CHOICES)}
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """The table fill, ``ceil(T / P) + DDR_LATENCY + FILL_DEPTH`` cycles (P = axi_bits / 32 entries per
-        DDR word, one word per cycle), then the lookup loop, ``words + DEPTH`` (II=1, whole words).
-
-        Hardware: per lane a copy of the table in P sub-banks of ceil(2^IDX / P) entries (IDX the index
-        bits of the table), each a memory (:func:`memory_cost`); per lane a P:1 multiplexer on the entry
-        bits (:func:`mux_luts`) and the index subtraction (IDX LUTs); 150 LUTs of counters. FF: the entry
-        and index per pipeline stage and lane. No DSP.
-        """
-        lanes = lane_knob(knobs) or 1
-        p = board.axi_bits // 32
-        t = int(node.attrs["table"].size)
-        idx = _idx_bits(t)
-        bits = signed_bits(node.outputs[0])
-        words = value_words(node.inputs[0].info, lanes)
-        fill = math.ceil(t / p)
-        bank = memory_cost(math.ceil(2**idx / p), bits)
-        lut = 150 + lanes * (p * bank.lut + mux_luts(p) * bits + idx)
-        return Cost(fill + DDR_LATENCY + FILL_DEPTH + words + DEPTH, lut=lut, ff=200 + lanes * DEPTH * (bits + idx),
-                    dsp=0, bram18=lanes * p * bank.bram18, ddr_bytes=fill * board.axi_bits // 8)
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        lanes = lane_knob(knobs) or 1
-        p = word_bits // 32
-        return {"a_bits": max(signed_bits(n.inputs[0]) for n in nodes),
-                "t_bits": max(signed_bits(n.outputs[0]) for n in nodes),
-                "idx_bits": max(_idx_bits(int(n.attrs["table"].size)) for n in nodes),
-                "max_words": max(value_words(n.inputs[0].info, lanes) for n in nodes),
-                "max_table_words": max(math.ceil(int(n.attrs["table"].size) / p) for n in nodes),
-                "depth": DEPTH, "fill_depth": FILL_DEPTH}
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return ["act"]
-
-    def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
-        return {"table": pack_int32(node.attrs["table"], word_bits)}
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        a = node.attrs
-        word_bits = ctx.word_bits
-        ia, ic, a_acc = buffer_args(ctx, node.inputs[0].name)
-        return {"ident": ctx.ident[node.name], "unit": self.unit(node),
-                "words": value_words(node.inputs[0].info, ctx.lanes), "a_acc": a_acc,
-                "table_offset": ctx.offset(node, "table"),
-                "table_words": math.ceil(int(a["table"].size) / (word_bits // 32)), "in_min": int(a["in_min"]),
-                "ia": ia, "ic": ic, "oa": ctx.buffer(node.outputs[0].name)}

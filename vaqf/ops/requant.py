@@ -6,24 +6,13 @@ Rescales an integer tensor to a new scale and bit width with a per-channel dyadi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
-from vaqf.hw.layout import lane_knob, last_dim
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, Epilogue, OpSpec, register
+from vaqf.ops.base import Epilogue, OpSpec, register
 from vaqf.ops.common import check_product_fits, requant_out_info
-from vaqf.ops.eltwise import (
-    LANE_CHOICES,
-    eltwise_cost,
-    eltwise_params,
-    eltwise_unit_params,
-    requant_tables,
-    table_fill_words,
-)
 from vaqf.sim.qarith import Rounding
 
 if TYPE_CHECKING:
@@ -33,7 +22,7 @@ if TYPE_CHECKING:
 @register
 class Requant(OpSpec):
     name = "requant"
-    in_place = False  # the unit reads and writes two different buffers (HLS-REVIEW M13, docs/hls-parts)
+    unit_kind = "eltwise"  # vaqf/units/eltwise.py
     elementwise = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -66,42 +55,6 @@ class Requant(OpSpec):
             return [out]
 
         return run
-
-    def unit(self, node: Node) -> str:
-        return "eltwise"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {"lanes": list(LANE_CHOICES)}
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """See ops.eltwise.eltwise_cost: one (A+1) x 32 product per lane, and the channel tables filled
-        from DDR before the word loop."""
-        return eltwise_cost(node, knobs, board, products=1, table=True)
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return eltwise_unit_params(nodes, knobs, word_bits)
-
-    def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
-        return self.ddr_blobs_for(node, word_bits, {"lanes": 1}, None)
-
-    def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
-                      board: Board | None) -> dict[str, np.ndarray]:
-        """The channel tables for L = the design's lanes, in fill order (ops.eltwise.requant_tables)."""
-        lanes = lane_knob(knobs) or 1
-        a = node.attrs
-        return {"tables": requant_tables(a["mantissa"], a["shift"], last_dim(node.inputs[0].info), lanes, word_bits)}
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return ["act"]
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        x = node.inputs[0].info
-        a = node.attrs
-        word_bits = ctx.word_bits
-        return eltwise_params(node, ctx, per_lane=1, const_offset=ctx.offset(node, "tables"),
-                              fill_words=table_fill_words(last_dim(x), ctx.lanes, word_bits),
-                              zp_a=int(x.zero_point), zp_out=int(a["zero_point"]), lo=int(a["qtype"].min),
-                              hi=int(a["qtype"].max), rounding=Rounding(a["rounding"]).cpp_id)
 
     def is_identity(self, node: Node) -> bool:
         x = node.inputs[0].info

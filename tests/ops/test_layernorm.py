@@ -9,9 +9,10 @@ from vaqf.errors import VaqfError
 from vaqf.hw.board import get_board
 from vaqf.hw.layout import LANE_CHOICES
 from vaqf.ir import IntType, TensorInfo
-from vaqf.ops import get_spec
-from vaqf.ops.layernorm import F_BITS, isqrt_array, layer_bits, layernorm_attrs, q_bits
+from vaqf.ops.layernorm import F_BITS, isqrt_array, layernorm_attrs
 from vaqf.sim.simulator import Simulator
+from vaqf.units import get_unit
+from vaqf.units.layernorm import layer_bits, q_bits
 
 
 def _graph(rng, d=48, in_bits=9, in_zp=3, out_bits=8, eps=1e-5, rows=5):
@@ -106,7 +107,7 @@ def test_layernorm_cxx_bit_exact_and_cycles(rng, tmp_path, lanes):
     """d = 48: L = 1, 4, 16 (three words) and 64 (one word, 16 idle lanes)."""
     g = _graph(rng)[0]
     res = assert_cycles_match(_project(g, lanes, tmp_path / "p"), inputs=8)
-    est = get_spec("layernorm").cost(g.nodes[0], {"lanes": lanes}, get_board("zcu102")).cycles
+    est = get_unit("layernorm").cost(g.nodes[0], {"lanes": lanes}, get_board("zcu102")).cycles
     layer = next(c for c in res.cycles if c.layer == g.nodes[0].name)
     assert layer.measured == est  # one formula for the counters and the model: exact
 
@@ -131,17 +132,17 @@ def test_layernorm_cxx_extremes_zero_point_and_wide_input(rng, tmp_path):
 
 
 def test_layernorm_in_place_is_off():
-    assert get_spec("layernorm").in_place is False
+    assert get_unit("layernorm").in_place is False
 
 
 def test_layernorm_lane_knob_lists_every_choice(rng):
     g = _graph(rng)[0]
-    assert get_spec("layernorm").knobs(g.nodes[0])["lanes"] == list(LANE_CHOICES)
+    assert get_unit("layernorm").knobs(g.nodes[0])["lanes"] == list(LANE_CHOICES)
 
 
 def test_layernorm_cost_monotone(rng):
     g = _graph(rng)[0]
     node = g.nodes[0]
-    spec = get_spec("layernorm")
-    costs = [spec.cost(node, {"lanes": v}, get_board("zcu102")) for v in LANE_CHOICES if v <= 48]
+    unit = get_unit("layernorm")
+    costs = [unit.cost(node, {"lanes": v}, get_board("zcu102")) for v in LANE_CHOICES if v <= 48]
     assert all(a.cycles >= b.cycles and a.lut <= b.lut for a, b in zip(costs, costs[1:], strict=False))

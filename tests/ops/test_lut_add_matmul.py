@@ -4,11 +4,11 @@ import pytest
 from tests.ops.opgraph import csim_matches, int_inputs, single_op
 from vaqf.hw.board import get_board
 from vaqf.ir import IntType, TensorInfo
-from vaqf.ops import get_spec
 from vaqf.ops.add import add_attrs
 from vaqf.ops.lut import gelu_erf, lut_attrs
 from vaqf.ops.matmul import finalize_matmul_attrs
 from vaqf.sim.simulator import Simulator
+from vaqf.units import get_unit
 
 
 def _gelu_graph():
@@ -66,9 +66,9 @@ def test_matmul_cost_monotone():
     # dimensions are multiples of every knob value, so no setting pays for padding
     g = _matmul_graph()
     node = g.nodes[0]
-    spec = get_spec("matmul")
+    unit = get_unit("matmul")
     board = get_board("zcu102")
-    ks = spec.knobs(node)
+    ks = unit.knobs(node)
     for simd in ks["simd"]:
-        costs = [spec.cost(node, {"pe": pe, "simd": simd}, board) for pe in ks["pe"]]
+        costs = [unit.cost(node, {"pe": pe, "simd": simd}, board) for pe in ks["pe"]]
         assert all(a.cycles >= b.cycles and a.dsp <= b.dsp for a, b in zip(costs, costs[1:], strict=False))

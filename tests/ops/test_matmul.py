@@ -13,8 +13,10 @@ from vaqf.dse.search import design_for_knobs
 from vaqf.hw.board import get_board
 from vaqf.ir import Graph, IntType, TensorInfo
 from vaqf.ops import get_spec
-from vaqf.ops.matmul import finalize_matmul_attrs, operand_walk, output_walk
+from vaqf.ops.matmul import finalize_matmul_attrs
 from vaqf.sim.qarith import Rounding
+from vaqf.units import get_unit, instance_of, unit_of
+from vaqf.units.matmul import operand_walk, output_walk
 
 
 def _graph(a: TensorInfo, b: TensorInfo, attrs: dict) -> Graph:
@@ -113,15 +115,26 @@ def test_modes_follow_the_views():
     assert output_walk(av, 8, 8).word and not output_walk(av, 4, 8).word and not output_walk(av, 8, 16).word
 
 
+def test_the_unit_records_each_walk_mode():
+    av = attention_av().nodes[0]
+    unit = unit_of(av)
+    assert unit is get_unit("matmul") and instance_of(av) == "matmul" and unit.in_place is False
+    assert unit.desc_fields == 42  # vaqf::matmul_desc: 15 scalars and three walks of 9
+    board = get_board("zcu102")
+    # P's rows whole words, V across its columns, the head-merged output whole words; elements at PE 2
+    assert unit.mode(av, {"pe": 8, "simd": 4}, board) == {"a": 1, "b": 2, "out": 1}
+    assert unit.mode(av, {"pe": 2, "simd": 4}, board) == {"a": 1, "b": 0, "out": 0}
+
+
 def test_knobs_list_every_lane_count():
     from vaqf.hw.layout import LANE_CHOICES
 
-    assert get_spec("matmul").knobs(contiguous().nodes[0])["simd"] == list(LANE_CHOICES)
+    assert get_unit("matmul").knobs(contiguous().nodes[0])["simd"] == list(LANE_CHOICES)
 
 
 def test_dsps_one_product_each():
     node = contiguous().nodes[0]
-    c = get_spec("matmul").cost(node, {"pe": 4, "simd": 8}, get_board("zcu102"))
+    c = get_unit("matmul").cost(node, {"pe": 4, "simd": 8}, get_board("zcu102"))
     assert c.dsp >= 4 * 8  # no packing is written, so none is assumed
 
 

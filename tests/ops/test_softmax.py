@@ -8,10 +8,10 @@ from vaqf.dse.search import design_for_knobs
 from vaqf.hw.board import get_board
 from vaqf.hw.layout import LANE_CHOICES
 from vaqf.ir import IntType, TensorInfo
-from vaqf.ops.rowpipe import row_pipeline_cycles, row_pipeline_cycles_loop
 from vaqf.ops.softmax import softmax_attrs
 from vaqf.sim.simulator import Simulator
 from vaqf.units import get_unit
+from vaqf.units.rowpipe import row_pipeline_cycles, row_pipeline_cycles_loop
 
 
 def _graph(scale: float, bits: int = 8, n: int = 17, in_bits: int = 12, rows: int = 5):

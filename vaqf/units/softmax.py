@@ -25,9 +25,9 @@ from vaqf.hw.cost import (
 from vaqf.hw.layout import LANE_CHOICES, row_words
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.packing import pack_int32
-from vaqf.ops.rowpipe import row_pipeline_cycles
 from vaqf.ops.softmax import ENTRY_BITS, EXP_BITS, MANT_BITS
 from vaqf.units.base import Descriptor, Unit, register_unit
+from vaqf.units.rowpipe import row_pipeline_cycles
 
 if TYPE_CHECKING:
     from vaqf.ops.base import EmitContext
@@ -87,7 +87,7 @@ class SoftmaxUnit(Unit):
         - stage 2 per row: a restoring divider, 17 quotient bits at one a cycle, + depth;
         - stage 3 per row: the normalizing pass, W + depth.
 
-        Cycles: the row pipeline's finish time (:func:`vaqf.ops.rowpipe.row_pipeline_cycles`), exactly
+        Cycles: the row pipeline's finish time (:func:`vaqf.units.rowpipe.row_pipeline_cycles`), exactly
         what the counters (VAQF_ROW, VAQF_REGION_END) count.
 
         Resources, per lane: a table copy (BRAM18s of T x 17 bits); the index product diff x mant

@@ -1,4 +1,4 @@
-"""The mover (vaqf/ops/strided.py, hls/vaqf/move.h, conv.h): single-op graphs C-simulated bit-exact at several
+"""The mover (vaqf/units/mover.py, hls/vaqf/move.h, conv.h): single-op graphs C-simulated bit-exact at several
 lane counts (one larger than every row), with the counted cycles equal to the cost model's."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from vaqf.hw.layout import LANE_CHOICES
 from vaqf.hw.memory import aliases
 from vaqf.ir import Graph, IntType, TensorInfo
 from vaqf.ops import get_spec
-from vaqf.ops.strided import COPY_DEPTH, plan_copy
+from vaqf.units import get_unit, instance_of, unit_of
+from vaqf.units.mover import COPY_DEPTH, plan_copy
 
 LANES = [1, 4, 16, 64]
 I8 = IntType(8, True)
@@ -97,26 +98,68 @@ def test_concat_last_axis(lanes: int, tmp_path: Path) -> None:
 def test_knob_lists_every_lane_choice() -> None:
     for op, inputs, attrs in CASES.values():
         g = single_op(op, inputs, attrs)
-        assert get_spec(op).knobs(next(iter(g.topo())))["lanes"] == list(LANE_CHOICES)
+        node = next(iter(g.topo()))
+        assert unit_of(node) is get_unit("mover") and instance_of(node) == "mover"
+        assert get_unit("mover").knobs(node)["lanes"] == list(LANE_CHOICES)
 
 
 def test_word_mode_where_rows_line_up() -> None:
     """Rows moved whole: 15 rows of ceil(6/L) words; a transpose of the last axis moves elements."""
     src, dst = info((1, 3, 5, 6)), info((1, 5, 3, 6))
     d = plan_copy([5, 3, 6], [6, 30, 1], [18, 6, 1], 0, 0, src, dst, 4)
-    assert d["words"] == 1 and d["n"] == 15 * 2 and d["tail"] == 2
+    assert d.words == 1 and d.n == 15 * 2 and d.tail == 2
     e = plan_copy([3, 6, 5], [30, 1, 6], [30, 5, 1], 0, 0, src, info((1, 3, 6, 5)), 4)
-    assert e["words"] == 0 and e["n"] == 90
+    assert e.words == 0 and e.n == 90
     # a slab that starts mid-word cannot move whole words
     f = plan_copy([6, 8], [16, 1], [8, 1], 2, 0, info((1, 6, 16)), info((1, 6, 8)), 4)
-    assert f["words"] == 0
+    assert f.words == 0
 
 
 def test_reshape_free_only_when_layout_matches() -> None:
     g = single_op("reshape", [info((1, 4, 8))], {"shape": [1, 2, 16]})
     node = next(iter(g.topo()))
     board = get_board("zcu102")
-    assert aliases(node, 8) and get_spec("reshape").cost(node, {"lanes": 8}, board).cycles == 0
+    assert aliases(node, 8) and get_unit("mover").cost(node, {"lanes": 8}, board).cycles == 0
     assert not aliases(node, 16)
     # L = 16: rows of 8 are one padded word, rows of 16 one full word: 4 elements... copied one per cycle
-    assert get_spec("reshape").cost(node, {"lanes": 16}, board).cycles == 32 + COPY_DEPTH
+    assert get_unit("mover").cost(node, {"lanes": 16}, board).cycles == 32 + COPY_DEPTH
+
+
+def test_mode_is_word_or_element_copies() -> None:
+    """The per-layer mode: per copy call, the run moved as whole words (0: element by element)."""
+    mover, board = get_unit("mover"), get_board("zcu102")
+    node = next(iter(single_op(*CASES["transpose_rows"]).topo()))
+    assert mover.mode(node, {"lanes": 4}, board) == {"runs": [6]}
+    assert [d.words for d in mover.descs(node, 4, 128, {"runs": [6]})] == [1]
+    node = next(iter(single_op(*CASES["transpose_last"]).topo()))
+    assert mover.mode(node, {"lanes": 4}, board) == {"runs": [0]}
+    cat = next(n for n in concat_graph(True).topo() if n.op == "concat")
+    assert mover.mode(cat, {"lanes": 4}, board) == {"runs": [6, 6]}
+    cls = next(n for n in concat_graph(True).topo() if n.op == "const")
+    assert mover.mode(cls, {"lanes": 4}, board) is None
+    free = next(iter(single_op("reshape", [info((1, 4, 8))], {"shape": [1, 2, 16]}).topo()))
+    assert mover.mode(free, {"lanes": 8}, board) == {"runs": []}
+
+
+def test_describe_reads_the_recorded_mode() -> None:
+    """describe builds the descriptors the design's mode says (here element copies), and refuses a mode that
+    does not fit the layer at the design's lanes."""
+    from vaqf.errors import VaqfError
+    from vaqf.ops.base import EmitContext
+
+    g = single_op(*CASES["transpose_rows"])
+    node = next(iter(g.topo()))
+    bufs = {"in0": "act_buf0", "out": "act_buf1"}
+    dummy = {"act": "act_dummy", "acc": "acc_dummy"}
+
+    def ctx(runs: list[int]) -> EmitContext:
+        return EmitContext(bufs, {}, {node.name: "l0"}, dummy, lanes=4, modes={node.name: {"runs": runs}})
+
+    (call,) = get_unit("mover").describe(node, ctx([0]))["calls"]
+    assert call["desc"].words == 0 and call["desc"].n == 90
+    (call,) = get_unit("mover").describe(node, ctx([6]))["calls"]
+    assert call["desc"].words == 1 and call["desc"].n == 30
+    with pytest.raises(VaqfError):
+        get_unit("mover").describe(node, ctx([3]))  # runs of 3 start mid-word
+    with pytest.raises(VaqfError):
+        get_unit("mover").describe(node, ctx([6, 6]))

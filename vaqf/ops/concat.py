@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import OpSpec, register
-from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 @register
-class Concat(MoverSpec, OpSpec):
+class Concat(OpSpec):
     name = "concat"
+    unit_kind = "mover"  # vaqf/units/mover.py
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         axis = int(node.attrs["axis"])
@@ -35,22 +33,3 @@ class Concat(MoverSpec, OpSpec):
         b = max(a.shape[0] for a in inputs)  # constants carry a single sample
         arrays = [np.broadcast_to(a, (b,) + a.shape[1:]) for a in inputs]
         return [np.concatenate(arrays, axis=int(node.attrs["axis"]) + 1)]
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        if len(set(in_kinds)) != 1:
-            raise VaqfError(f"{node.name}: concatenating activations with accumulators")
-        return [in_kinds[0]]
-
-    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
-        """One copy per input into its slab of the output (whole words where its rows line up: a concat
-        along rows, or along the last axis at word boundaries)."""
-        axis = int(node.attrs["axis"])
-        out = node.outputs[0].info
-        ost = contiguous_strides(out.shape)
-        descs, pos = [], 0
-        for v in node.inputs:
-            s = v.info.shape
-            descs.append(plan_copy(list(s), contiguous_strides(s), ost, 0, pos * ost[axis], v.info, out, lanes,
-                                   name=node.name))
-            pos += s[axis]
-        return descs

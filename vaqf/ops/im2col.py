@@ -6,9 +6,8 @@ With the optional attribute ``channels`` (input channel indices, set by passes.s
 reading the patches has no use for the other channels) only those channels are swept: C becomes
 len(channels) in the output layout.
 
-On the mover (mode IM2COL): the first word of every swept channel (chans[c] * H * ceil(W/L)) is a DDR blob
-read by one burst into a table of WORD_BITS/32 banks; the window loop then moves one output element per
-cycle (an L:1 lane multiplexer on the read, a lane decode on the write), the padding giving the zero point.
+It runs on the mover (vaqf/units/mover.py, mode IM2COL): a channel table from DDR, then one output element
+per cycle.
 """
 
 from __future__ import annotations
@@ -18,12 +17,8 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.layout import row_words
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, Known, OpSpec, register
-from vaqf.ops.packing import pack_int32
-from vaqf.ops.strided import MODE_IM2COL, MoverSpec, empty_desc
+from vaqf.ops.base import Known, OpSpec, register
 
 
 def conv_geometry(shape: tuple[int, ...], attrs: dict[str, Any]) -> tuple[int, int, int, int, int]:
@@ -54,8 +49,9 @@ def im2col_reference(x: np.ndarray, attrs: dict[str, Any], zero_point: int) -> n
 
 
 @register
-class Im2Col(MoverSpec, OpSpec):
+class Im2Col(OpSpec):
     name = "im2col"
+    unit_kind = "mover"  # vaqf/units/mover.py
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -87,7 +83,7 @@ class Im2Col(MoverSpec, OpSpec):
         """Sweep only the input channels with a needed column (a channel's kh*kw taps go together)."""
         kh, kw = node.attrs["kernel"]
         taps = kh * kw
-        chans = _channels(node)
+        chans = swept_channels(node)
         used = needed.reshape(chans.size, taps).any(axis=1)
         if used.all() or not used.any():
             return None  # nothing to drop, or a GEMM with no live column (its rows are constant anyway)
@@ -101,44 +97,8 @@ class Im2Col(MoverSpec, OpSpec):
             return None
         return {k: v for k, v in node.attrs.items() if k != "channels"}
 
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return list(in_kinds)
 
-    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
-        """The window sweep; the channel table's DDR offset is filled in by template_params."""
-        x = node.inputs[0].info
-        _, h, w, ho, wo = conv_geometry(x.shape, node.attrs)
-        kh, kw = node.attrs["kernel"]
-        sh, sw = node.attrs["stride"]
-        pt, pl, _, _ = node.attrs["pads"]
-        c = int(_channels(node).size)
-        rw_in = row_words(w, lanes)
-        cols = c * kh * kw
-        g = max(1, word_bits // 32)
-        d = empty_desc(MODE_IM2COL)
-        d.update({"n": ho * wo * cols, "ddr_words": -(-c // g), "in_rw": rw_in, "out_rw": row_words(cols, lanes),
-                  "in_w0": sh * rw_in, "in_c0": -pt * rw_in,  # the kernel's running sums (no multiplier)
-                  "c": c, "h": h, "w": w, "ho": ho, "wo": wo, "kh": kh, "kw": kw, "sh": sh, "sw": sw, "pt": pt,
-                  "pl": pl, "zp": x.zero_point})
-        return [d]
-
-    def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
-                      board: Board | None) -> dict[str, np.ndarray]:
-        """The first word of every swept channel in the input buffer, at the design's lanes."""
-        lanes = int(knobs.get("lanes", 1))
-        _, h, w, _, _ = conv_geometry(node.inputs[0].info.shape, node.attrs)
-        return {"chans": pack_int32(_channels(node) * h * row_words(w, lanes), word_bits)}
-
-    def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
-        return self.ddr_blobs_for(node, word_bits, {}, None)
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        descs = self.mover_descs(node, ctx.lanes, self.word_bits(ctx))
-        descs[0]["offset"] = ctx.offset(node, "chans")
-        return self.copy_params(node, ctx, descs)
-
-
-def _channels(node: Node) -> np.ndarray:
+def swept_channels(node: Node) -> np.ndarray:
     """The input channels the node sweeps, in order."""
     chans = node.attrs.get("channels")
     if chans is None:

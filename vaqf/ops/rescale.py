@@ -10,15 +10,14 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.board import Board
-from vaqf.hw.cost import Cost
 from vaqf.ir import Node, TensorInfo
-from vaqf.ops.base import EmitContext, OpSpec, register
+from vaqf.ops.base import OpSpec, register
 
 
 @register
 class Rescale(OpSpec):
     name = "rescale"
+    unit_kind = None  # no unit: no call, no cycle, no hardware (only the scale, a compile-time number, changes)
     aliases_input = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -30,25 +29,6 @@ class Rescale(OpSpec):
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return [inputs[0]]
-
-    def unit(self, node: Node) -> str:
-        return "none"
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        return {}
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        """Zero by construction: only the scale (a compile-time number) changes; see aliases_input."""
-        return Cost()
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        return {}
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return list(in_kinds)
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        return {"ident": ctx.ident[node.name]}
 
     def is_identity(self, node: Node) -> bool:
         return float(node.attrs["factor"]) == 1.0

@@ -1,9 +1,9 @@
 """reshape: the same integers under a new shape (Flatten, Reshape).
 
-On the mover: when both shapes put every element at the same (word, lane) (vaqf.hw.layout.same_layout: the
-same row length, or both rows whole words) the output shares the input's buffer (vaqf.hw.memory.aliases),
-costs no cycle and emits no call; otherwise the padded rows differ and the reshape is a copy on the mover.
-The unit is "mover" either way, so it does not depend on the lane count.
+On the mover (vaqf/units/mover.py): when both shapes put every element at the same (word, lane)
+(vaqf.hw.layout.same_layout: the same row length, or both rows whole words) the output shares the input's
+buffer (vaqf.hw.memory.aliases), costs no cycle and emits no call; otherwise the padded rows differ and the
+reshape is a copy on the mover. The unit is "mover" either way, so it does not depend on the lane count.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 
 from vaqf.errors import VaqfError
-from vaqf.hw.layout import same_layout
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import OpSpec, register
-from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 @register
-class Reshape(MoverSpec, OpSpec):
+class Reshape(OpSpec):
     name = "reshape"
+    unit_kind = "mover"  # vaqf/units/mover.py
     moves_elements = True
     aliases_input = True
     permutes_elements = True
@@ -38,17 +37,6 @@ class Reshape(MoverSpec, OpSpec):
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
         return [x.reshape((x.shape[0],) + tuple(node.attrs["shape"]))]
-
-    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
-        """None when the buffer is shared (same layout at these lanes); else one row-major copy."""
-        x, y = node.inputs[0].info, node.outputs[0].info
-        if same_layout(x, y, lanes):
-            return []
-        st = contiguous_strides(y.shape)
-        return [plan_copy(list(y.shape), st, st, 0, 0, x, y, lanes, name=node.name)]
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        return list(in_kinds)
 
     def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
         if consumer.op != node.op:

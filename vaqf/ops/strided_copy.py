@@ -7,14 +7,11 @@ permuted tensor is never written.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import OpSpec, register
-from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 def source_index(shape: tuple[int, ...], strides: list[int], base: int) -> np.ndarray:
@@ -27,8 +24,9 @@ def source_index(shape: tuple[int, ...], strides: list[int], base: int) -> np.nd
 
 
 @register
-class StridedCopy(MoverSpec, OpSpec):
+class StridedCopy(OpSpec):
     name = "strided_copy"
+    unit_kind = "mover"  # vaqf/units/mover.py
     moves_elements = True
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
@@ -46,10 +44,3 @@ class StridedCopy(MoverSpec, OpSpec):
         shape = tuple(int(d) for d in node.attrs["shape"])
         idx = source_index(shape, node.attrs["strides"], int(node.attrs["base"]))
         return [x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + shape)]
-
-    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
-        """One copy over the output box (ops.strided.plan_copy: whole words where the runs line up)."""
-        shape = tuple(int(d) for d in node.attrs["shape"])
-        return [plan_copy(list(shape), [int(s) for s in node.attrs["strides"]], contiguous_strides(shape),
-                          int(node.attrs["base"]), 0, node.inputs[0].info, node.outputs[0].info, lanes,
-                          name=node.name)]

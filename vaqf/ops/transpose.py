@@ -9,12 +9,12 @@ import numpy as np
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import OpSpec, register
-from vaqf.ops.strided import MoverSpec, contiguous_strides, plan_copy
 
 
 @register
-class Transpose(MoverSpec, OpSpec):
+class Transpose(OpSpec):
     name = "transpose"
+    unit_kind = "mover"  # vaqf/units/mover.py
     moves_elements = True
     permutes_elements = True
 
@@ -30,16 +30,6 @@ class Transpose(MoverSpec, OpSpec):
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
         perm = [int(p) for p in node.attrs["perm"]]
         return [np.ascontiguousarray(np.transpose(inputs[0], [0] + [p + 1 for p in perm]))]
-
-    def mover_descs(self, node: Node, lanes: int, word_bits: int) -> list[dict[str, Any]]:
-        """One copy over the output box reading the permuted input strides (element by element unless the
-        last axis stays last and its runs line up)."""
-        x = node.inputs[0].info
-        perm = [int(p) for p in node.attrs["perm"]]
-        out_shape = [x.shape[p] for p in perm]
-        in_strides = contiguous_strides(x.shape)
-        return [plan_copy(out_shape, [in_strides[p] for p in perm], contiguous_strides(tuple(out_shape)), 0, 0,
-                          x, node.outputs[0].info, lanes, name=node.name)]
 
     def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
         if consumer.op != node.op:

@@ -42,8 +42,7 @@ from vaqf.frontend.torch.lth import Schedule, onnx_accuracy, prune_from, train_d
 from vaqf.frontend.torch.prune import Pruner, export_onnx  # noqa: E402
 from vaqf.frontend.torch.sparse import default_partitioner  # noqa: E402
 from vaqf.hw.board import get_board  # noqa: E402
-from vaqf.ops import get_spec  # noqa: E402
-from vaqf.ops.dense import dense_form  # noqa: E402
+from vaqf.units import instance_of, unit_of  # noqa: E402
 
 log = logging.getLogger("prune_cnn_digits")
 
@@ -65,7 +64,7 @@ def try_compile(onnx_path: Path, out: Path, calib: Path) -> dict:
     # what the sparsity passes did, and the report's comparison with the sparsity ignored (same knobs)
     board = get_board("zcu102")
     graph, knobs = res.graph, res.design.knobs
-    est["dense_forms"] = {n.name: dense_form(n, knobs[get_spec(n.op).unit(n)], board)
+    est["dense_forms"] = {n.name: unit_of(n).mode(n, knobs[instance_of(n)], board)
                           for n in graph.nodes if n.op == "dense"}
     est["im2col_channels"] = {n.name: f"{len(n.attrs['channels'])}/{n.inputs[0].info.shape[1]}"
                               for n in graph.nodes if n.op == "im2col" and n.attrs.get("channels") is not None}

@@ -44,14 +44,9 @@ from vaqf.hw.cost import (
 from vaqf.hw.layout import LANE_CHOICES
 from vaqf.ir import BinaryType, Graph, IntType, Node, TensorInfo
 from vaqf.ops import get_spec
-from vaqf.ops.dense import (
-    MANTISSA_BITS,
-    PE_CHOICES,
-    dense_form,
-    dense_resources,
-    dsp_packing,
-    finalize_dense_attrs,
-)
+from vaqf.ops.dense import finalize_dense_attrs
+from vaqf.units import get_unit
+from vaqf.units.gemm import MANTISSA_BITS, PE_CHOICES, dense_resources, dsp_packing, weight_container
 
 TOLERANCE = 0.25
 SWEEP = (1, 2, 4, 8, 16, 32, 64)
@@ -104,7 +99,7 @@ CASES = [(None, a, s) for a in range(2, 9) for s in (False, True)]
 def test_mvu_lut_within_25_percent_of_finn_r(w_bits: int | None, a_bits: int, a_signed: bool) -> None:
     k, n = 256, 64
     node = dense_node(k, n, w_bits, a_bits, a_signed)
-    knobs = get_spec("dense").knobs(node)
+    knobs = get_unit("gemm").knobs(node)
     worst = []
     for pe in [p for p in knobs["pe"] if p in SWEEP]:
         for simd in [s for s in knobs["simd"] if s in SWEEP]:
@@ -119,7 +114,7 @@ def test_breakdown_adds_up_to_the_cost() -> None:
     board = get_board("zcu102")
     node = dense_node(768, 768, None, 8, False, rows=197)
     res = dense_resources(node, 16, 64)
-    cost = get_spec("dense").cost(node, {"pe": 16, "simd": 64}, board)
+    cost = get_unit("gemm").cost(node, {"pe": 16, "simd": 64}, board)
     assert cost.lut == res.lut == sum(res.lut_terms.values())
     assert res.mvu_lut < res.lut  # the epilogue and weight buffer come on top
     assert (cost.ff, cost.dsp, cost.bram18) == (res.ff, res.dsp, res.bram18)
@@ -145,8 +140,8 @@ def test_one_dsp_per_product(w_bits: int | None, a_bits: int, a_signed: bool) ->
         for simd in (1, 4):
             kn = {"pe": pe, "simd": simd}
             # the pruned-row form has the dead-row loop's own requantizer
-            requantizers = 2 if dense_form(node, kn, board) == "skip" else 1
-            products = get_spec("dense").cost(node, kn, board).dsp - requantizers * requant
+            requantizers = 2 if get_unit("gemm").mode(node, kn, board) == "skip" else 1
+            products = get_unit("gemm").cost(node, kn, board).dsp - requantizers * requant
             per = 0 if w_bits is None else dsp48e2_per_product(w_bits, a_operand)
             assert products == pe * simd * per
 
@@ -168,7 +163,7 @@ def test_cost_monotone_in_pe_and_simd(k: int, n: int, rows: int, w_bits: int | N
     """
     board = get_board("zcu102")
     node = dense_node(k, n, w_bits, 8, False, rows=rows, worst_case=False, rng=np.random.default_rng(0))
-    spec = get_spec("dense")
+    spec = get_unit("gemm")
     knobs = spec.knobs(node)
     pes = [p for p in knobs["pe"] if n % p == 0]
     table = {(p, s): spec.cost(node, {"pe": p, "simd": s}, board) for p in pes for s in knobs["simd"]}
@@ -178,8 +173,6 @@ def test_cost_monotone_in_pe_and_simd(k: int, n: int, rows: int, w_bits: int | N
             if b <= k:  # past K the idle lanes' zero weights stream from DDR too (one SIMD x W word per step)
                 assert table[p, b].cycles <= table[p, a].cycles + slack, f"cycles up from SIMD {a} to {b} at PE {p}"
             assert table[p, b].lut >= table[p, a].lut, f"LUT down from SIMD {a} to {b} at PE {p}"
-    from vaqf.ops.dense import weight_container
-
     sw = max(1, weight_container(node) * 1)
     for s in knobs["simd"]:
         beats = max(1, s * sw // board.axi_bits)
@@ -191,7 +184,7 @@ def test_cost_monotone_in_pe_and_simd(k: int, n: int, rows: int, w_bits: int | N
 
 
 def test_knob_choices_are_powers_of_two_within_the_layer() -> None:
-    spec = get_spec("dense")
+    spec = get_unit("gemm")
     binary = spec.knobs(dense_node(100, 10, None, 8, False))
     assert binary["pe"] == [p for p in PE_CHOICES if p <= 10]
     assert binary["simd"] == list(LANE_CHOICES)  # the design's lane count, whatever the layer's K

@@ -82,11 +82,11 @@ def test_pruned_cnn_fewer_cycles_and_bit_exact(models, calib, tmp_path):
         assert out.bit_exact == 30
 
     from vaqf.hw.board import get_board
-    from vaqf.ops import get_spec
+    from vaqf.units import get_unit
 
     def conv3(res, knobs):
         node = next(n for n in res.graph.nodes if n.op == "dense" and "c3" in n.name)
-        return get_spec("dense").cost(node, knobs, get_board("zcu102")).cycles
+        return get_unit("gemm").cost(node, knobs, get_board("zcu102")).cycles
 
     # the pruned convolution computes half the rows; its outputs scatter one per cycle through the row
     # table, so the saving shows where the MAC steps, not the drain, set a row's pace (PE <= steps)
@@ -140,7 +140,8 @@ def test_group_sparse_layer_runs_as_dense_blocks_bit_exact(tmp_path):
     from tests.passes.test_sparsity import cnn, compiled
     from vaqf.dse.design import Design
     from vaqf.hw.board import get_board
-    from vaqf.ops.dense import block_form, block_list
+    from vaqf.ops.dense import block_list
+    from vaqf.units import get_unit
 
     graph = compiled(cnn(np.random.default_rng(8), {}, blocks3=True, size=16))
     c3 = next(n for n in graph.nodes if n.name == "c3")
@@ -153,12 +154,11 @@ def test_group_sparse_layer_runs_as_dense_blocks_bit_exact(tmp_path):
                     first.design.word_bits)
     res = vaqf.compile_model(graph, tmp_path / "blocks", design=pinned)
     board = get_board("zcu102")
-    assert block_form(c3, knobs["dense_int8"], board)
+    gemm = get_unit("gemm")
+    assert gemm.mode(c3, knobs["dense_int8"], board) == "blocks"
     blocked = next(layer["cycles"] for layer in res.design.estimate["layers"] if layer["node"] == "c3")
     blocks = c3.attrs.pop("blocks")
-    from vaqf.ops import get_spec
-
-    plain = get_spec("dense").cost(c3, knobs["dense_int8"], board).cycles
+    plain = gemm.cost(c3, knobs["dense_int8"], board).cycles
     c3.attrs["blocks"] = blocks
     assert blocked < 0.8 * plain
     sources = "".join(p.read_text() for p in (res.project / "src").glob("*.*"))

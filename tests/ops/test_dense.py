@@ -16,7 +16,9 @@ from vaqf.hw.cost import dsp48e2_per_product
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo
 from vaqf.ops import get_spec
 from vaqf.ops.common import requant_params
-from vaqf.ops.dense import dense_form, dense_stream, folded_bias, layer_cycles, requant_out_info
+from vaqf.ops.dense import block_list, finalize_dense_attrs, requant_out_info
+from vaqf.units import get_unit, instance_of
+from vaqf.units.gemm import dense_stream, folded_bias, layer_cycles
 
 
 def dense_graph(rng: np.random.Generator, rows: int, k: int, n: int, w_bits: int | None = 4,
@@ -58,7 +60,7 @@ def board_with_words(word_bits: int) -> Board:
 
 def build(graph: Graph, folder, pe: int, lanes: int, epi: int = 1, word_bits: int = 128):
     board = board_with_words(word_bits)
-    knobs = {get_spec("dense").unit(n): {"pe": pe, "simd": lanes, "epi": epi} for n in graph.nodes}
+    knobs = {instance_of(n): {"pe": pe, "simd": lanes, "epi": epi} for n in graph.nodes}
     design = design_for_knobs(graph, board, knobs)
     write_project(graph, design, folder, force=True)
     return folder
@@ -124,8 +126,9 @@ def test_skip_form_is_chosen_when_it_pays(rng):
     g = dense_graph(rng, 2, 16, 12, 8, dead_rows=7)
     node = g.nodes[0]
     board = get_board("zcu102")
-    assert dense_form(node, {"pe": 2, "simd": 4, "epi": 2}, board) == "skip"
-    assert dense_form(dense_graph(rng, 2, 16, 12, 8).nodes[0], {"pe": 2, "simd": 4, "epi": 2}, board) == "all"
+    gemm = get_unit("gemm")
+    assert gemm.mode(node, {"pe": 2, "simd": 4, "epi": 2}, board) == "skip"
+    assert gemm.mode(dense_graph(rng, 2, 16, 12, 8).nodes[0], {"pe": 2, "simd": 4, "epi": 2}, board) == "all"
 
 
 def test_cycles_formula_on_a_known_layer(rng):
@@ -148,14 +151,14 @@ def test_knobs_offer_every_lane_count(rng):
     from vaqf.hw.layout import LANE_CHOICES
 
     node = dense_graph(rng, 2, 12, 5, 4).nodes[0]
-    assert get_spec("dense").knobs(node)["simd"] == list(LANE_CHOICES)
+    assert get_unit("gemm").knobs(node)["simd"] == list(LANE_CHOICES)
 
 
 def test_cost_monotone_in_pe(rng):
     node = dense_graph(rng, 8, 64, 64, 8).nodes[0]
     board = get_board("zcu102")
-    spec = get_spec("dense")
-    costs = [spec.cost(node, {"pe": pe, "simd": 16, "epi": 1}, board) for pe in (1, 2, 4, 8)]
+    gemm = get_unit("gemm")
+    costs = [gemm.cost(node, {"pe": pe, "simd": 16, "epi": 1}, board) for pe in (1, 2, 4, 8)]
     assert all(a.cycles > b.cycles for a, b in zip(costs, costs[1:], strict=False))
     assert all(a.dsp < b.dsp for a, b in zip(costs, costs[1:], strict=False))
     # one DSP per 8 x 8-bit product (no packing), and the requantizer's acc x 25-bit multiply
@@ -175,8 +178,6 @@ def block_graph(rng: np.random.Generator, rows: int = 3, k: int = 40, n: int = 1
         cols = cols_a if r % 2 == 0 else cols_b
         w[r, cols] = rng.integers(1, top + 1, size=cols.size) * rng.choice([-1, 1], size=cols.size)
     node.attrs["weight"] = w
-    from vaqf.ops.dense import finalize_dense_attrs
-
     finalize_dense_attrs(node, node.inputs[0].info)
     get_spec("dense").find_blocks(node)
     g.verify()
@@ -193,12 +194,10 @@ BLOCK_CASES = [(4, 1, 128, "blocks"), (4, 4, 128, "blocks"), (2, 16, 128, "block
 @pytest.mark.parametrize("pe,lanes,word_bits,form", BLOCK_CASES,
                          ids=[f"pe{p}-l{s}-w{w}" for p, s, w, _ in BLOCK_CASES])
 def test_block_form_csim_bit_exact_and_cycles(rng, tmp_path, pe, lanes, word_bits, form):
-    from vaqf.ops.dense import block_list
-
     g = block_graph(rng)
     node = g.nodes[0]
     assert len(block_list(node)) == 2
-    assert dense_form(node, {"pe": pe, "simd": lanes, "epi": 1}, board_with_words(word_bits)) == form
+    assert get_unit("gemm").mode(node, {"pe": pe, "simd": lanes, "epi": 1}, board_with_words(word_bits)) == form
     folder = build(g, tmp_path / "p", pe, lanes, 1, word_bits)
     blocks = 2 if form == "blocks" else 0
     assert f"/*n_blocks*/ {blocks}" in "".join(p.read_text() for p in (folder / "src").glob("*.*"))

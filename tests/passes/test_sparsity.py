@@ -15,10 +15,11 @@ from vaqf.api import load_model
 from vaqf.backend.emit import random_int_inputs
 from vaqf.hw.board import get_board
 from vaqf.ops.blocks import group_rows
-from vaqf.ops.dense import block_form, block_list, lane_slots
+from vaqf.ops.dense import block_list, lane_slots
 from vaqf.passes import FindDenseBlocks, FoldConstantChannels, PassManager, default_pipeline
 from vaqf.passes.sparsity import densified, has_sparsity
 from vaqf.sim.simulator import Simulator
+from vaqf.units import get_unit
 
 C = 8
 
@@ -165,7 +166,7 @@ def test_group_sparse_layer_gets_blocks(rng):
     for r, c in blocks:
         assert c.size == 4 * 9
         assert np.mean(c3.attrs["weight"][np.ix_(r, c)] != 0) > 0.9  # int8 rounds a few small weights to 0
-    assert block_form(c3, {"pe": 4, "simd": 8, "epi": 1}, get_board("zcu102"))
+    assert get_unit("gemm").mode(c3, {"pe": 4, "simd": 8, "epi": 1}, get_board("zcu102")) == "blocks"
     assert_same(before, after)
     assert has_sparsity(after)
     d = densified(after)

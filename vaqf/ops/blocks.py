@@ -9,7 +9,7 @@ Grouping: rows with identical non-zero columns form the first groups (exact, no 
 the two groups whose merged block wastes the smallest fraction of its cells on zeros are merged, while
 that fraction stays at most ``max_waste``: fewer, larger blocks fill the PE rows of the GEMM unit better
 and pay the per-block overheads (a DDR round trip, the column table) fewer times. Whether the blocks
-pay off at all is for the cost model to say (vaqf.ops.dense.block_form).
+pay off at all is for the cost model to say (vaqf.units.gemm.blocks_pay_off, and per design the unit's mode).
 """
 
 from __future__ import annotations

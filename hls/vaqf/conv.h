@@ -10,7 +10,7 @@
 namespace vaqf {
 
 // out[(ho*Wo + wo), (c*kh + i)*kw + j] = in[chans[c], ho*sh + i - pt, wo*sw + j - pl], or zp outside the
-// image. The swept channels come as a table of first words (chans[c] * H * rw_in, vaqf/ops/im2col.py), read
+// image. The swept channels come as a table of first words (chans[c] * H * rw_in, vaqf/units/mover.py), read
 // from DDR by one burst into a table of WB/32 banks before the window loop (no DDR read and no run-time bank
 // in the compute pipeline but the one table read per cycle). Input element (c, y, x) is word
 // base[c] + y * rw_in + x / L, lane x % L; output element (row, k) is word row * rw_out + k / L, lane k % L.

@@ -3,7 +3,7 @@
 // layer; sizes and the DDR region arrive at run time in a dense_desc, passed by value.
 //
 // Structure (docs/hls-parts/dense.md): a DATAFLOW region of two processes. The reader (vaqf::ddr_read)
-// streams the layer's DDR region, laid out in consumption order by vaqf/ops/dense.py, at one word per
+// streams the layer's DDR region, laid out in consumption order by vaqf/units/gemm.py, at one word per
 // cycle over consecutive addresses; the compute process consumes it: per block of PE output slots, PE
 // constant words (folded bias, multiplier, shift, output column) and the block's PE x steps weight words of
 // SIMD x WBITS bits, loaded into the idle half of a ping-pong buffer while the other half computes.
@@ -68,7 +68,7 @@ struct dense_config {
     static const int MAX_BLOCKS = 1;
     static const int MAX_DEAD = 1;     // largest dead x rows
     static const int MAX_WORDS = 1;    // largest DDR region
-    static const int DEPTH = 1;        // pipeline depth of the block loop (vaqf/ops/dense.py gemm_depth)
+    static const int DEPTH = 1;        // pipeline depth of the block loop (vaqf/units/gemm.py gemm_depth)
     static const int LOAD_DEPTH = 1;   // of the first block's load
     static const int DEAD_DEPTH = 1;   // of the dead-row loop
     static const int INDEX_BITS = 16;  // a column-table lane: a word index within the input row

@@ -26,7 +26,7 @@ struct layernorm_desc {
     int zp_out, out_lo, out_hi;
 };
 
-// Defaults; the generated <unit>_cfg overrides every field (vaqf/ops/layernorm.py unit_params).
+// Defaults; the generated <unit>_cfg overrides every field (vaqf/units/layernorm.py config).
 struct layernorm_config {
     static const int LANES = 1;
     static const int MAX_ROWS = 1;

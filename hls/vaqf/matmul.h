@@ -40,7 +40,7 @@ struct matmul_config {
     static const int ACC_BITS = 32;
     static const int O_WORD = 0;     // whole-word output path present (PE a multiple of L)
     static const int KW_MAX = 1, K_MAX = 1, M_MAX = 1, N_MAX = 1, BATCH_MAX = 1;  // trip-count maxima
-    static const int LOAD_DEPTH = 3, MAC_DEPTH = 16;  // pipeline depths, owned by vaqf/ops/matmul.py
+    static const int LOAD_DEPTH = 3, MAC_DEPTH = 16;  // pipeline depths, owned by vaqf/units/matmul.py
 };
 
 // relu, then requantization (the product narrowed to what acc x mantissa needs, bit-exact with

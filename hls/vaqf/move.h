@@ -17,7 +17,7 @@ namespace vaqf {
 const int COPY_DIMS = 8;
 const int MOVE_COPY = 0, MOVE_CONST = 1, MOVE_IM2COL = 2;
 
-// One layer's work on the mover (vaqf/ops/strided.py DESC_FIELDS, same order). Positions are (word of the
+// One layer's work on the mover (vaqf/units/mover.py MoveDesc, same order). Positions are (word of the
 // row start, column within the row); a step adds a word delta and a column delta, carrying one row (rw
 // words) when the column passes the row length d: no division in the loop.
 struct move_desc {

@@ -20,7 +20,7 @@ struct softmax_desc {
     int mant, shift, out_bits;     // table index multiplier mant / 2^shift; output bits
 };
 
-// Defaults; the generated <unit>_cfg overrides every field (vaqf/ops/softmax.py unit_params).
+// Defaults; the generated <unit>_cfg overrides every field (vaqf/units/softmax.py config).
 struct softmax_config {
     static const int LANES = 1;
     static const int IN_BITS = 8;      // signed bits of every input element

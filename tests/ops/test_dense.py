@@ -179,7 +179,7 @@ def block_graph(rng: np.random.Generator, rows: int = 3, k: int = 40, n: int = 1
         w[r, cols] = rng.integers(1, top + 1, size=cols.size) * rng.choice([-1, 1], size=cols.size)
     node.attrs["weight"] = w
     finalize_dense_attrs(node, node.inputs[0].info)
-    get_spec("dense").find_blocks(node)
+    get_spec("dense").find_blocks(node, get_unit("gemm").blocks_pay_off)
     g.verify()
     return g
 

@@ -145,7 +145,7 @@ def test_describe_reads_the_recorded_mode() -> None:
     """describe builds the descriptors the design's mode says (here element copies), and refuses a mode that
     does not fit the layer at the design's lanes."""
     from vaqf.errors import VaqfError
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
     g = single_op(*CASES["transpose_rows"])
     node = next(iter(g.topo()))

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from vaqf.backend.resources import hls_dir
+from vaqf.ops import get_spec, registered_ops
 from vaqf.units import get_unit, registered_units
 from vaqf.units.base import Descriptor
 
@@ -38,8 +39,13 @@ def struct_fields(header: str, name: str) -> list[tuple[str, str, int | None]]:
 UNITS = [u for u in registered_units() if get_unit(u).descriptors]
 
 
-def test_units_declare_their_descriptors():
-    assert "softmax" in UNITS
+def test_every_unit_declares_its_descriptors_and_every_op_names_its_unit():
+    assert set(UNITS) == set(registered_units()) == {"gemm", "matmul", "softmax", "layernorm", "eltwise", "lut",
+                                                     "pool", "mover"}
+    for op in registered_ops():
+        kind = get_spec(op).unit_kind
+        assert kind is None or kind in registered_units(), op
+    assert get_spec("rescale").unit_kind is None
 
 
 @pytest.mark.parametrize("kind", UNITS)

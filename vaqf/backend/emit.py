@@ -1,8 +1,10 @@
 """Render a Vivado/Vitis HLS project for a Graph and a Design.
 
-The emitter knows nothing op-specific: ops give plain values (``OpSpec.template_params``,
-``unit_params``, ``ddr_blobs``) and each op's Jinja2 template turns them into a config struct and a
-call. The project is written to a temporary folder next to the destination and moved into place, so a
+The emitter knows nothing unit-specific: each layer's unit (vaqf/units) gives plain values (``Unit.config``
+for its instance's config struct, ``Unit.describe`` for a layer's typed descriptor and buffers,
+``Unit.ddr_blobs`` for its DDR data) and the unit's Jinja2 template (templates/units) turns them into a
+config struct, a wrapper function and a call. The buffer plan and the per-layer modes come from the
+Design. The project is written to a temporary folder next to the destination and moved into place, so a
 failed or interrupted compile never leaves a half-written project.
 """
 
@@ -34,8 +36,8 @@ from vaqf.hw.memory import BufferPlan, plan_buffers
 from vaqf.hw.model import units_of
 from vaqf.ir import Graph
 from vaqf.ir.serialize import save_graph
-from vaqf.ops import EmitContext
 from vaqf.units import unit_of
+from vaqf.units.base import EmitContext
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,6 @@ from vaqf.ops import (  # noqa: F401  (registration side effects)
     strided_copy,
     transpose,
 )
-from vaqf.ops.base import EmitContext, Epilogue, OpSpec, get_spec, register, registered_ops
+from vaqf.ops.base import Epilogue, OpSpec, get_spec, register, registered_ops
 
-__all__ = ["EmitContext", "Epilogue", "OpSpec", "get_spec", "register", "registered_ops"]
+__all__ = ["Epilogue", "OpSpec", "get_spec", "register", "registered_ops"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -10,8 +11,6 @@ import numpy as np
 from vaqf.errors import IRError
 
 if TYPE_CHECKING:
-    from vaqf.hw.board import Board
-    from vaqf.hw.cost import Cost
     from vaqf.ir import Node, TensorInfo
 
 
@@ -23,35 +22,13 @@ class Epilogue:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class EmitContext:
-    """What the emitter tells an op when it renders it: buffer names and DDR word offsets."""
-
-    buffers: dict[str, str]            # value name -> C++ buffer expression
-    offsets: dict[tuple[str, str], int]  # (node name, blob name) -> word offset in the DDR image
-    ident: dict[str, str]              # node name -> sanitized C++ identifier
-    dummy: dict[str, str]              # container kind -> name of a 1-element dummy buffer
-    knobs: dict[str, dict[str, int]] = field(default_factory=dict)  # unit -> the design's knobs for it
-    board: Board | None = None         # the board the design targets
-    lanes: int = 1                     # lanes of every activation word (vaqf.hw.layout), the design's
-    word_bits: int = 128               # bits of one DDR word, the design's
-    modes: dict[str, Any] = field(default_factory=dict)  # node name -> the unit's per-layer mode, the design's
-
-    def buffer(self, value_name: str) -> str:
-        return self.buffers[value_name]
-
-    def offset(self, node: Node, blob: str) -> int:
-        return self.offsets[(node.name, blob)]
-
-    def mode(self, node: Node) -> Any:
-        """The per-layer decision the design records for ``node`` (``Unit.mode``), as the backend reads it."""
-        return self.modes.get(node.name)
-
-
 class OpSpec:
-    """Base class; every method must be implemented by each op (there are no free defaults for cost)."""
+    """What an op kind means: shapes and types, integer semantics, the questions passes ask. How the engine
+    runs it is its unit's (``unit_kind`` names it in :mod:`vaqf.units`; None: the op only relabels its input
+    and runs on no unit)."""
 
     name: ClassVar[str]
+    unit_kind: ClassVar[str | None]
     #: the op only relabels its input (same data, new shape): it shares the input's buffer, no kernel
     aliases_input: ClassVar[bool] = False
     #: the op only reorders elements (every input element lands in exactly one output place, same meaning)
@@ -60,8 +37,6 @@ class OpSpec:
     accepts_operand_views: ClassVar[bool] = False
     #: every output element is one input element, at an affine position (reshape, transpose, slice, ...)
     moves_elements: ClassVar[bool] = False
-    #: elementwise along its first input: the output may overwrite that input's buffer when it dies here
-    in_place: ClassVar[bool] = False
     #: the op's inputs are "activations" in the sense of the activation precision knob (matrix products)
     precision_inputs: ClassVar[bool] = False
     #: each output element depends only on the input elements at the same position (after NumPy broadcasting)
@@ -72,37 +47,6 @@ class OpSpec:
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Bit-accurate integer semantics; arrays carry a leading batch axis in place of the IR's 1."""
-        raise NotImplementedError
-
-    def unit(self, node: Node) -> str:
-        """Name of the shared hardware unit that executes this node (nodes of one unit share hardware)."""
-        raise NotImplementedError
-
-    def knobs(self, node: Node) -> dict[str, list[int]]:
-        """Legal values of each parallelism knob of this node's unit."""
-        raise NotImplementedError
-
-    def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
-        raise NotImplementedError(f"op {self.name} has no cost model")
-
-    def ddr_blobs(self, node: Node, word_bits: int) -> dict[str, np.ndarray]:
-        """Constant data this node streams from DDR, as arrays of ``word_bits``-wide words (uint32 lanes)."""
-        return {}
-
-    def ddr_blobs_for(self, node: Node, word_bits: int, knobs: dict[str, int],
-                      board: Board | None) -> dict[str, np.ndarray]:
-        """``ddr_blobs`` for a chosen design: ops whose DDR layout depends on their unit's knobs override it."""
-        return self.ddr_blobs(node, word_bits)
-
-    def template_params(self, node: Node, ctx: EmitContext) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def unit_params(self, unit: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
-        """Parameters of the unit's C++ config struct, sized for every node it serves."""
-        raise NotImplementedError
-
-    def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
-        """On-chip container of each output: "act" (activation precision) or "acc" (accumulator)."""
         raise NotImplementedError
 
     def as_epilogue(self, node: Node) -> Epilogue | None:
@@ -178,9 +122,10 @@ class OpSpec:
         (a superset of the needed ones). None when it cannot."""
         return None
 
-    def find_blocks(self, node: Node) -> bool:
-        """Record (or drop) the dense-block structure of the node's weights where it can pay off; return
-        whether the attributes changed."""
+    def find_blocks(self, node: Node, pays_off: Callable[[Node], bool]) -> bool:
+        """Record (or drop) the dense-block structure of the node's weights, keeping it where ``pays_off``
+        (the hardware's answer: its unit's ``blocks_pay_off``) says so; return whether the attributes
+        changed."""
         return False
 
     def densified_attrs(self, node: Node) -> dict[str, Any] | None:

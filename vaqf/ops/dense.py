@@ -270,14 +270,11 @@ class Dense(OpSpec):
         node.attrs["weight"] = np.ascontiguousarray(w[:, kept])
         node.attrs.pop("blocks", None)
 
-    def find_blocks(self, node: Node) -> bool:
-        """Blocks from :func:`vaqf.ops.blocks.group_rows`, kept when the GEMM unit says the block form
-        pays off (:func:`vaqf.units.gemm.blocks_pay_off`: faster than the other forms for at least one
-        (PE, SIMD) of the layer on the default board); the design's own knobs and board then pick the form
-        (the unit's per-layer mode)."""
-        # whether blocks pay off is the hardware's question: asked here, as vaqf.units imports vaqf.ops
+    def find_blocks(self, node: Node, pays_off: Callable[[Node], bool]) -> bool:
+        """Blocks from :func:`vaqf.ops.blocks.group_rows`, kept when ``pays_off`` (the GEMM unit's
+        ``blocks_pay_off``: faster than the other forms for at least one (PE, SIMD) of the layer on the
+        default board); the design's own knobs and board then pick the form (the unit's per-layer mode)."""
         from vaqf.ops.blocks import group_rows
-        from vaqf.units.gemm import blocks_pay_off
 
         old = node.attrs.get("blocks")
         new = None
@@ -285,7 +282,7 @@ class Dense(OpSpec):
         groups = None if is_binary(node) else group_rows(w)
         if groups is not None and not (len(groups) == 1 and groups[0][1].size == w.shape[1]):
             node.attrs["blocks"] = make_blocks(node, groups)
-            if blocks_pay_off(node):
+            if pays_off(node):
                 new = node.attrs["blocks"]
         if new is None:
             node.attrs.pop("blocks", None)

@@ -24,6 +24,7 @@ from vaqf.ir import Graph
 from vaqf.ops import get_spec
 from vaqf.ops.base import Known
 from vaqf.passes.base import Pass, PassResult
+from vaqf.units import unit_of
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,14 @@ class FoldConstantChannels(Pass):
 
 
 class FindDenseBlocks(Pass):
-    """Record the dense blocks of group-sparse weights (``OpSpec.find_blocks``), or drop stale ones."""
+    """Record the dense blocks of group-sparse weights (``OpSpec.find_blocks``) where the node's unit can
+    run them faster (``Unit.blocks_pay_off``), or drop stale ones."""
 
     def call(self, graph: Graph) -> PassResult:
         modified = False
         for node in graph.topo():
-            modified |= get_spec(node.op).find_blocks(node)
+            unit = unit_of(node)
+            modified |= get_spec(node.op).find_blocks(node, lambda n, u=unit: u is not None and u.blocks_pay_off(n))
         return PassResult(graph, modified)
 
 

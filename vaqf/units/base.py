@@ -14,7 +14,7 @@ each instance to one with ``ALLOCATION limit=1`` (docs/hls.md).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from vaqf.hw.board import Board
     from vaqf.hw.cost import Cost
     from vaqf.ir import Node
-    from vaqf.ops.base import EmitContext
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,31 @@ class Descriptor:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.items())
+
+
+@dataclass
+class EmitContext:
+    """What the emitter tells an op when it renders it: buffer names and DDR word offsets."""
+
+    buffers: dict[str, str]            # value name -> C++ buffer expression
+    offsets: dict[tuple[str, str], int]  # (node name, blob name) -> word offset in the DDR image
+    ident: dict[str, str]              # node name -> sanitized C++ identifier
+    dummy: dict[str, str]              # container kind -> name of a 1-element dummy buffer
+    knobs: dict[str, dict[str, int]] = field(default_factory=dict)  # unit -> the design's knobs for it
+    board: Board | None = None         # the board the design targets
+    lanes: int = 1                     # lanes of every activation word (vaqf.hw.layout), the design's
+    word_bits: int = 128               # bits of one DDR word, the design's
+    modes: dict[str, Any] = field(default_factory=dict)  # node name -> the unit's per-layer mode, the design's
+
+    def buffer(self, value_name: str) -> str:
+        return self.buffers[value_name]
+
+    def offset(self, node: Node, blob: str) -> int:
+        return self.offsets[(node.name, blob)]
+
+    def mode(self, node: Node) -> Any:
+        """The per-layer decision the design records for ``node`` (``Unit.mode``), as the backend reads it."""
+        return self.modes.get(node.name)
 
 
 class Unit:
@@ -103,6 +127,11 @@ class Unit:
     def mode(self, node: Node, knobs: dict[str, int], board: Board) -> Any:
         """The per-layer decision the unit takes for these knobs (JSON), recorded in the Design; None if none."""
         return None
+
+    def blocks_pay_off(self, node: Node) -> bool:
+        """Whether the node's recorded dense blocks (passes.sparsity.FindDenseBlocks) can make it faster on
+        this unit; units without a block form say no."""
+        return False
 
     def ddr_blobs(self, node: Node, word_bits: int, knobs: dict[str, int],
                   board: Board | None) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ from vaqf.sim.qarith import Rounding
 from vaqf.units.base import Descriptor, Unit, register_unit
 
 if TYPE_CHECKING:
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
 #: pipeline depth of the word loop: read, subtract, multiply (2 stages), add, round-shift, clamp, write
 DEPTH = 8

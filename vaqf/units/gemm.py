@@ -35,7 +35,7 @@ from vaqf.sim.qarith import Rounding
 from vaqf.units.base import Descriptor, Unit, get_unit, register_unit
 
 if TYPE_CHECKING:
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
 PE_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)
 #: requantizers draining the PE accumulators in parallel
@@ -474,7 +474,7 @@ def _block_stream(node: Node, w: np.ndarray, pe: int, simd: int, word_bits: int)
 
 def blocks_pay_off(node: Node) -> bool:
     """Whether the block form of the layer's recorded blocks is the fastest for at least one (PE, SIMD) of
-    its knobs on the default board (ZCU102): the op's block finder (``Dense.find_blocks``) keeps them then."""
+    its knobs on the default board (ZCU102): passes.sparsity.FindDenseBlocks keeps them then."""
     from vaqf.hw.board import get_board
 
     board = get_board("zcu102")
@@ -488,6 +488,9 @@ class GemmUnit(Unit):
     header = "dense.h"
     template = "gemm.j2"
     descriptors = (DenseDesc,)
+
+    def blocks_pay_off(self, node: Node) -> bool:
+        return blocks_pay_off(node)
     lane_knob = "simd"
     # the kernel's input is read across a whole block while outputs are written: never in place
     in_place = False

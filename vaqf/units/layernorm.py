@@ -32,7 +32,7 @@ from vaqf.units.base import Descriptor, Unit, register_unit
 from vaqf.units.rowpipe import row_pipeline_cycles
 
 if TYPE_CHECKING:
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from vaqf.sim.qarith import Rounding
 from vaqf.units.base import Descriptor, Unit, register_unit
 
 if TYPE_CHECKING:
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
 PE_CHOICES = (1, 2, 4, 8, 16, 32, 64)
 

@@ -53,7 +53,7 @@ from vaqf.ops.slice import slice_ranges
 from vaqf.units.base import Descriptor, Unit, register_unit
 
 if TYPE_CHECKING:
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
 #: axes of a copy box (``COPY_DIMS`` of move.h)
 MAX_DIMS = 8

@@ -17,7 +17,7 @@ from vaqf.units.base import Descriptor, Unit, register_unit
 from vaqf.units.eltwise import buffer_args, lanes_of, signed_bits
 
 if TYPE_CHECKING:
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
 #: pipeline depth of the sweep: address, read, lane select, max / sum, requantize (2), write
 DEPTH = 6

@@ -30,7 +30,7 @@ from vaqf.units.base import Descriptor, Unit, register_unit
 from vaqf.units.rowpipe import row_pipeline_cycles
 
 if TYPE_CHECKING:
-    from vaqf.ops.base import EmitContext
+    from vaqf.units.base import EmitContext
 
 #: bits of floor(2**32 / sum(e)) <= 2**16: the kernel's reciprocal and its divider's iterations
 RECIP_BITS = 17

@@ -92,17 +92,7 @@ inline int requant_narrow(ap_int<AB> acc, ap_int<25> mant, ap_uint<6> shift, int
         q = x >> s;
         r = ap_int<W + 1>(x) - (q << s);          // 0 <= r < 2^s
         ap_int<W + 1> half = one << (s - 1);
-        bool neg = x < 0, nonzero = r != 0, above = r > half, tie = r == half;
-        switch (mode) {
-        case FLOOR: inc = false; break;
-        case CEIL: inc = nonzero; break;
-        case DOWN: inc = nonzero && neg; break;
-        case UP: inc = nonzero && !neg; break;
-        case HALF_UP: inc = above || (tie && !neg); break;
-        case HALF_DOWN: inc = above || (tie && neg); break;
-        case HALF_CEIL: inc = above || tie; break;
-        default: inc = above || (tie && q[0] == 1); break;  // HALF_EVEN
-        }
+        inc = round_up(x < 0, r != 0, r > half, r == half, q[0] == 1, mode);
     }
     ap_int<V> v = q + (inc ? 1 : 0) + zp;
     return v < lo ? lo : (v > hi ? hi : (int)v);

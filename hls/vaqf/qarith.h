@@ -13,6 +13,23 @@ enum Rounding {
 
 typedef ap_int<64> wide_t;
 
+// Whether a right shift that floors must add one to round with `mode`, from the facts about the dropped
+// bits: the value is negative, the remainder is non-zero, above or exactly half, the floored quotient odd.
+// One rule for every rounding shifter of the library (this 64-bit one and the narrow requantizers).
+inline bool round_up(bool neg, bool nonzero, bool above, bool tie, bool odd, int mode) {
+#pragma HLS INLINE
+    switch (mode) {
+    case FLOOR: return false;
+    case CEIL: return nonzero;
+    case DOWN: return nonzero && neg;
+    case UP: return nonzero && !neg;
+    case HALF_UP: return above || (tie && !neg);
+    case HALF_DOWN: return above || (tie && neg);
+    case HALF_CEIL: return above || tie;
+    default: return above || (tie && odd);  // HALF_EVEN
+    }
+}
+
 // x / 2^shift rounded with `mode`; 0 <= shift <= 62.
 inline wide_t rshift_round(wide_t x, int shift, int mode) {
 #pragma HLS INLINE
@@ -20,22 +37,7 @@ inline wide_t rshift_round(wide_t x, int shift, int mode) {
     wide_t q = x >> shift;  // arithmetic shift: floor
     ap_uint<64> r = x - (q << shift);
     ap_uint<64> half = ap_uint<64>(1) << (shift - 1);
-    bool neg = x < 0;
-    bool nonzero = r != 0;
-    bool above = r > half;
-    bool tie = r == half;
-    bool inc;
-    switch (mode) {
-    case FLOOR: inc = false; break;
-    case CEIL: inc = nonzero; break;
-    case DOWN: inc = nonzero && neg; break;
-    case UP: inc = nonzero && !neg; break;
-    case HALF_UP: inc = above || (tie && !neg); break;
-    case HALF_DOWN: inc = above || (tie && neg); break;
-    case HALF_CEIL: inc = above || tie; break;
-    default: inc = above || (tie && (q & 1) == 1); break;  // HALF_EVEN
-    }
-    return inc ? wide_t(q + 1) : q;
+    return round_up(x < 0, r != 0, r > half, r == half, (q & 1) == 1, mode) ? wide_t(q + 1) : q;
 }
 
 inline wide_t clamp(wide_t x, wide_t lo, wide_t hi) {

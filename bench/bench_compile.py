@@ -62,7 +62,7 @@ def compile_one(name: str, work: Path, build: bool) -> dict:
     from vaqf.errors import InfeasibleDesign
     from vaqf.frontend.onnx_import import ImportOptions, import_onnx
     from vaqf.hw.board import get_board
-    from vaqf.passes import PassManager, default_pipeline
+    from vaqf.passes import optimize
     from vaqf.sim import simulator
 
     path = deit_onnx(name, work)
@@ -72,7 +72,7 @@ def compile_one(name: str, work: Path, build: bool) -> dict:
     with stage("import", stages):
         graph = import_onnx(path, ImportOptions(weights="binary", act_bits=8, calib=calib))
     with stage("passes", stages):
-        graph = PassManager(default_pipeline(), max_iterations=4)(graph).graph
+        graph = optimize(graph).graph
     note = ""
     with stage("search", stages):
         cap = CAP

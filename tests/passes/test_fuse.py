@@ -11,7 +11,7 @@ from vaqf.backend.emit import random_int_inputs
 from vaqf.errors import IRError
 from vaqf.ir import Graph, IntType, TensorInfo
 from vaqf.ir.serialize import graph_to_data
-from vaqf.passes import FuseEpilogues, Pass, PassManager, PassResult, RemoveDeadNodes, default_pipeline
+from vaqf.passes import FuseEpilogues, Pass, PassManager, PassResult, RemoveDeadNodes, optimize
 from vaqf.sim.simulator import Simulator
 
 
@@ -68,11 +68,11 @@ def test_fusion_of_imported_models_keeps_results(make, rng: np.random.Generator)
     g = load_model(make(rng), optimize=False)
     assert "requant" in ops_of(g) and "relu" in ops_of(g)
     before = _copy(g)
-    result = PassManager(default_pipeline(), max_iterations=4)(g)
+    result = optimize(g)
     assert result.modified is True
     assert set(ops_of(result.graph)) == {"dense"}
     _assert_same_results(before, result.graph, random_int_inputs(before, 1000, seed=2))
-    assert PassManager(default_pipeline(), max_iterations=4)(result.graph).modified is False
+    assert optimize(result.graph).modified is False
 
 
 def test_no_fusion_when_the_intermediate_has_other_uses(rng: np.random.Generator) -> None:
@@ -151,7 +151,7 @@ def test_pass_manager_iterates_until_nothing_changes(rng: np.random.Generator) -
 
 def test_pipeline_is_idempotent_on_its_output(rng: np.random.Generator) -> None:
     g = small_graph(rng)
-    PassManager(default_pipeline(), max_iterations=4)(g)
+    optimize(g)
     snapshot = _copy(g)
-    assert PassManager(default_pipeline(), max_iterations=4)(g).modified is False
+    assert optimize(g).modified is False
     assert_same_graph(snapshot, g)

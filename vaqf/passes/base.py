@@ -1,7 +1,10 @@
 """Pass contract (after onnx_ir): ``call(graph) -> PassResult(graph, modified)``, in place.
 
-``modified`` is truthful, a second run returns ``modified=False``, and the manager verifies the graph
-after every pass, naming the pass sequence when verification fails.
+``modified`` is truthful (False: the graph is unchanged), a second run returns ``modified=False``, a pass
+states the graph properties it ``requires`` and ``ensures`` (:mod:`vaqf.passes.contract`), and the manager
+verifies the graph after every pass, naming the pass sequence when verification fails; with ``check=True``
+it also checks every pass's requires before and ensures after it (tests/passes holds every pass to it).
+The pipeline's order and its fixpoint bound are written once, in :mod:`vaqf.passes.pipeline`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from vaqf.errors import IRError
 from vaqf.ir import Graph, Node
@@ -26,6 +30,10 @@ class Pass:
     """A graph transformation. Subclasses implement ``call``; they edit the graph in place."""
 
     in_place = True
+    #: graph properties (vaqf.passes.contract.PROPERTIES) the pass needs of its input
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: graph properties that hold after it, whatever held before
+    ensures: ClassVar[tuple[str, ...]] = ()
 
     @property
     def name(self) -> str:
@@ -39,9 +47,20 @@ class Pass:
 
 
 class PassManager:
-    def __init__(self, passes: list[Pass], max_iterations: int = 1) -> None:
+    """Run passes in order, repeating the whole list until a round changes nothing or ``max_iterations``
+    rounds ran; ``check``: also hold every pass to its requires/ensures."""
+
+    def __init__(self, passes: list[Pass], max_iterations: int = 1, check: bool = False) -> None:
         self.passes = passes
         self.max_iterations = max_iterations
+        self.check = check
+
+    def _contract(self, graph: Graph, names: tuple[str, ...], what: str, done: list[str]) -> None:
+        from vaqf.passes.contract import check
+
+        failed = check(graph, names)
+        if failed:
+            raise IRError(f"{what} after passes [{' -> '.join(done) or 'none'}]: " + "; ".join(failed))
 
     def __call__(self, graph: Graph) -> PassResult:
         done: list[str] = []
@@ -49,6 +68,8 @@ class PassManager:
         for _ in range(self.max_iterations):
             modified = False
             for p in self.passes:
+                if self.check:
+                    self._contract(graph, p.requires, f"{p.name} requires", done)
                 result = p.call(graph)
                 graph = result.graph
                 done.append(p.name)
@@ -56,6 +77,8 @@ class PassManager:
                     graph.verify()
                 except IRError as e:
                     raise IRError(f"graph invalid after passes [{' -> '.join(done)}]: {e}") from e
+                if self.check:
+                    self._contract(graph, p.ensures, f"{p.name} does not ensure what it states", done)
                 log.debug("pass %s: modified=%s", p.name, result.modified)
                 modified |= result.modified
             any_modified |= modified

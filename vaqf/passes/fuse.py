@@ -11,6 +11,8 @@ class FuseEpilogues(Pass):
     """If a node's only output has exactly one consumer, and that consumer describes itself as an
     epilogue (``OpSpec.as_epilogue``) that the producer accepts (``OpSpec.absorb_epilogue``), merge them."""
 
+    ensures = ("no_fusable_epilogues",)
+
     def call(self, graph: Graph) -> PassResult:
         def fuse(node: Node, consumer: Node) -> bool:
             epi = get_spec(consumer.op).as_epilogue(consumer)
@@ -22,6 +24,8 @@ class FuseEpilogues(Pass):
 class RemoveDeadNodes(Pass):
     """Drop nodes whose outputs reach no graph output."""
 
+    ensures = ("no_dead_nodes",)
+
     def call(self, graph: Graph) -> PassResult:
         modified = False
         for node in reversed(list(graph.topo())):
@@ -29,20 +33,3 @@ class RemoveDeadNodes(Pass):
                 graph.remove(node)
                 modified = True
         return PassResult(graph, modified)
-
-
-def default_pipeline() -> list[Pass]:
-    from vaqf.passes.simplify import (
-        CollapsePermutations,
-        ComposeCopies,
-        FoldOperandViews,
-        FoldOutputViews,
-        HoistRequant,
-        MergeChains,
-        RemoveIdentities,
-    )
-    from vaqf.passes.sparsity import FindDenseBlocks, FoldConstantChannels
-
-    return [RemoveDeadNodes(), CollapsePermutations(), MergeChains(), RemoveIdentities(), FuseEpilogues(),
-            HoistRequant(), ComposeCopies(), FoldOperandViews(), FoldOutputViews(), FoldConstantChannels(),
-            FindDenseBlocks()]

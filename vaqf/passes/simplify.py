@@ -29,6 +29,11 @@ class MergeChains(Pass):
 
 
 class RemoveIdentities(Pass):
+    """Remove nodes that return their input unchanged (``OpSpec.is_identity``), unless one separates a
+    graph input or output from another."""
+
+    ensures = ("no_identities",)
+
     def call(self, graph: Graph) -> PassResult:
         modified = False
         for node in list(graph.topo()):

@@ -99,6 +99,8 @@ class FindDenseBlocks(Pass):
     """Record the dense blocks of group-sparse weights (``OpSpec.find_blocks``) where the node's unit can
     run them faster (``Unit.blocks_pay_off``), or drop stale ones."""
 
+    ensures = ("blocks_current",)
+
     def call(self, graph: Graph) -> PassResult:
         modified = False
         for node in graph.topo():

@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 
 from vaqf import __version__
+from vaqf.backend.escape import environment, terminal
 from vaqf.backend.resources import templates_dir
 from vaqf.dse.design import Design
 from vaqf.hw.board import Board
@@ -203,8 +204,9 @@ def _why(design: Design, board: Board, resources: list[dict[str, Any]]) -> str:
 
 
 def render(data: dict[str, Any], plots: dict[str, str]) -> dict[str, str]:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
-                             autoescape=jinja2.select_autoescape(["html"]), keep_trailing_newline=True)
+    # autoescape by vaqf.backend.escape.is_html: select_autoescape(["html"]) keys on the last suffix, and
+    # report.html.j2 ends in .j2, so it was off
+    env = environment(jinja2.FileSystemLoader(str(templates_dir())))
     env.filters["si"] = _si
     return {"report.html": env.get_template("project/report.html.j2").render(**data, plots=plots),
             "report.md": env.get_template("project/report.md.j2").render(**data, plots=plots)}
@@ -257,4 +259,6 @@ def summary_text(data: dict[str, Any]) -> str:
     if data["errors"]:
         worst = max(data["errors"], key=lambda r: r["rel_l2"])
         lines.append(f"quant err worst tensor {worst['value']} ({worst['op']}): rel. L2 {worst['rel_l2']:.4f}")
-    return "\n".join(lines)
+    # names come from the model and the board file (report.json can be edited too): a terminal must never
+    # receive their escape sequences or bidi overrides raw
+    return "\n".join(terminal(line) for line in lines)

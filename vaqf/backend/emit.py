@@ -110,9 +110,10 @@ def tb_vector_count(image: DdrImage) -> int:
 
 
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, trim_blocks=False, lstrip_blocks=False,
-                              autoescape=False)
+    # user text reaches C++, Tcl, cfg, Make, Python and Markdown only through the filters of vaqf.backend.escape
+    from vaqf.backend.escape import environment
+
+    return environment(jinja2.FileSystemLoader(str(templates_dir())))
 
 
 def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrImage, BufferPlan]:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11) and install vaqf with every extra, pinned by constraints.txt.
+# Create .venv (Python 3.11) and install vaqf with every user extra and the dev tools (pytest, ruff, ...),
+# pinned by constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3.11}"
@@ -8,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[all]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[all,dev]"
 # tclsh runs the generated Tcl scripts against stand-ins in the tests (tests/backend/test_bd_tcl.py);
 # Debian's tcl package provides it. Skipped when tclsh is already there or apt-get is not available.
 if ! command -v tclsh >/dev/null 2>&1; then

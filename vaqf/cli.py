@@ -11,11 +11,13 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from vaqf import __version__
 from vaqf.errors import InfeasibleDesign, VaqfError
+
+if TYPE_CHECKING:  # numpy loads in the commands that need it: --help and `vaqf boards` stay fast
+    import numpy as np
 
 log = logging.getLogger("vaqf")
 
@@ -78,6 +80,22 @@ EPILOG_BOARDS = """examples:
 """
 
 
+def _doc(name: str) -> str:
+    """Where a documentation page is: shipped in the package (a wheel's vaqf/docs/) or the source tree's docs/."""
+    here = Path(__file__).resolve().parent
+    for p in (here / "docs" / name, here.parent / "docs" / name):
+        if p.is_file():
+            return str(p)
+    return f"docs/{name} of the vaqf sources"
+
+
+def _with_docs(text: str) -> str:
+    """``text`` with its docs/NAME.md references pointing at the installed pages."""
+    for name in ("frontend.md", "pruning.md", "design-space.md", "boards.md"):
+        text = text.replace(f"docs/{name}", _doc(name))
+    return text
+
+
 def _add_model_args(p: argparse.ArgumentParser, with_model: bool = True) -> None:
     if with_model:
         p.add_argument("model", nargs="?", help="ONNX, QONNX or QDQ model file")
@@ -110,10 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(c)
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="project folder to write")
-    c.add_argument("--board", default="zcu102", help="board name or board file (.json/.yaml); see `vaqf boards`")
+    c.add_argument("--board", default="zcu102",
+                   help="board name or board file (.json/.yaml); see `vaqf boards` (default zcu102)")
     c.add_argument("--fps", type=float, help="target frame rate; without it, the fastest design that fits")
     c.add_argument("--cap", type=float, default=0.8, help="fraction of each resource the design may use (0.8)")
-    c.add_argument("--design", metavar="FILE", help="design JSON whose knobs to reuse instead of searching")
+    c.add_argument("--design", metavar="FILE", help="design JSON whose knobs to reuse instead of searching; "
+                   "an error when it does not fit --board (see --refit)")
+    c.add_argument("--refit", action="store_true",
+                   help="with --design: search for a design instead when the reused one does not fit --board")
     c.add_argument("--force", action="store_true", help="replace DIR even if vaqf did not create it")
     c.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -139,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = add_parser("explore", help="Pareto front of designs on a board", epilog=EPILOG_EXPLORE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(e)
-    e.add_argument("--board", default="zcu102", help="board name or board file (.json/.yaml); see `vaqf boards`")
+    e.add_argument("--board", default="zcu102",
+                   help="board name or board file (.json/.yaml); see `vaqf boards` (default zcu102)")
     e.add_argument("--fps", type=float, help="target frame rate for the chosen design")
     e.add_argument("--cap", type=float, default=0.8, help="fraction of each resource a design may use (0.8)")
     e.add_argument("--search-bits", default="8,6,4", metavar="LIST",
@@ -159,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the report data as JSON")
 
     x = add_parser("export", help="export a PyTorch frontend model (DeiT, CNN) to ONNX or QONNX (torch extra)",
-                   epilog=EPILOG_EXPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+                   epilog=_with_docs(EPILOG_EXPORT), formatter_class=argparse.RawDescriptionHelpFormatter)
     x.add_argument("name", metavar="MODEL", help="deit-tiny, deit-small, deit-base, deit-custom, resnet20, resnet18, "
                    "vgg11, vgg13, vgg16, small_vgg or small_resnet")
     x.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
@@ -183,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="print a JSON summary")
 
     pr = add_parser("prune", help="Structure-LTH pruning of a CNN on handwritten digits, exported to ONNX "
-                    "(torch extra)", epilog=EPILOG_PRUNE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "(torch extra)", epilog=_with_docs(EPILOG_PRUNE),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("arch", metavar="ARCH", help="small_vgg, small_resnet, resnet20, resnet18, vgg11, vgg13 or vgg16 "
                     "(the last four need --data mnist5k)")
     pr.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
@@ -225,6 +249,8 @@ def _model_source(args: argparse.Namespace):  # -> path or ModelProto
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
+    import numpy as np
+
     p = Path(path)
     if not p.is_file():
         raise VaqfError(f"{what} file {p} does not exist")
@@ -242,8 +268,11 @@ def _fmt_resources(est: dict) -> str:
 def cmd_compile(args: argparse.Namespace) -> dict:
     from vaqf.api import compile_model
 
+    if args.refit and not args.design:
+        raise VaqfError("--refit applies to a design reused with --design; without --design vaqf searches anyway")
     res = compile_model(_model_source(args), args.output, board=args.board, fps=args.fps, act_bits=args.act_bits,
-                        weights=args.weights, calib=args.calib, force=args.force, design=args.design, cap=args.cap)
+                        weights=args.weights, calib=args.calib, force=args.force, design=args.design, cap=args.cap,
+                        refit=args.refit)
     out = res.to_json()
     if not args.json:
         est = res.design.estimate
@@ -251,6 +280,12 @@ def cmd_compile(args: argparse.Namespace) -> dict:
         print(f"design    {res.design.act_bits}-bit activations, knobs {json.dumps(res.design.knobs)}")
         print(f"estimate  {est['fps']:.2f} FPS ({est['cycles']} cycles at {res.design.clock_mhz:g} MHz)")
         print(f"resources {_fmt_resources(est)}")
+        err = res.output_error
+        if err is not None:
+            agree = f", top-1 agreement {err.top1 * 100:.0f}%" if err.top1 is not None else ""
+            flag = "  (see the warning above)" if res.warnings else ""
+            print(f"accuracy  outputs {err.rel_l2:.3f} relative L2 from the float model on {err.inputs} calibration "
+                  f"inputs{agree}{flag}")
         print(f"next      vaqf csim {res.project}")
     return out
 
@@ -289,6 +324,8 @@ def _print_cycles(res) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict:
+    import numpy as np
+
     from vaqf.api import simulate
 
     x = _load_npy(args.input, "input").astype(np.float32)
@@ -367,7 +404,8 @@ def cmd_boards(args: argparse.Namespace) -> dict:
                   f"{b.clock_mhz:5.0f} {b.ddr_gbps:8.1f} {b.axi_bits:4d} {b.ddr_bytes_per_cycle:7.1f}")
         if not args.board:
             print("MHz: default accelerator clock; DDR GB/s: sustained DDR bandwidth; AXI: bits of one AXI master; "
-                  "B/cycle: weight bytes per cycle (the lesser of DDR and one AXI master). See docs/design-space.md.")
+                  "B/cycle: weight bytes per cycle (the lesser of DDR and one AXI master). "
+                  f"See {_doc('design-space.md')}.")
     return out
 
 
@@ -458,7 +496,7 @@ def cmd_prune(args: argparse.Namespace) -> dict:
     res = lth.run_prune(args.arch, args.output, method=args.method, rounds=args.rounds, rate=args.rate,
                         data=args.data, schedule=schedule, block_rows=args.block_rows, n_parts=args.parts,
                         force=args.force, on_round=None if args.json or args.quiet else show,
-                        progress=progress.enabled())
+                        progress=progress.enabled() and sys.stderr.isatty())  # bars only on a terminal
     out = res.to_json()
     if not args.json:
         r = out
@@ -475,6 +513,17 @@ def cmd_prune(args: argparse.Namespace) -> dict:
     return out
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's flush at exit does not hit the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file descriptor (captured in tests)
+        pass
+
+
 COMMANDS = {"compile": cmd_compile, "csim": cmd_csim, "simulate": cmd_simulate, "explore": cmd_explore,
             "boards": cmd_boards, "report": cmd_report, "export": cmd_export, "prune": cmd_prune}
 
@@ -489,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from vaqf import progress
 
-    progress.enable(not args.quiet and not getattr(args, "json", False) and sys.stderr.isatty() or args.verbose)
+    # stage lines on a terminal and in a pipe alike: a long step that prints nothing when logged looks hung
+    progress.enable(not args.quiet and not getattr(args, "json", False) or args.verbose)
     tempfile.tempdir = None
     try:
         out = COMMANDS[args.command](args)
@@ -507,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaqf: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`vaqf report D --json | head`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped
     except Exception as e:  # a bug: say so, keep the traceback for --verbose
         if args.verbose:
             raise

@@ -436,3 +436,62 @@ def test_activation_bits_are_those_carrying_most_work() -> None:
     g.verify()
     assert act_bits_of(g) == 6
     assert act_bits_of(ACT_GRAPHS[4]) == 4 and act_bits_of(ACT_GRAPHS[8]) == 8
+
+
+# ---- the infeasible-target message: what binds, and only advice that moves it ---------------------------------
+
+def _infeasible(graph: Graph, board: Board, fps: float | None, cap: float) -> InfeasibleDesign:
+    with pytest.raises(InfeasibleDesign) as err:
+        search(graph, board, fps, cap)
+    return err.value
+
+
+def _advice_line(e: InfeasibleDesign) -> str:
+    (line,) = [x for x in str(e).splitlines() if x.startswith("what would help: ")]
+    return line
+
+
+def test_infeasible_message_knob_ranges_suggest_no_cap_or_board() -> None:
+    """Far beyond what any knob reaches on a big board: the knob ranges bind, so neither more of the cap nor a
+    larger board would help, and the message does not suggest them."""
+    e = _infeasible(GRAPHS["small"], BOARDS["zcu102"], 1e12, 0.8)
+    (row,) = e.best
+    assert row["binding"] == "parallelism"
+    assert "bound by the knob ranges" in str(e)
+    advice = _advice_line(e)
+    assert "--cap" not in advice and "board with more" not in advice and "activation bits" not in advice
+    assert "lower --fps" in advice
+
+
+def test_infeasible_message_resource_names_the_cap_that_fits() -> None:
+    """No design fits a tiny cap: the resource the smallest design needs binds, and the advice is the cap it
+    needs (it fits the board) or a board with more of it; no frame-rate advice without a target."""
+    g, board = GRAPHS["small"], BOARDS["tiny"]
+    e = _infeasible(g, board, None, 0.01)
+    (row,) = e.best
+    assert row["binding"] in RES and row["fps"] == 0
+    advice = _advice_line(e)
+    assert f"a board with more {row['binding'].upper()}" in advice
+    assert "--fps" not in advice
+    if row["need"] <= 1.0:
+        cap = float(advice.split("--cap ")[1].split()[0])
+        assert cap >= row["need"] - 1e-9
+        search(g, board, None, min(1.0, cap))  # the cap it names is enough
+
+
+def test_infeasible_message_resource_short_of_target_says_so() -> None:
+    """When more resources reach only part of the way to the target, raising the cap is not offered as a fix."""
+    for board in (BOARDS["tiny"], BOARDS["tight"], BOARDS["pynqz2"]):
+        for cap in (0.8, 0.3, 0.1):
+            g = GRAPHS["small"]
+            best = oracle(points_for(g, board), None, cap)
+            if best is None:
+                continue
+            e = _infeasible(g, board, best.fps * 100, cap)
+            (row,) = e.best
+            if row["binding"] in RES:
+                advice = _advice_line(e)
+                assert row["reach"] < best.fps * 100
+                assert "--cap" not in advice and "more resources reach at most" in advice
+                return
+    pytest.skip("no case where a resource binds short of the target")

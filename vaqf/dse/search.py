@@ -383,7 +383,7 @@ class LaneSpace:
                 return {"fps": 0.0, "binding": "parallelism", "detail": "the design space is empty"}
             p = relaxed.point(i)
             r = int(np.argmax(p.util))
-            return {"fps": 0.0, "binding": RESOURCE_KEYS[r],
+            return {"fps": 0.0, "binding": RESOURCE_KEYS[r], "need": float(p.util[r]),
                     "detail": f"even the smallest design needs {p.util[r] * 100:.0f}% of the "
                               f"{RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
         bp = self.point(best)
@@ -393,7 +393,7 @@ class LaneSpace:
         if i is not None and gain > MARGINAL_GAIN:
             p = relaxed.point(i)
             r = int(np.argmax(p.util))
-            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r],
+            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r], "need": float(p.util[r]), "reach": bp.fps * (1 + gain),
                     "detail": f"the next faster design ({p.fps:.4g} FPS) needs {p.util[r] * 100:.0f}% "
                               f"of the {RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
         more = f"; more resources would gain at most {gain * 100:.1f}%" if i is not None else ""
@@ -403,7 +403,7 @@ class LaneSpace:
                     "detail": f"weight traffic from DDR takes {memory / bp.cycles * 100:.0f}% of the "
                               f"cycles at {self.board.ddr_bytes_per_cycle:.3g} bytes/cycle{more}"}
         return {"fps": bp.fps, "binding": "parallelism",
-                "detail": f"the units' parallelism is exhausted (the cycles do not shrink with larger knobs){more}"}
+                "detail": f"every unit is at its largest knobs, and the cycles do not shrink with larger ones{more}"}
 
     def relaxed(self, cap: float) -> Space:
         """A space of the same graph with room for the designs that just miss ``cap`` (for diagnostics)."""
@@ -527,7 +527,7 @@ class Space:
         if near and gain > MARGINAL_GAIN:
             p = min(near, key=lambda q: (float(np.max(q.util)), q.cycles))
             r = int(np.argmax(p.util))
-            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r],
+            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r], "need": float(p.util[r]), "reach": bp.fps * (1 + gain),
                     "detail": f"the next faster design ({p.fps:.4g} FPS) needs {p.util[r] * 100:.0f}% "
                               f"of the {RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
         more = f"; more resources would gain at most {gain * 100:.1f}%" if near else ""
@@ -537,7 +537,7 @@ class Space:
                     "detail": f"weight traffic from DDR takes {memory / bp.cycles * 100:.0f}% of the "
                               f"cycles at {self.board.ddr_bytes_per_cycle:.3g} bytes/cycle{more}"}
         return {"fps": bp.fps, "binding": "parallelism",
-                "detail": f"the units' parallelism is exhausted (the cycles do not shrink with larger knobs){more}"}
+                "detail": f"every unit is at its largest knobs, and the cycles do not shrink with larger ones{more}"}
 
     def relaxed(self, cap: float) -> Space:
         room = diagnosis_room(cap)
@@ -675,11 +675,55 @@ def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = 
                                f"highest activation precision meeting {target_fps:g} FPS ({cand.act_bits} bits), "
                                "then min LUT (ties: DSP, BRAM18, then max FPS)"), cand
         limits.append({"act_bits": cand.act_bits, **sp.limit(cap)})
-    lines = [f"  {d['act_bits']}-bit activations: best {d['fps']:.4g} FPS, bound by {d['binding']} ({d['detail']})"
-             for d in limits]
+    lines = [f"  {d['act_bits']}-bit activations: best {d['fps']:.4g} FPS, bound by "
+             f"{BINDING_NAMES.get(d['binding'], d['binding'])}: {d['detail']}" for d in limits]
     what = f"{target_fps:g} FPS is not reachable" if target_fps is not None else "no design fits"
     raise InfeasibleDesign(f"{what} on {board.name} within {cap * 100:.0f}% of each resource:\n" + "\n".join(lines)
-                           + "\nlower the target, raise --cap, use fewer activation bits or a larger board", limits)
+                           + "\nwhat would help: " + "; ".join(_advice(limits, cands, target_fps)), limits)
+
+
+#: how the message names what binds a precision (``limit()["binding"]``)
+BINDING_NAMES = {"parallelism": "the knob ranges", "ddr_bandwidth": "DDR bandwidth",
+                 **{r: f"the {r.upper()}" for r in RESOURCE_KEYS}}
+
+
+def _advice(limits: list[dict], cands: Sequence[Candidate], target_fps: float | None) -> list[str]:
+    """Only the remedies that move what binds: more of the cap when the design would fit the board, a board
+    with more of the resource when it would not, fewer activation bits when the resource binds a float model
+    quantized here, fewer weight bits or more bandwidth when DDR binds; nothing but a lower target (or a
+    faster clock) when every knob is at its end."""
+    out: list[str] = []
+
+    def add(text: str) -> None:
+        if text not in out:
+            out.append(text)
+
+    if target_fps is not None:
+        add("a lower --fps target")
+    float_model = any(c.graph.metadata.get("format", "onnx") == "onnx" for c in cands)
+    lowest = min(c.act_bits for c in cands)
+    for d in limits:
+        b = d["binding"]
+        if b in RESOURCE_KEYS:
+            need, reach = d.get("need", 0.0), d.get("reach")
+            short = target_fps is not None and reach is not None and reach < target_fps
+            if need <= 1.0 and not short:
+                which = "the smallest design" if d["fps"] == 0 else "the next faster design"
+                add(f"--cap {min(1.0, float(np.ceil(need * 100)) / 100):.2f} or more ({which} needs "
+                    f"{need * 100:.0f}% of the {b.upper()})")
+            if short:  # more of this board reaches only so far: what binds after it is the knob ranges
+                add(f"more resources reach at most {reach:.4g} FPS at {d['act_bits']}-bit activations: a smaller "
+                    "model or a faster clock")
+            else:
+                add(f"a board with more {b.upper()}")
+            if float_model and d["act_bits"] == lowest and lowest > 2:
+                add(f"fewer activation bits (--act-bits {lowest - 2}, or --search-bits with smaller widths)")
+        elif b == "ddr_bandwidth":
+            add("fewer weight bits (--weights binary or int4 for a float model; weights stream from DDR every frame)")
+            add("a board with more DDR bandwidth per cycle (ddr_gbps and axi_bits in a board file)")
+        else:
+            add("a faster clock (clock_mhz in a board file), if the design meets timing there")
+    return out
 
 
 def search(graph: Graph, board: Board, target_fps: float | None = None, cap: float = 0.8) -> Design:

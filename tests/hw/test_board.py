@@ -74,13 +74,27 @@ def test_yaml_without_pyyaml_says_what_to_do(tmp_path: Path, monkeypatch: pytest
 @pytest.mark.parametrize(("change", "message"), [
     ({"lut": None}, "missing fields \\['lut'\\]"),
     ({"luts": 5}, "unknown fields \\['luts'\\]"),
-    ({"lut": -1}, "lut must be a non-negative integer"),
+    ({"lut": -1}, "lut must be a positive integer"),
     ({"dsp": 12.5}, "dsp must be a non-negative integer"),
     ({"clock_mhz": 0}, "clock_mhz must be a positive number"),
     ({"ddr_gbps": "fast"}, "ddr_gbps must be a positive number"),
     ({"axi_bits": 48}, "axi_bits must be a power of two"),
     ({"name": ""}, "name must not be empty"),
-    ({"lut": 0}, "without LUTs"),
+    ({"lut": 0}, "lut must be a positive integer"),
+    ({"ff": 0}, "ff must be a positive integer"),
+    ({"dsp": 10**12}, "dsp must be a non-negative integer of at most"),
+    # the name, part and description reach generated C++, Tcl and cfg files: data only
+    ({"name": "my\nboard"}, "name must be a short identifier"),
+    ({"name": "b */ std::system(\"touch x\"); /*"}, "name must be a short identifier"),
+    ({"name": "b" * 33}, "name must be a short identifier"),
+    ({"name": "[exec touch x]"}, "name must be a short identifier"),
+    ({"part": "xczu9eg}; exec touch x; #"}, "part must be a Xilinx part name"),
+    ({"part": "xczu9eg-ffvb1156-2-e\ntb.file=/etc/passwd"}, "part must be a Xilinx part name"),
+    ({"part": "zcu102"}, "part must be a Xilinx part name"),
+    ({"description": "two\nlines"}, "description must be plain text"),
+    ({"description": "bidi \u202e override"}, "description must be plain text"),
+    ({"description": "ansi \x1b[31m red"}, "description must be plain text"),
+    ({"description": "x" * 201}, "description must be plain text"),
 ])
 def test_bad_board_files_are_rejected_with_the_field(tmp_path: Path, change: dict, message: str) -> None:
     data = {k: v for k, v in {**USER, **change}.items() if v is not None}
@@ -88,6 +102,33 @@ def test_bad_board_files_are_rejected_with_the_field(tmp_path: Path, change: dic
     p.write_text(json.dumps(data))
     with pytest.raises(VaqfError, match=message):
         get_board(str(p))
+
+
+@pytest.mark.parametrize("field", ["clock_mhz", "ddr_gbps"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -float("inf"), 1e300])
+def test_board_numbers_are_finite_and_bounded(tmp_path: Path, field: str, value: float) -> None:
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({**USER, field: value}))  # json writes Infinity/NaN and reads them back
+    with pytest.raises(VaqfError, match=f"{field} must be a positive number of at most"):
+        get_board(str(p))
+
+
+@pytest.mark.parametrize("part", ["xczu9eg-ffvb1156-2-e", "xc7z020clg400-1", "xck26-sfvc784-2LV-c",
+                                  "xcvc1902-vsva2197-2MP-e-S", "xcu280-fsvh2892-2L-e", "xa7a35t-cpg236-2I",
+                                  "xqzu5ev-ffrb900-1-i"])
+def test_real_part_names_are_accepted(part: str) -> None:
+    assert board_from_dict({**USER, "part": part}).part == part
+
+
+def test_builtin_boards_pass_the_board_file_checks() -> None:
+    for b in BOARDS.values():
+        assert board_from_dict(b.to_json()) == b
+
+
+def test_a_board_built_in_python_is_checked_when_registered() -> None:
+    bad = Board(**{**USER, "clock_mhz": 150.0, "name": "evil\n#include <x>"})
+    with pytest.raises(VaqfError, match="name must be a short identifier"):
+        register_board(bad)
 
 
 def test_unreadable_board_files(tmp_path: Path) -> None:
@@ -148,4 +189,4 @@ def test_cli_boards_lists_and_shows(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert json.loads(capsys.readouterr().out)["boards"] == [{**USER, "clock_mhz": 150.0}]
     p.write_text(json.dumps({**USER, "lut": -5}))
     assert main(["boards", str(p)]) == 2
-    assert "lut must be a non-negative integer" in capsys.readouterr().err
+    assert "lut must be a positive integer" in capsys.readouterr().err

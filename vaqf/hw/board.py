@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def register_board(board: Board) -> Board:
             raise VaqfError(f"board {board.name!r} differs from the built-in board of that name; give it another "
                             "name (e.g. add a suffix) so designs that name it stay unambiguous")
         return builtin
+    board_from_dict(board.to_json(), f"board {board.name!r}")  # a Board built in Python is checked as a file is
     _USER_BOARDS[key] = board
     return board
 
@@ -127,9 +129,25 @@ def _read_mapping(path: Path) -> object:
         raise VaqfError(f"board file {path} is not valid YAML: {e}") from e
 
 
+#: a Xilinx part name (xc/xa/xq, device, then package, speed grade, temperature... joined by hyphens), e.g.
+#: xczu9eg-ffvb1156-2-e, xc7z020clg400-1, xck26-sfvc784-2LV-c, xcvc1902-vsva2197-2MP-e-S
+PART_PATTERN = re.compile(r"x[caq][a-z0-9]{2,24}(-[A-Za-z0-9]{1,12}){1,5}")
+#: a board name: a short identifier (it names the board in designs, file comments and the report)
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,31}")
+MAX_DESCRIPTION = 200
+#: bounds far above any device, so a typo or a hostile file cannot overflow the cost model or a C++ constant
+MAX_COUNT = 10**9
+MAX_CLOCK_MHZ = 1000.0
+MAX_DDR_GBPS = 10_000.0
+#: counts a board may lack (a part without URAM, DSP or BRAM); LUTs and flip-flops it must have
+_MAY_BE_ZERO = ("uram", "dsp", "bram18")
+
+
 def board_from_dict(data: object, where: str = "board") -> Board:
-    """A Board from a mapping of its fields, checked: every count a non-negative integer, clock and DDR
-    bandwidth positive, the AXI width a power of two of at least 32 bits (the DDR image is 32-bit lanes)."""
+    """A Board from a mapping of its fields, checked as data: the name a short identifier, the part a Xilinx
+    part name, the description plain text, every count an integer (LUT and FF positive), clock and DDR
+    bandwidth finite and positive, all below bounds no device reaches, the AXI width a power of two of at least
+    32 bits (the DDR image is 32-bit lanes)."""
     if not isinstance(data, dict):
         raise VaqfError(f"{where} must hold a mapping of board fields ({', '.join(REQUIRED_FIELDS)})")
     missing = [f for f in REQUIRED_FIELDS if f not in data]
@@ -147,18 +165,29 @@ def board_from_dict(data: object, where: str = "board") -> Board:
             raise VaqfError(f"{where}: {f} must be a string, got {values[f]!r}")
     if not values["name"]:
         raise VaqfError(f"{where}: name must not be empty")
+    # the name, part and description go into generated C++, Tcl, cfg, Makefile and HTML: data, never code
+    if not NAME_PATTERN.fullmatch(values["name"]):
+        raise VaqfError(f"{where}: name must be a short identifier (a letter, then up to 31 letters, digits, _ or "
+                        f"-), got {values['name']!r}")
+    if not PART_PATTERN.fullmatch(values["part"]):
+        raise VaqfError(f"{where}: part must be a Xilinx part name such as xczu9eg-ffvb1156-2-e, got "
+                        f"{values['part']!r}")
+    desc = values.get("description", "")
+    if len(desc) > MAX_DESCRIPTION or not desc.isprintable():
+        raise VaqfError(f"{where}: description must be plain text of at most {MAX_DESCRIPTION} characters without "
+                        f"control, format (bidi) or line-break characters, got {desc[:60]!r}")
     for f in _INT_FIELDS:
         if f in values:
             v = values[f]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise VaqfError(f"{where}: {f} must be a non-negative integer, got {v!r}")
-    for f in _FLOAT_FIELDS:
+            low = 0 if f in _MAY_BE_ZERO else 1
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= MAX_COUNT:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise VaqfError(f"{where}: {f} must be {kind} integer of at most {MAX_COUNT}, got {v!r}")
+    for f, top in (("clock_mhz", MAX_CLOCK_MHZ), ("ddr_gbps", MAX_DDR_GBPS)):
         v = values[f]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise VaqfError(f"{where}: {f} must be a positive number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= top:  # NaN and inf fail too
+            raise VaqfError(f"{where}: {f} must be a positive number of at most {top:g}, got {v!r}")
         values[f] = float(v)
-    if values["lut"] == 0:
-        raise VaqfError(f"{where}: a board without LUTs cannot hold an accelerator")
     axi = values.get("axi_bits", 128)
     if axi < 32 or axi & (axi - 1):
         raise VaqfError(f"{where}: axi_bits must be a power of two of at least 32, got {axi}")

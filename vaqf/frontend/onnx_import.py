@@ -238,24 +238,40 @@ class Importer:
             frontier.extend(p.inputs)
 
     def _ordered_nodes(self) -> list[onnx.NodeProto]:
+        """The nodes in topological order, the file's order where it allows (Kahn's algorithm with the file
+        position as priority: linear in nodes and edges up to the heap's log, whatever order the file has)."""
+        import heapq
+
+        nodes = list(self.model.graph.node)
         known = set(self.env)
-        pending = list(self.model.graph.node)
+        waiting: dict[str, list[int]] = {}  # tensor -> positions of the nodes waiting for it
+        missing_count = [0] * len(nodes)
+        ready: list[int] = []
+        for pos, n in enumerate(nodes):
+            needed = {i for i in n.input if i and i not in known}
+            missing_count[pos] = len(needed)
+            for i in needed:
+                waiting.setdefault(i, []).append(pos)
+            if not needed:
+                ready.append(pos)
+        heapq.heapify(ready)
         ordered: list[onnx.NodeProto] = []
-        while pending:
-            progress = False
-            rest = []
-            for n in pending:
-                if all(i == "" or i in known for i in n.input):
-                    ordered.append(n)
-                    known.update(o for o in n.output if o)
-                    progress = True
-                else:
-                    rest.append(n)
-            if not progress:
-                missing = sorted({i for n in rest for i in n.input if i and i not in known})
-                raise ModelError(f"node '{rest[0].name or rest[0].op_type}' reads undefined tensors "
-                                 f"{missing[:5]} (or the graph has a cycle)")
-            pending = rest
+        while ready:
+            pos = heapq.heappop(ready)
+            ordered.append(nodes[pos])
+            for o in nodes[pos].output:
+                if not o or o in known:
+                    continue
+                known.add(o)
+                for w in waiting.pop(o, ()):
+                    missing_count[w] -= 1
+                    if missing_count[w] == 0:
+                        heapq.heappush(ready, w)
+        if len(ordered) != len(nodes):
+            rest = [n for pos, n in enumerate(nodes) if missing_count[pos] > 0]
+            missing = sorted({i for n in rest for i in n.input if i and i not in known})
+            raise ModelError(f"node '{rest[0].name or rest[0].op_type}' reads undefined tensors "
+                             f"{missing[:5]} (or the graph has a cycle)")
         return ordered
 
     def _tensor(self, t: onnx.TensorProto) -> np.ndarray:

@@ -61,9 +61,12 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
-def _region(model: onnx.ModelProto, x: str, y: str, consts: dict[str, np.ndarray]) -> list[onnx.NodeProto] | None:
-    """Nodes computing ``y`` from ``x`` and constants only (None if anything else feeds in)."""
-    prod = _producers(model)
+def _region(model: onnx.ModelProto, x: str, y: str, consts: dict[str, np.ndarray],
+            prod: dict[str, onnx.NodeProto] | None = None,
+            order: dict[int, int] | None = None) -> list[onnx.NodeProto] | None:
+    """Nodes computing ``y`` from ``x`` and constants only (None if anything else feeds in). ``prod`` and
+    ``order`` (the producer map and node positions) are the caller's, so a scan of many anchors stays linear."""
+    prod = _producers(model) if prod is None else prod
     seen: dict[int, onnx.NodeProto] = {}
     stack = [y]
     while stack:
@@ -81,7 +84,8 @@ def _region(model: onnx.ModelProto, x: str, y: str, consts: dict[str, np.ndarray
         if len(seen) > MAX_REGION:
             return None
         stack.extend(i for i in n.input if i)
-    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    if order is None:
+        order = {id(n): i for i, n in enumerate(model.graph.node)}
     return sorted(seen.values(), key=lambda n: order[id(n)])
 
 
@@ -140,6 +144,7 @@ def lift_gelu(model: onnx.ModelProto) -> int:
             cons = _consumers(model)
             prod = _producers(model)
             outs = {o.name for o in model.graph.output}
+            order = {id(n): i for i, n in enumerate(model.graph.node)}
             done = False
             for anchor in [n for n in model.graph.node if n.op_type == anchor_op]:
                 # x: the non-constant input reached by walking up from the anchor through arithmetic
@@ -165,7 +170,7 @@ def lift_gelu(model: onnx.ModelProto) -> int:
                                     nxt.append(c.output[0])
                         frontier = nxt
                     for y in seen_y:
-                        nodes = _region(model, x, y, consts)
+                        nodes = _region(model, x, y, consts, prod, order)
                         if not nodes or not _closed(nodes, y, cons, outs):
                             continue
                         got = _evaluate(model, nodes, x, y, consts, test)

@@ -53,6 +53,10 @@ class Graph:
         self._g = nx.DiGraph()
         self._counter = itertools.count()
         self._seq: dict[str, int] = {}
+        # value name -> names of the nodes linked as reading it (an ordered set), and each node's linked inputs:
+        # a new producer finds its readers here instead of scanning every node (import stays linear in nodes)
+        self._readers: dict[str, dict[str, None]] = {}
+        self._linked_inputs: dict[str, list[str]] = {}
 
     # ---- construction -------------------------------------------------------------------------
     def unique_name(self, base: str, kind: str = "value") -> str:
@@ -91,14 +95,26 @@ class Graph:
         return node
 
     def _link(self, node: Node) -> None:
+        names = [v.name for v in node.inputs]
+        self._linked_inputs[node.name] = names
         for v in node.inputs:
+            self._readers.setdefault(v.name, {})[node.name] = None
             p = self._producer.get(v.name)
             if p is not None:
                 self._g.add_edge(p.name, node.name)
-        for v in node.outputs:  # edges may be missing while rewiring: scan every node
-            for c in self._nodes.values():
-                if any(i is v for i in c.inputs):
+        for v in node.outputs:  # readers linked before this producer (rewiring) get their edges now
+            for c_name in self._readers.get(v.name, ()):
+                c = self._nodes.get(c_name)
+                if c is not None and any(i is v for i in c.inputs):
                     self._g.add_edge(node.name, c.name)
+
+    def _unlink_inputs(self, name: str) -> None:
+        for v_name in self._linked_inputs.pop(name, ()):
+            readers = self._readers.get(v_name)
+            if readers is not None:
+                readers.pop(name, None)
+                if not readers:
+                    del self._readers[v_name]
 
     # ---- queries --------------------------------------------------------------------------------
     @property
@@ -169,6 +185,7 @@ class Graph:
             self._values.pop(v.name, None)
         del self._nodes[node.name]
         self._g.remove_node(node.name)
+        self._unlink_inputs(node.name)
 
     def absorb_consumer(self, node: Node, consumer: Node) -> None:
         """Make ``node`` produce ``consumer``'s outputs and drop ``consumer`` (fusion of a 1-in op)."""
@@ -179,6 +196,7 @@ class Graph:
             raise IRError(f"{inner.name} has other uses; cannot fuse {consumer.name} into {node.name}")
         del self._nodes[consumer.name]
         self._g.remove_node(consumer.name)
+        self._unlink_inputs(consumer.name)
         self._producer.pop(inner.name)
         self._values.pop(inner.name)
         node.outputs = list(consumer.outputs)
@@ -190,6 +208,7 @@ class Graph:
 
     def _relink(self, node: Node) -> None:
         self._g.remove_edges_from(list(self._g.in_edges(node.name)) + list(self._g.out_edges(node.name)))
+        self._unlink_inputs(node.name)
         self._link(node)
 
     # ---- checks ---------------------------------------------------------------------------------

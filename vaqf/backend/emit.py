@@ -10,12 +10,19 @@ failed or interrupted compile never leaves a half-written project.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
+import stat
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,11 @@ from vaqf.ir import Graph
 from vaqf.ir.serialize import save_graph
 from vaqf.units import unit_of
 from vaqf.units.base import EmitContext
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock file
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -201,81 +213,468 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     return out, image, plan
 
 
+# ---- the project folder -------------------------------------------------------------------------------------------
+# A project folder holds what vaqf wrote (listed, with each file's hash, in the marker) and whatever users and vendor
+# tools add (the README sends Vivado runs into vaqf_prj/). Only a marker whose hashes match counts as "a vaqf
+# project", so a copied or forged marker never makes vaqf delete files it did not write; a re-compile replaces the
+# listed files and carries everything else into the new project. The install is one atomic exchange of two
+# folders where the OS has it, so -o holds the old project or the new one whatever signal arrives; leftovers of a
+# killed run (.<name>.tmp-*, .<name>.old-*) are recovered or removed by the next compile, under a lock file
+# (.<name>.lock beside the folder) that also refuses a second compile, or a csim, while one is writing.
+
+
+class ProjectBusy(VaqfError):
+    """Another vaqf command holds the project folder: a compile writing it, or a csim reading it."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, str]:
+    """Every plain file under ``folder`` (relative POSIX path -> sha256), the marker excepted."""
+    out: dict[str, str] = {}
+    for root, dirs, names in os.walk(folder):  # never descends into symlinked folders
+        dirs.sort()
+        for name in sorted(names):
+            p = Path(root) / name
+            rel = p.relative_to(folder).as_posix()
+            if rel != MARKER and not p.is_symlink() and p.is_file():
+                out[rel] = _sha256(p)
+    return out
+
+
+def _safe_rel(rel: object) -> bool:
+    """A relative path that stays inside its folder (what a marker may list)."""
+    if not isinstance(rel, str) or not rel or len(rel) > 4096 or rel.startswith("/") or "\\" in rel or "\0" in rel:
+        return False
+    return rel != MARKER and all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def read_marker(folder: Path) -> dict[str, str] | None:
+    """The files vaqf wrote into ``folder`` (relative path -> sha256) as its marker lists them; None without a
+    marker in this format (no marker, a symlink, one by hand or by an older vaqf)."""
+    p = Path(folder) / MARKER
+    try:
+        st = os.lstat(p)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 64 << 20:
+            return None
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if data.get("tool") != "vaqf" or not isinstance(files, dict):
+        return None
+    if not all(_safe_rel(rel) and isinstance(h, str) for rel, h in files.items()):
+        return None
+    return files
+
+
+def _through_symlink(folder: Path, rel: str) -> bool:
+    """Whether a path inside ``folder`` passes through (or is) a symbolic link."""
+    p = folder
+    for part in rel.split("/"):
+        p = p / part
+        if p.is_symlink():
+            return True
+    return False
+
+
+def project_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a vaqf project as vaqf wrote it, or None when it is (every file its marker lists is
+    there, a plain file, with the hash vaqf recorded)."""
+    folder = Path(folder)
+    files = read_marker(folder)
+    if files is None:
+        return "it has no vaqf marker" if not os.path.lexists(folder / MARKER) else \
+            f"its {MARKER} marker is not one vaqf wrote (no file hashes)"
+    for rel, digest in sorted(files.items()):
+        p = folder / rel
+        if _through_symlink(folder, rel) or not p.is_file():
+            return f"{rel} is missing or not a plain file"
+        if _sha256(p) != digest:
+            return f"{rel} has changed since vaqf wrote it"
+    return None
+
+
 def _is_vaqf_project(path: Path) -> bool:
-    return (path / MARKER).is_file()
+    return project_problem(path) is None
 
 
-def check_output_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise OutputExists(f"{out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not _is_vaqf_project(out_dir) and not force:
-            raise OutputExists(f"{out_dir} exists and was not created by vaqf; choose another folder or pass "
-                               "--force to replace it")
+def _foreign_entries(folder: Path, files: dict[str, str] | None) -> list[str]:
+    """What vaqf did not write under ``folder``: relative paths of the topmost such entries (a user's vaqf_prj/
+    is one entry), symlinks as links. Without a marker (``files`` None) everything is foreign."""
+    listed = set(files or ()) | {MARKER}
+    parents = {"/".join(rel.split("/")[:i]) for rel in listed for i in range(1, rel.count("/") + 1)}
+    out: list[str] = []
+
+    def walk(rel_dir: str) -> None:
+        with os.scandir(folder / rel_dir if rel_dir else folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if rel in listed and entry.is_file(follow_symlinks=False):
+                continue
+            if rel in parents and entry.is_dir(follow_symlinks=False):
+                walk(rel)
+            else:
+                out.append(rel)
+
+    if files is not None:
+        walk("")
+    else:
+        out = sorted(os.listdir(folder))
+    return out
+
+
+def write_inside(folder: Path, rel: str, data: bytes | str) -> Path:
+    """Write ``folder/rel`` without following a symlink: a link at the path (or above it, inside ``folder``) is
+    refused, and the file is written beside the path and renamed over it, so a planted link is replaced, never
+    written through."""
+    folder = Path(folder)
+    if not _safe_rel(rel) and rel != MARKER:
+        raise VaqfError(f"refusing to write {rel!r} into {folder}: not a path inside the folder")
+    parts = rel.split("/")
+    p = folder
+    for part in parts[:-1]:
+        p = p / part
+        if p.is_symlink():
+            raise VaqfError(f"refusing to write {rel} in {folder}: {p.relative_to(folder)} is a symbolic link (vaqf "
+                            "never writes through links); remove it and run again")
+        p.mkdir(exist_ok=True)
+    target = folder / rel
+    fd, tmp = tempfile.mkstemp(prefix=f".{parts[-1]}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _abs(out_dir: str | Path) -> Path:
+    """The folder a path names, with the user's own links (e.g. -o a link to scratch space) resolved."""
+    return Path(os.path.realpath(os.path.abspath(out_dir)))
+
+
+# --- the lock beside the folder
+
+_held: dict[str, list[Any]] = {}  # lock file -> [fd, depth, exclusive]: reentrant within a process
+
+
+def _lock_file(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.lock"
+
+
+def _acquire(path: Path, folder: Path, exclusive: bool) -> int | None:
+    if fcntl is None:  # pragma: no cover - no flock (Windows): no lock
+        return None
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                         0o644)
+        except OSError as e:
+            if not exclusive and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return None  # a folder this user cannot write: no compile of theirs can write it either
+            raise VaqfError(f"cannot create the lock file {path}: {e.strerror}; check that the folder is "
+                            "writable") from None
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            if exclusive:
+                raise ProjectBusy(f"another vaqf command is using {folder} (a compile writing it or a csim reading "
+                                  f"it; lock {path.name}): wait until it has finished, or write to another "
+                                  "folder") from None
+            raise ProjectBusy(f"a vaqf compile is writing {folder} now: run this again when it has "
+                              "finished") from None
+        # the holder before us removes the file when it lets go: make sure we hold the file now at the path
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _release(path: Path, fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last holder removes the file
+        if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+            os.unlink(path)
+    except OSError:
+        pass  # others still hold it (they remove it), or it is gone already
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def project_lock(folder: str | Path, exclusive: bool = True) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``folder``: exclusive to write the folder, shared to read it (csim). A second
+    holder that conflicts gets ``ProjectBusy`` at once; the lock dies with its process (flock), so a killed run
+    never blocks the next one. Reentrant within a process."""
+    folder = _abs(folder)
+    path = _lock_file(folder)
+    held = _held.get(str(path))
+    if held is not None and (held[2] or not exclusive):
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    if held is not None:
+        raise ProjectBusy(f"{folder} is being read by this process (a csim) and cannot be written now")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(path, folder, exclusive)
+    if fd is None:
+        yield
+        return
+    _held[str(path)] = [fd, 1, exclusive]
+    try:
+        yield
+    finally:
+        del _held[str(path)]
+        _release(path, fd)
+
+
+# --- checking, recovering, installing
+
+def check_output_dir(out_dir: str | Path, force: bool) -> None:
+    """Refuse, before any work, an output that vaqf must not replace: a file, a folder another vaqf command holds,
+    or a non-empty folder that is not a project as vaqf wrote it (without ``force``)."""
+    out = _abs(out_dir)
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputExists(f"{out_dir} exists and is not a folder")
+    if _lock_file(out).exists() and str(_lock_file(out)) not in _held:
+        with project_lock(out):  # refuses now if another compile holds it, instead of after the search
+            pass
+    if out.is_dir() and any(out.iterdir()) and not force:
+        why = project_problem(out)
+        if why is not None:
+            raise OutputExists(f"{out_dir} exists and is not a project vaqf wrote ({why}); choose another folder, "
+                               "or pass --force to replace it")
+
+
+def _stale(out: Path) -> list[Path]:
+    """Folders that killed runs left beside ``out``."""
+    if not out.parent.is_dir():
+        return []
+    return sorted(p for p in out.parent.iterdir()
+                  if p.name.startswith((f".{out.name}.tmp-", f".{out.name}.old-")) and not p.is_symlink()
+                  and p.is_dir())
+
+
+def recover_output(out_dir: str | Path) -> None:
+    """Undo what a killed compile left beside ``out_dir`` (call under its exclusive lock): an -o moved aside and not
+    replaced comes back; a user's entries that were being carried into the new project go back into -o; the
+    rest of each leftover folder is vaqf's own output and is removed."""
+    out = _abs(out_dir)
+    stale = _stale(out)
+    old = [p for p in stale if p.name.startswith(f".{out.name}.old-")]
+    if old and not os.path.lexists(out):  # killed between moving -o aside and moving the new project in
+        os.replace(old[-1], out)
+        log.warning("restored %s from %s, left by an interrupted compile", out, old[-1].name)
+        stale.remove(old[-1])
+    for d in stale:
+        _discard(d, out)
+
+
+def _discard(d: Path, out: Path) -> None:
+    """Remove a temporary or moved-aside project folder ``d``, moving back into ``out`` first any entry vaqf did
+    not write (a user's, carried halfway); one that cannot go back keeps ``d`` in place, with a warning."""
+    files = read_marker(d)
+    kept = []
+    # without a marker a folder holds only vaqf's output: a user's entries are carried in after the marker
+    for rel in _foreign_entries(d, files) if files is not None else []:
+        try:
+            if not out.is_dir() or _through_symlink(out, rel) or os.path.lexists(out / rel):
+                raise FileExistsError(rel)
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(d / rel, out / rel)
+        except OSError:
+            kept.append(rel)
+    if kept:
+        log.warning("left %s in place: it holds %s, which vaqf did not write", d, ", ".join(kept[:5]))
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends (they are delivered then): a step that moves a user's
+    files and swaps folders is never left half done by a catchable signal."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    sigs = {getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)}
+    prev = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, prev)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # pragma: no cover - glibc before 2.28
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where there is none."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    import ctypes
+
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):  # a file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap(tmp: Path, out: Path) -> Path:
+    """Put ``tmp`` at ``out``; returns where the previous ``out`` is now."""
+    if _exchange(tmp, out):
+        return tmp
+    # two renames: a SIGKILL between them leaves -o at .<name>.old-*, which the next compile moves back
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(old)
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    return old
+
+
+def _install(tmp: Path, out: Path, force: bool, shown: str | Path) -> None:
+    """Move the finished project ``tmp`` to ``out``. The previous project's entries that vaqf did not write move
+    into the new one first; then the two folders trade places; the previous one is removed last."""
+    if not out.is_dir():
+        os.replace(tmp, out)
+        return
+    files = read_marker(out)
+    carry = _foreign_entries(out, files) if files is not None else []  # unmarked (--force): replaced whole
+    clashes = [rel for rel in carry if _clashes(tmp, rel)]
+    if clashes and not force:
+        raise OutputExists(f"{shown}/{clashes[0]} was not written by vaqf, but the new project writes that path: "
+                           "move it out of the folder, or pass --force to replace it")
+    carry = [rel for rel in carry if rel not in clashes]
+    old_at: Path | None = None
+    try:
+        with _signals_held():
+            moved: list[str] = []
+            try:
+                for rel in carry:
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(out / rel, tmp / rel)
+                    moved.append(rel)
+                old_at = _swap(tmp, out)
+            except BaseException:
+                for rel in reversed(moved):  # the user's files go back where they were (else _discard tries)
+                    with contextlib.suppress(OSError):
+                        os.replace(tmp / rel, out / rel)
+                raise
+    finally:
+        if old_at is not None:
+            shutil.rmtree(old_at, ignore_errors=True)
+    if carry:
+        log.info("kept in %s what vaqf did not write: %s", shown, ", ".join(carry[:8]))
+
+
+def _clashes(tmp: Path, rel: str) -> bool:
+    """Whether the new project has something at ``rel`` or a file where one of its folders would go."""
+    p = tmp
+    parts = rel.split("/")
+    for part in parts[:-1]:
+        p = p / part
+        if os.path.lexists(p) and not p.is_dir():
+            return True
+    return os.path.lexists(tmp / rel)
 
 
 def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool = False,
                   tb_inputs: np.ndarray | None = None, extra: dict[str, bytes] | None = None,
                   before_install: Callable[[Path], None] | None = None) -> Path:
-    """Render and atomically install the project at ``out_dir``."""
+    """Render the project and install it at ``out_dir`` in one atomic step. vaqf's files replace the previous
+    project's; everything else in the folder (a user's notes, vendor-tool runs such as vaqf_prj/) is kept."""
     from vaqf.sim.simulator import Simulator
 
-    out = Path(out_dir)
-    check_output_dir(out, force)
-    sources, image, _ = render_sources(graph, design)
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
-        for rel, text in sources.items():
-            p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
-        kernel_dst = tmp / "src" / "vaqf"
-        kernel_dst.mkdir(parents=True)
-        for h in sorted(hls_dir().glob("*.h")):
-            shutil.copyfile(h, kernel_dst / h.name)
-        (tmp / "data").mkdir(exist_ok=True)
-        (tmp / "data" / "weights.bin").write_bytes(image.lanes.astype("<u4").tobytes())
-        # self-checking testbench vectors for the vendor C-simulation and co-simulation
-        sim = Simulator(graph)
-        ins = tb_inputs if tb_inputs is not None else random_int_inputs(graph, tb_vector_count(image), seed=0)
-        res = sim.run_int(ins)
-        write_io_file(tmp / "data" / "tb_inputs.bin", ins, np.int32)
-        write_io_file(tmp / "data" / "tb_expected.bin", res.outputs, np.int64)
-        save_graph(graph, tmp)
-        design.save(tmp / "design.json")
-        (tmp / "data" / "io.json").write_text(json.dumps(io_spec(graph, image), indent=1, sort_keys=True))
-        for rel, data in (extra or {}).items():
-            p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
-        if before_install is not None:
-            before_install(tmp)  # e.g. the report: written before the project is moved into place
-        (tmp / MARKER).write_text(json.dumps({"tool": "vaqf", "version": __version__,
-                                              "note": "created by vaqf; vaqf may replace this folder"}) + "\n")
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("wrote %s (%d DDR words of %d bits)", out, image.words, image.word_bits)
-    return out
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``; an existing ``out`` is moved aside first and deleted only afterwards."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
-        os.rmdir(old)
-        os.replace(out, old)
+    out = _abs(out_dir)
+    for rel in extra or {}:
+        if not _safe_rel(rel):
+            raise VaqfError(f"extra project file {rel!r} is not a relative path inside the project")
+    with project_lock(out):
+        recover_output(out)
+        check_output_dir(out, force)
+        sources, image, _ = render_sources(graph, design)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
-            os.replace(tmp, out)
+            for rel, text in sources.items():
+                p = tmp / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(text)
+            kernel_dst = tmp / "src" / "vaqf"
+            kernel_dst.mkdir(parents=True)
+            for h in sorted(hls_dir().glob("*.h")):
+                shutil.copyfile(h, kernel_dst / h.name)
+            (tmp / "data").mkdir(exist_ok=True)
+            (tmp / "data" / "weights.bin").write_bytes(image.lanes.astype("<u4").tobytes())
+            # self-checking testbench vectors for the vendor C-simulation and co-simulation
+            sim = Simulator(graph)
+            ins = tb_inputs if tb_inputs is not None else random_int_inputs(graph, tb_vector_count(image), seed=0)
+            res = sim.run_int(ins)
+            write_io_file(tmp / "data" / "tb_inputs.bin", ins, np.int32)
+            write_io_file(tmp / "data" / "tb_expected.bin", res.outputs, np.int64)
+            save_graph(graph, tmp)
+            design.save(tmp / "design.json")
+            (tmp / "data" / "io.json").write_text(json.dumps(io_spec(graph, image), indent=1, sort_keys=True))
+            for rel, data in (extra or {}).items():
+                p = tmp / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+            if before_install is not None:
+                before_install(tmp)  # e.g. the report: written before the project is moved into place
+            marker = {"tool": "vaqf", "version": __version__, "files": _manifest(tmp),
+                      "note": "written by vaqf: a re-compile replaces the files listed here (while their hashes "
+                              "match) and keeps everything else in this folder"}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+            _install(tmp, out, force, out_dir)
         except BaseException:
-            os.replace(old, out)
+            _discard(tmp, out)  # never deletes a user's file carried into it
             raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    log.info("wrote %s (%d DDR words of %d bits)", out_dir, image.words, image.word_bits)
+    return Path(out_dir)
 
 
 def io_spec(graph: Graph, image: DdrImage) -> dict:

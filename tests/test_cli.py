@@ -184,7 +184,7 @@ def test_user_errors_exit_2_in_process(case: str, tmp_path: Path, unsupported_mo
     args, words = _user_error_cases(tmp_path, unsupported_model)[case]
     rc, out, err = run_main(capsys, *args)
     assert rc == 2
-    assert err.startswith("vaqf: error: ")
+    assert err.strip().splitlines()[-1].startswith("vaqf: error: ")  # after the stage lines of what ran
     for w in words:
         assert w in err
     assert "Traceback" not in err + out
@@ -196,7 +196,7 @@ def test_user_errors_exit_2_from_console_script(case: str, tmp_path: Path, unsup
     proc = run_script(*args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert proc.stderr.startswith("vaqf: error: ")
+    assert proc.stderr.strip().splitlines()[-1].startswith("vaqf: error: ")
     for w in words:
         assert w in proc.stderr
     assert not any(p.name.startswith(("o1", "o2", "o3", ".o")) for p in tmp_path.iterdir())  # nothing written
@@ -278,3 +278,147 @@ def test_console_script_csim_json(example_project: tuple[Path, dict]) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["inputs"] == 50 and data["bit_exact"] == 50
+
+
+# ---- issue 16: what a new user trips over ----------------------------------------------------------
+
+
+def test_reused_design_that_does_not_fit_is_an_error(example_project: tuple[Path, dict], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """The ZCU102 design of the example needs several times a PYNQ-Z2's DSPs: exit 2 naming what is over, not a
+    summary with 600% in it; --refit searches for a design that fits instead."""
+    project, _ = example_project
+    rc, out, err = run_main(capsys, "compile", "--example", "mlp", "-o", str(tmp_path / "p"), "--board", "pynq-z2",
+                            "--design", str(project / "design.json"))
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and last.startswith("vaqf: error: ") and "does not fit pynqz2" in last
+    assert "DSP" in last and "%" in last and "--refit" in last
+    assert not (tmp_path / "p").exists() and "project" not in out
+    rc, out, err = run_main(capsys, "compile", "--example", "mlp", "-o", str(tmp_path / "p"), "--board", "pynq-z2",
+                            "--design", str(project / "design.json"), "--refit", "--json")
+    assert rc == 0, err
+    util = json.loads(out)["estimate"]["utilization"]
+    assert max(util.values()) <= 0.8 + 1e-9
+
+
+def test_design_of_another_model_is_refused(example_project: tuple[Path, dict], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    project, _ = example_project
+    other = tmp_path / "other.onnx"
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32))
+    from tests.helpers import float_mlp_model
+
+    onnx.save(float_mlp_model(np.random.default_rng(0), (64, 32, 10)), other)
+    rc, _, err = run_main(capsys, "compile", str(other), "-o", str(tmp_path / "p"), "--calib", str(tmp_path / "c.npy"),
+                          "--design", str(project / "design.json"))
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and "was made for another model" in last and "are not in" in last
+
+
+def test_refit_without_design_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc, _, err = run_main(capsys, "compile", "--example", "mlp", "-o", str(tmp_path / "p"), "--refit")
+    assert rc == 2 and "--refit" in err and not (tmp_path / "p").exists()
+
+
+def test_compile_summary_shows_the_output_error_and_warns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """With calibration data the summary gives the outputs' error against the float model; binarizing a float
+    model that cannot take it warns, naming quantization-aware training and more bits."""
+    from tests.helpers import float_mlp_model
+
+    model = tmp_path / "f.onnx"
+    onnx.save(float_mlp_model(np.random.default_rng(1), (16, 64, 64, 10)), model)
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32))
+    rc, out, err = run_main(capsys, "compile", str(model), "-o", str(tmp_path / "k"), "--act-bits", "8",
+                            "--calib", str(calib))
+    assert rc == 0, err
+    (line,) = [x for x in out.splitlines() if x.startswith("accuracy")]
+    assert "relative L2 from the float model on 16 calibration inputs" in line and "warning" not in line
+    assert float(line.split("outputs ")[1].split()[0]) < 0.05
+    assert "differ from the float model" not in err
+    rc, out, err = run_main(capsys, "compile", str(model), "-o", str(tmp_path / "b"), "--weights", "binary",
+                            "--act-bits", "8", "--calib", str(calib), "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["output_error"]["rel_l2"] > 0.25 and data["output_error"]["inputs"] == 16
+    (warning,) = data["warnings"]
+    assert "quantization-aware training" in warning and "vaqf export --qonnx" in warning
+    assert "--weights int8" in warning and "--act-bits" not in warning  # 8-bit activations already
+
+
+def test_startup_does_not_import_the_compiler() -> None:
+    """--help, `vaqf boards` and argument errors load neither onnx, numba nor PyTorch (seconds of start-up)."""
+    code = """
+import contextlib, io, sys
+from vaqf.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    for argv in (["--help"], ["compile", "--help"], ["compile"], ["explore", "--fps", "x"]):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+    assert main(["boards"]) == 0 and main(["boards", "--json"]) == 0
+import vaqf
+assert vaqf.__version__ and "Board" in dir(vaqf)
+print(" ".join(m for m in ("onnx", "onnxruntime", "numba", "torch", "jinja2", "networkx") if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"imported at start-up: {proc.stdout.strip()}"
+
+
+def test_broken_pipe_exits_quietly() -> None:
+    """`vaqf boards --json | head -c 10`: the reader is gone before vaqf writes; no 'internal error'."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader went away: every write now fails with EPIPE
+    try:
+        proc = subprocess.run(_console_script() + ["boards", "--json"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141
+    assert proc.stderr == "", proc.stderr
+
+
+def test_help_states_defaults_and_points_at_shipped_docs(capsys: pytest.CaptureFixture) -> None:
+    from vaqf.cli import _doc
+
+    for cmd in ("compile", "explore"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "(default zcu102)" in " ".join(capsys.readouterr().out.split())
+    for name in ("frontend.md", "pruning.md", "design-space.md"):
+        assert Path(_doc(name)).is_file(), name
+    assert main(["boards"]) == 0
+    assert _doc("design-space.md") in capsys.readouterr().out
+
+
+def test_setup_cfg_keeps_dev_tools_out_of_the_users_extras() -> None:
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    extras = {k: {r.split(">")[0].split("=")[0].strip() for r in v.split("\n") if r.strip()}
+              for k, v in cfg["options.extras_require"].items()}
+    dev_tools = {"pytest", "pytest-xdist", "hypothesis", "ruff", "build"}
+    assert dev_tools <= extras["dev"]
+    for name, reqs in extras.items():
+        if name != "dev":
+            assert not reqs & dev_tools, name
+    assert "docs" in cfg["options"]["package_dir"] and "vaqf.docs = *.md" in cfg["options.package_data"].get(
+        "vaqf.docs", "vaqf.docs = ") or cfg["options.package_data"]["vaqf.docs"].strip() == "*.md"
+    setup = (Path(__file__).resolve().parents[1] / "scripts" / "setup.sh").read_text()
+    assert '".[all,dev]"' in setup
+
+
+def test_stage_lines_when_piped(tmp_path: Path) -> None:
+    """Progress stage lines go to stderr when it is not a terminal too: a start and an end line per step."""
+    proc = run_script("compile", "--example", "mlp", "-o", str(tmp_path / "p"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(x.startswith("vaqf: searching the design space") and x.endswith("...") for x in lines)
+    assert any(x.startswith("vaqf: writing the project") and "done in" in x for x in lines)
+    quiet = run_script("compile", "--example", "mlp", "-o", str(tmp_path / "q"), "-q", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""

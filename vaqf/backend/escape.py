@@ -61,7 +61,7 @@ def _ascii_escaped(text: object, special: str) -> str:
 
 def cpp_comment(text: object) -> str:
     s = _ascii_escaped(text, "\\?")  # a backslash before the newline splices lines; ?? starts trigraphs
-    return s.replace("*/", "*\\x2f")
+    return s.replace("*/", "*\\x2f").replace("/*", "/\\x2a")  # neither closes nor (a warning) nests a comment
 
 
 def cpp_string(text: object) -> str:
@@ -97,7 +97,8 @@ def tcl_quoted(text: object) -> str:
             out.append("\\" + c)
         elif " " <= c <= "~":
             out.append(c)
-        else:  # Tcl 8.6 reads exactly 4 (\u) or 8 (\U) hex digits at most; the code always gives them all
+        else:  # Tcl 8.6 reads at most 4 (\u) or 8 (\U) hex digits; all are written, so none is taken from the
+            # text that follows (8.6 holds only the BMP: a character beyond it reads back as U+FFFD, still inert)
             o = ord(c)
             out.append(f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
     return "".join(out)

@@ -16,6 +16,7 @@ that feed a dense layer without a quantizer are quantized post-training from cal
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,15 @@ log = logging.getLogger(__name__)
 
 QONNX_DOMAINS = {"qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas", "finn"}
 MAX_MODEL_BYTES = 4 * 2**30
-MAX_TENSOR_ELEMENTS = 2**31
+#: the largest tensor vaqf decodes or folds (2**28 elements: 1 GiB of float32); DeiT-base's largest is 2.4M
+MAX_TENSOR_ELEMENTS = 2**28
+#: external data read in all (the same cap as the model file itself)
+MAX_EXTERNAL_BYTES = 4 * 2**30
+MAX_EXTERNAL_NAME = 1024
+#: the largest constant that folding may create (2**26 elements: 512 MiB as float64)
+MAX_FOLD_ELEMENTS = 2**26
+#: constant operands up to this size are shown to shape inference by value (shapes, repeats, pads)
+FOLD_VALUE_ELEMENTS = 4096
 
 _ONNX_INT_TYPES = {
     onnx.TensorProto.INT8: IntType(8, True), onnx.TensorProto.UINT8: IntType(8, False),
@@ -114,20 +123,96 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.graph.node:
         raise ModelError(f"{p} holds no ONNX graph")
     base = p.resolve().parent
+    total = 0
     for t in _all_tensors(model):
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = next((e.value for e in t.external_data if e.key == "location"), "")
-            target = (base / loc).resolve()
-            if not loc or os.path.isabs(loc) or base not in target.parents:
-                raise ModelError(f"tensor '{t.name}' of {p.name} points at external data '{loc}' outside the "
-                                 "model's folder; refusing to read it")
-            if not target.is_file():
-                raise ModelError(f"external data file '{loc}' of tensor '{t.name}' is missing next to {p.name}")
+            total += _check_external(t, p, base)
+            if total > MAX_EXTERNAL_BYTES:
+                raise ModelError(f"the external data of {p.name} adds up to more than {MAX_EXTERNAL_BYTES >> 30} GiB; "
+                                 "refusing to read it")
+        else:
+            _check_elements(t)
     try:
         onnx.load_external_data_for_model(model, str(base))
+    except MemoryError:
+        raise ModelError(f"ran out of memory reading the external data of {p.name}") from None
     except Exception as e:
-        raise ModelError(f"cannot read the external data of {p}: {e}") from e
+        raise ModelError(f"cannot read the external data of {p}: {_one_line(e)}") from e
     return model
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    """Bytes the tensor's data takes, from its declared shape and type (before anything is read)."""
+    n = _check_elements(t)
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+    except Exception:
+        raise ModelError(f"tensor '{_short(t.name)}' has an unknown data type {t.data_type}") from None
+    if dtype.kind in "OSU":
+        raise ModelError(f"tensor '{_short(t.name)}' holds strings; vaqf reads numeric tensors only")
+    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(t.data_type, dtype.itemsize * 8)
+    return -(-n * bits // 8)
+
+
+def _check_elements(t: onnx.TensorProto) -> int:
+    """The element count the tensor declares, refused above MAX_TENSOR_ELEMENTS before anything is decoded."""
+    if any(d < 0 for d in t.dims):
+        raise ModelError(f"tensor '{_short(t.name)}' has a negative dimension {list(t.dims)}")
+    n = math.prod(int(d) for d in t.dims)
+    if n > MAX_TENSOR_ELEMENTS:
+        raise ModelError(f"tensor '{_short(t.name)}' declares {n} elements (more than {MAX_TENSOR_ELEMENTS}); "
+                         "refusing absurd sizes")
+    return n
+
+
+def _check_external(t: onnx.TensorProto, p: Path, base: Path) -> int:
+    """Check one external tensor before its data is read: its file lies inside the model's folder and holds
+    exactly the bytes the tensor's shape and type need (without a ``length``, ONNX would read the file to its
+    end, however large). Returns the bytes to be read."""
+    entries = {e.key: e.value for e in t.external_data}
+    loc = entries.get("location", "")
+    name = _short(t.name)
+    if not loc or "\0" in loc or len(loc) > MAX_EXTERNAL_NAME or any(ord(c) < 32 for c in loc):
+        raise ModelError(f"tensor '{name}' of {p.name} has an external data location that is empty, too long or "
+                         "holds control characters; refusing it")
+    try:
+        target = (base / loc).resolve()
+        inside = not os.path.isabs(loc) and base in target.parents
+        is_file = inside and target.is_file()
+        size = target.stat().st_size if is_file else 0
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"tensor '{name}' of {p.name} points at external data '{_short(loc)}' that cannot be "
+                         f"opened ({type(e).__name__})") from None
+    if not inside:
+        raise ModelError(f"tensor '{name}' of {p.name} points at external data '{_short(loc)}' outside the "
+                         "model's folder; refusing to read it")
+    if not is_file:
+        raise ModelError(f"external data file '{_short(loc)}' of tensor '{name}' is missing next to {p.name}")
+    need = _tensor_bytes(t)
+    try:
+        offset = int(entries.get("offset", 0))
+        length = int(entries["length"]) if "length" in entries else None
+    except ValueError:
+        raise ModelError(f"tensor '{name}' of {p.name} has a non-integer external data offset or length") from None
+    if offset < 0 or offset > size:
+        raise ModelError(f"tensor '{name}' of {p.name}: external data offset {offset} lies outside "
+                         f"'{_short(loc)}' ({size} bytes)")
+    if length is None:
+        if size - offset != need:
+            raise ModelError(f"tensor '{name}' of {p.name} has external data without a length, and "
+                             f"'{_short(loc)}' holds {size - offset} bytes after offset {offset} where the tensor "
+                             f"needs {need}; refusing to read it (export the model with lengths, e.g. "
+                             "onnx.save(..., save_as_external_data=True))")
+    elif length != need or offset + length > size:
+        raise ModelError(f"tensor '{name}' of {p.name}: external data length {length} at offset {offset} does not "
+                         f"match the {need} bytes its shape needs within '{_short(loc)}' ({size} bytes)")
+    return need
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A name as messages show it: control characters escaped, long names cut."""
+    shown = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -275,13 +360,13 @@ class Importer:
         return ordered
 
     def _tensor(self, t: onnx.TensorProto) -> np.ndarray:
-        n = int(np.prod(t.dims, dtype=np.float64)) if t.dims else 1
-        if n > MAX_TENSOR_ELEMENTS:
-            raise ModelError(f"tensor '{t.name}' has {n} elements; refusing absurd sizes")
+        _check_elements(t)
         try:
             return numpy_helper.to_array(t)
+        except MemoryError:
+            raise ModelError(f"ran out of memory decoding tensor '{_short(t.name)}'") from None
         except Exception as e:
-            raise ModelError(f"tensor '{t.name}' cannot be decoded: {e}") from e
+            raise ModelError(f"tensor '{_short(t.name)}' cannot be decoded: {_one_line(e)}") from e
 
     def _input_shape(self, inp: onnx.ValueInfoProto) -> tuple[int, ...]:
         tt = inp.type.tensor_type
@@ -449,29 +534,65 @@ class Importer:
         handler(node)
 
     def _fold_constant(self, node: onnx.NodeProto) -> None:
-        """Evaluate a node whose inputs are all constants with ONNX's reference implementation."""
+        """Evaluate a node whose inputs are all constants with ONNX's reference implementation, after checking
+        that its results stay within MAX_FOLD_ELEMENTS (an Expand or Tile of a few bytes can ask for GiBs)."""
         from onnx.reference import ReferenceEvaluator
 
         inputs = {i: self.env[i].array for i in node.input if i}
+        fold_model = self._fold_model(node, inputs, as_initializers=False)
+        self._check_fold_size(node, inputs)
+        try:
+            results = ReferenceEvaluator(fold_model).run(None, inputs)
+        except MemoryError:
+            raise ModelError(f"ran out of memory folding constant node '{self._name(node)}' ({node.op_type})") \
+                from None
+        except Exception as e:
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     f"constant folding failed ({type(e).__name__}: {_one_line(e)})") from e
+        for o, r in zip([o for o in node.output if o], results, strict=True):
+            r = np.asarray(r)
+            if r.size > MAX_FOLD_ELEMENTS:
+                raise self._fold_too_large(node, r.shape)
+            self.env[o] = Const(r)
+
+    def _fold_model(self, node: onnx.NodeProto, inputs: dict[str, np.ndarray], as_initializers: bool) -> Any:
+        """A one-node model of ``node``; with ``as_initializers`` the small inputs are initializers (so shape
+        inference reads shape operands' values) and the others typed inputs."""
+        small = {i: a for i, a in inputs.items() if as_initializers and a.size <= FOLD_VALUE_ELEMENTS
+                 and a.dtype.kind in "biuf"}
         graph = onnx.helper.make_graph(
             [node], "fold",
             [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-             for i, a in inputs.items()],
-            [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o])
+             for i, a in inputs.items() if i not in small],
+            [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o],
+            [numpy_helper.from_array(np.asarray(a), i) for i, a in small.items()])
         fold_model = onnx.helper.make_model(graph, opset_imports=list(self.model.opset_import))
         fold_model.ir_version = self.model.ir_version
+        return fold_model
+
+    def _check_fold_size(self, node: onnx.NodeProto, inputs: dict[str, np.ndarray]) -> None:
+        """Refuse a fold whose output shapes, as ONNX's shape inference gives them, exceed MAX_FOLD_ELEMENTS."""
         try:
-            results = ReferenceEvaluator(fold_model).run(None, inputs)
-        except Exception as e:
-            raise UnsupportedOpError(self._name(node), node.op_type,
-                                     f"constant folding failed ({type(e).__name__}: {e})") from e
-        for o, r in zip([o for o in node.output if o], results, strict=True):
-            self.env[o] = Const(np.asarray(r))
+            inferred = onnx.shape_inference.infer_shapes(self._fold_model(node, inputs, as_initializers=True),
+                                                         strict_mode=False, data_prop=True)
+        except Exception:  # no inference for this op: the result's size is checked after evaluation
+            return
+        for vi in inferred.graph.output:
+            dims = vi.type.tensor_type.shape.dim if vi.type.tensor_type.HasField("shape") else []
+            if dims and all(d.HasField("dim_value") for d in dims):
+                shape = tuple(int(d.dim_value) for d in dims)
+                if math.prod(shape) > MAX_FOLD_ELEMENTS:
+                    raise self._fold_too_large(node, shape)
+
+    def _fold_too_large(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> ModelError:
+        return ModelError(f"constant node '{self._name(node)}' ({node.op_type}) would make a tensor of shape "
+                          f"{list(shape)} ({math.prod(shape)} elements, more than {MAX_FOLD_ELEMENTS}); refusing "
+                          "to fold it")
 
     def _op_Constant(self, node: onnx.NodeProto) -> None:
         a = self._attrs(node)
         if "value" in a:
-            self._set(node, Const(numpy_helper.to_array(a["value"])))
+            self._set(node, Const(self._tensor(a["value"])))
         elif "value_float" in a:
             self._set(node, Const(np.asarray(a["value_float"], dtype=np.float32)))
         elif "value_int" in a:
@@ -513,6 +634,9 @@ class Importer:
         qt = IntType(bits, signed, narrow)  # QONNX narrow: unsigned drops the top value, signed the bottom
         lo, hi = qt.min, qt.max
         st = self._state(node, 0)
+        if st is None:
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has no input to quantize (its first input "
+                             "name is empty)")
         if isinstance(st, (Const, QConst)):
             x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
             if not np.all(np.isfinite(x)):
@@ -805,6 +929,8 @@ class Importer:
             b = None
         if b is None:
             raise UnsupportedOpError(self._name(node), node.op_type, "bias must be a vector over output channels")
+        if not np.all(np.isfinite(b)):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has a bias holding NaN or infinite values")
         acc_scale = dn.inputs[0].info.scale[0] * dn.attrs["w_scale"]
         ints = round_real(b / acc_scale, Rounding.HALF_EVEN)
         if np.any(np.abs(ints) > 2**31 - 1):
@@ -888,6 +1014,9 @@ class Importer:
         """A constant operand as a ``const`` node: broadcast to ``shape``, quantized like ``like`` or on its own
         symmetric ``bits``-bit scale."""
         c = const.real() if isinstance(const, QConst) else np.asarray(const.array, dtype=np.float64)
+        if not np.all(np.isfinite(c)):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has a constant operand holding NaN or "
+                             "infinite values")
         try:
             c = np.broadcast_to(c.astype(np.float64), shape)
         except ValueError:
@@ -965,6 +1094,9 @@ class Importer:
         gamma = np.broadcast_to(self._const(node, 1, "scale").astype(np.float64), (d,))
         beta = (np.broadcast_to(self._const(node, 2, "bias").astype(np.float64), (d,))
                 if self._state(node, 2) is not None else np.zeros(d))
+        if not (np.all(np.isfinite(gamma)) and np.all(np.isfinite(beta))):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has a scale or bias holding NaN or "
+                             "infinite values")
         qt, scale, zp = self._output_quant(node, self._act_bits(), signed=True)
         attrs = layernorm_attrs(gamma, beta, float(a.get("epsilon", 1e-5)), float(x.value.info.scale[0]), scale, qt,
                                 zp, self._name(node))
@@ -1239,7 +1371,12 @@ def import_onnx(model: str | Path | onnx.ModelProto, options: ImportOptions | No
         graph = Importer(proto, opt, name=name).run()
     except VaqfError:
         raise
-    except (IRError, ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError,
+    except MemoryError:
+        raise ModelError(f"ran out of memory importing {name}; the model (or a tensor it computes) is too large "
+                         "for this machine") from None
+    except RecursionError:
+        raise ModelError(f"cannot import {name}: it nests too deeply") from None
+    except (IRError, ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError, AssertionError,
             onnx.checker.ValidationError) as e:
         # the checker passed but the model is still inconsistent in a way the importer trips over
         raise ModelError(f"cannot import {name}: {type(e).__name__}: {_one_line(e)}") from e

@@ -28,7 +28,7 @@ EPILOG_COMPILE = """examples:
   vaqf compile model.onnx -o out/m --design pinned.json     reuse the knobs of a saved design
 """
 EPILOG_CSIM = """examples:
-  vaqf csim out/mlp                     200 random inputs, compare g++ C-simulation with the simulator
+  vaqf csim out/mlp                     random inputs (as many as suit the design's size), g++ against simulator
   vaqf csim out/mlp --input x.npy       float inputs (quantized as the host would)
   vaqf csim out/mlp --inputs 1000 --json
   vaqf csim out/mlp --inputs 1 --cycles  cycles per layer: the kernels' counters against the estimate
@@ -140,12 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print a JSON summary")
 
     s = add_parser("csim", help="build a project with g++ and compare it with the simulator",
-                       epilog=EPILOG_CSIM, formatter_class=argparse.RawDescriptionHelpFormatter)
+                   description="Compile the project's C++ (testbench and accelerator) with g++, run it and compare\n"
+                   "its outputs with vaqf's bit-accurate simulator. This runs the project's code on this machine,\n"
+                   "as `make csim` would: use it on projects you trust. vaqf builds the binary itself (into\n"
+                   "~/.cache/vaqf/csim, or $VAQF_CACHE_DIR) and never runs one found in the project.\n"
+                   "Progress: a bar with an ETA on a terminal, a line per step otherwise; Ctrl-C stops the run\n"
+                   "and prints the results of the inputs run so far.",
+                   epilog=EPILOG_CSIM, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("project", help="project folder written by `vaqf compile`")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--inputs", type=int, default=200, metavar="N", help="random inputs to run (default 200)")
+    g.add_argument("--inputs", type=int, metavar="N",
+                   help="random inputs to run (default: as many as take about two minutes at the design's size, 1 "
+                        "to 200; vaqf says what it chose)")
     g.add_argument("--input", metavar="X.npy", help="float inputs [N, ...] to run instead")
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    s.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds allowed per input before the run is stopped (default: 20 times the expected time, "
+                        "at least 600)")
     s.add_argument("--cycles", action="store_true",
                    help="also print the cycles the kernels' counters give per layer (first input) against the "
                         "estimate")
@@ -291,23 +302,37 @@ def cmd_compile(args: argparse.Namespace) -> dict:
 
 
 def cmd_csim(args: argparse.Namespace) -> dict:
-    from vaqf.backend.csim import run_csim
-    from vaqf.ir.serialize import load_graph
-    from vaqf.sim.simulator import Simulator
+    from vaqf.backend.csim import CsimInterrupted, run_csim
 
-    project = Path(args.project)
-    graph = load_graph(project)
-    ints = None
-    if args.input:
-        ints = Simulator(graph).quantize_inputs([_load_npy(args.input, "input")])
-    res = run_csim(project, ints, count=args.inputs, seed=args.seed, graph=graph, cycles=args.cycles)
-    out = res.to_json()
-    if not args.json:
-        verdict = "bit-exact" if res.bit_exact == res.inputs else "MISMATCH"
-        print(f"C-simulation {verdict}: {res.bit_exact}/{res.inputs} inputs identical to the simulator "
-              f"({res.mismatched_values} differing values)")
-        if res.cycles is not None:
-            _print_cycles(res)
+    if args.inputs is not None and args.inputs < 1:
+        raise VaqfError(f"--inputs must be at least 1, got {args.inputs}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise VaqfError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    x = _load_npy(args.input, "input") if args.input else None
+
+    def show(res, interrupted: bool) -> dict:  # noqa: ANN001 - a CsimResult
+        out = res.to_json()
+        if interrupted and args.json:  # main prints JSON only on success
+            print(json.dumps(out, indent=2))
+        elif not args.json:
+            verdict = "bit-exact" if res.bit_exact == res.inputs else "MISMATCH"
+            if interrupted:
+                print(f"C-simulation interrupted after {res.inputs} of {res.requested} inputs: {res.bit_exact}/"
+                      f"{res.inputs} identical to the simulator ({res.mismatched_values} differing values)")
+            else:
+                print(f"C-simulation {verdict}: {res.bit_exact}/{res.inputs} inputs identical to the simulator "
+                      f"({res.mismatched_values} differing values)")
+            if res.cycles is not None:
+                _print_cycles(res)
+        return out
+
+    try:
+        res = run_csim(Path(args.project), count=args.inputs, seed=args.seed, cycles=args.cycles, x=x,
+                       timeout_s=args.timeout)
+    except CsimInterrupted as e:
+        show(e.result, True)
+        raise
+    out = show(res, False)
     if res.bit_exact != res.inputs:
         raise VaqfError(f"C-simulation differs from the simulator on {res.inputs - res.bit_exact} inputs")
     return out
@@ -528,7 +553,50 @@ COMMANDS = {"compile": cmd_compile, "csim": cmd_csim, "simulate": cmd_simulate, 
             "boards": cmd_boards, "report": cmd_report, "export": cmd_export, "prune": cmd_prune}
 
 
+def _signals_as_interrupt(caught: list[int]):  # noqa: ANN202 - returns the function that restores the handlers
+    """SIGTERM and SIGHUP stop vaqf the way Ctrl-C does (KeyboardInterrupt): the same clean-up runs (temporary
+    folders go, a csim's child is stopped and its results so far printed) and the exit code is 128 + the signal."""
+    import signal
+    import threading
+
+    def on_signal(signum: int, frame: object) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), on_signal)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
+
+
+def _interrupted(caught: list[int]) -> int:
+    import signal
+
+    signum = caught[-1] if caught else int(signal.SIGINT)
+    print("vaqf: interrupted" if signum == signal.SIGINT else f"vaqf: stopped by {signal.Signals(signum).name}",
+          file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: list[str] | None = None) -> int:
+    caught: list[int] = []
+    restore = _signals_as_interrupt(caught)
+    try:
+        return _main(argv, caught)
+    except KeyboardInterrupt:  # Ctrl-C during start-up (parsing, logging set-up): a line, not a traceback
+        return _interrupted(caught)
+    finally:
+        restore()
+
+
+def _main(argv: list[str] | None, caught: list[int]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -554,9 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     except VaqfError as e:
         print(f"vaqf: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("vaqf: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (see _signals_as_interrupt)
+        return _interrupted(caught)
     except BrokenPipeError:  # the reader went away (`vaqf report D --json | head`): stop quietly, as Unix tools do
         _silence_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped

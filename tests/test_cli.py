@@ -407,8 +407,8 @@ def test_setup_cfg_keeps_dev_tools_out_of_the_users_extras() -> None:
     for name, reqs in extras.items():
         if name != "dev":
             assert not reqs & dev_tools, name
-    assert "docs" in cfg["options"]["package_dir"] and "vaqf.docs = *.md" in cfg["options.package_data"].get(
-        "vaqf.docs", "vaqf.docs = ") or cfg["options.package_data"]["vaqf.docs"].strip() == "*.md"
+    assert "vaqf.docs = docs" in cfg["options"]["package_dir"]  # the pages --help points at ship in a wheel
+    assert cfg["options.package_data"]["vaqf.docs"].strip() == "*.md"
     setup = (Path(__file__).resolve().parents[1] / "scripts" / "setup.sh").read_text()
     assert '".[all,dev]"' in setup
 

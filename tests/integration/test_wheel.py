@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SKIP_DIRS = {".venv", ".git", "build", "dist", "out", "tests", "bench", "examples", "docs", ".pytest_cache",
+SKIP_DIRS = {".venv", ".git", "build", "dist", "out", "tests", "bench", "examples", ".pytest_cache",
              ".hypothesis", ".ruff_cache", "__pycache__"}
 
 

@@ -85,7 +85,9 @@ class Counter:
         if _enabled and _terminal():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=f"vaqf: {desc}", unit=unit, file=sys.stderr, leave=False)
+            # updates come a step (seconds) apart: draw every one, not tqdm's default of at most 10 a second
+            self._bar = tqdm(total=total, desc=f"vaqf: {desc}", unit=unit, file=sys.stderr, leave=False,
+                             mininterval=0)
 
     def advance(self, n: int, note: str = "") -> None:
         self.done += n

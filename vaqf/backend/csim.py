@@ -502,8 +502,9 @@ def _run(exe: Path, snap: Path, work: Path, graph: Graph, int_inputs: list[np.nd
                 chunk = [a[done : done + k] for a in int_inputs]
                 first = done == 0 and cycles
                 start = time.perf_counter()
-                got = _run_step(exe, snap / "data" / "weights.bin", work, graph, chunk, per_input * k + 60.0,
-                                work / "cycles.txt" if first else None)
+                # k inputs' time, plus as much again (up to a minute) for start-up and loading the weights
+                got = _run_step(exe, snap / "data" / "weights.bin", work, graph, chunk,
+                                per_input * k + min(60.0, per_input), work / "cycles.txt" if first else None)
                 took = time.perf_counter() - start
                 exp = sim.run_int(chunk).outputs
                 if first:

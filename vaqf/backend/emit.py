@@ -22,6 +22,7 @@ import signal
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -518,17 +519,39 @@ def _discard(d: Path, out: Path) -> None:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP wait until the block ends (they are delivered then): a step that moves a user's
-    files and swaps folders is never left half done by a catchable signal."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
-        yield
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends (they are acted on then): a step that moves a user's
+    files and swaps folders is never left half done by a catchable signal. Python handlers are swapped for ones
+    that only take note (a signal mask would not do: the kernel hands a process's signal to any of its threads,
+    and numba's and OpenMP's do not block it)."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    sigs = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():  # handlers are the main thread's to set
+        if hasattr(signal, "pthread_sigmask"):
+            prev = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+            try:
+                yield
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, prev)
+        else:  # pragma: no cover - Windows
+            yield
         return
-    sigs = {getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)}
-    prev = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    pending: list[int] = []
+
+    def take_note(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    previous = {s: signal.signal(s, take_note) for s in sigs}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, prev)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(pending):  # now act on each, as if it had arrived here
+            handler = previous[s]
+            if callable(handler):
+                handler(s, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(s)
 
 
 @functools.cache

@@ -19,7 +19,8 @@ from vaqf.errors import VaqfError
 from vaqf.ir import Graph, Node, Value
 from vaqf.ops import get_spec
 from vaqf.sim.plans import Scratch, root
-from vaqf.sim.qarith import Rounding, round_real, saturate
+from vaqf.sim.qarith import Rounding, round_real
+from vaqf.sim.qarith import saturate as saturate_ints
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,58 @@ class SimResult:
     trace: dict[str, np.ndarray] = field(default_factory=dict)  # value name -> integers, when traced
 
 
-def quantize_input(value: Value, x: np.ndarray, rounding: Rounding) -> np.ndarray:
+def quantize_input(value: Value, x: np.ndarray, rounding: Rounding, saturate: bool = False) -> np.ndarray:
     """Float input to the integers the accelerator takes (done by the host driver on a board)."""
-    return _quantizer(value, rounding)(x).astype(np.int64)
+    return _quantizer(value, rounding, saturate=saturate)(x).astype(np.int64)
+
+
+def check_float_input(value: Value, x: object, saturate: bool = False) -> np.ndarray:
+    """A user's float input as an array the quantizer can take, or a VaqfError saying what is wrong with it.
+
+    Only real numbers: complex, string, date, structured and object arrays are refused (they used to be cast
+    or quantized to nonsense). NaN and +-inf have no integer meaning: an error, or with ``saturate`` +-inf go to
+    the type's ends and NaN to zero, with a warning that counts them. Finite values beyond the type's range
+    saturate, as the quantizer defines (huge ones used to wrap to the minimum in the float-to-int conversion).
+    """
+    name = value.name
+    if isinstance(x, np.lib.npyio.NpzFile):
+        raise VaqfError(f"input '{name}' is an .npz archive; give one array saved with np.save (.npy)")
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise VaqfError(f"input '{name}' holds {a.dtype} values; vaqf takes real numbers (a float or integer array)")
+    if a.size == 0:
+        raise VaqfError(f"input '{name}' is empty (shape {list(a.shape)}); give at least one sample")
+    if not a.dtype.isnative:  # big-endian files: the compiled quantizer reads native numbers
+        a = a.astype(a.dtype.newbyteorder("="))
+    if a.dtype.kind != "f":
+        return a
+    info = value.info
+    lo, hi, zp = int(info.qtype.min), int(info.qtype.max), int(info.zero_point)
+    # beyond +-bound every value saturates to lo or hi (twice the reach of the range, whatever float32 rounds)
+    bound = 2.0 * (max(abs(lo - zp), abs(hi - zp)) + 2) * float(np.max(info.scale))
+    low, high = a.min(), a.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
+        nan = np.isnan(a)
+        n_nan, n_inf = int(np.count_nonzero(nan)), int(np.count_nonzero(np.isinf(a)))
+        if not saturate:
+            raise VaqfError(f"input '{name}' holds {n_nan} NaN and {n_inf} infinite values (of {a.size}); they have "
+                            "no integer meaning: clean the inputs (np.nan_to_num), or ask the simulator to saturate "
+                            "them (Simulator(graph, saturate=True))")
+        log.warning("input '%s': %d NaN values set to 0 and %d infinite values saturated (of %d)", name, n_nan,
+                    n_inf, a.size)
+        a = np.where(nan, 0, a)
+        return np.clip(a, -bound, bound)
+    if low < -bound or high > bound:
+        log.info("input '%s': values up to %g saturate to the %s range", name, max(-low, high), info.qtype)
+        return np.clip(a, -bound, bound)
+    return a
 
 
 def _quantizer(value: Value, rounding: Rounding,
-               new: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.empty) -> Callable[[np.ndarray], np.ndarray]:
-    """A function quantizing float arrays for ``value`` into arrays from ``new`` (storage dtype)."""
+               new: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.empty,
+               saturate: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """A function quantizing float arrays for ``value`` into arrays from ``new`` (storage dtype); every array
+    is first checked by ``check_float_input``."""
     info = value.info
     lo, hi, zp = int(info.qtype.min), int(info.qtype.max), int(info.zero_point)
     if rounding is Rounding.HALF_EVEN and info.scale.size == 1:  # the usual case: one compiled pass
@@ -49,7 +94,7 @@ def _quantizer(value: Value, rounding: Rounding,
         small = Scratch.POOL_MIN_BYTES // dt.itemsize
 
         def fast(x: np.ndarray) -> np.ndarray:
-            a = np.asarray(x)
+            a = check_float_input(value, x, saturate)
             if a.dtype.char not in "fd":
                 a = a.astype(np.float64)
             if not a.flags.c_contiguous:
@@ -61,8 +106,9 @@ def _quantizer(value: Value, rounding: Rounding,
         return fast
 
     def general(x: np.ndarray) -> np.ndarray:
-        q = round_real(np.asarray(x, dtype=np.float64) / info.scale, rounding) + info.zero_point
-        return saturate(q, lo, hi)
+        a = check_float_input(value, x, saturate)
+        q = round_real(np.asarray(a, dtype=np.float64) / info.scale, rounding) + info.zero_point
+        return saturate_ints(q, lo, hi)
 
     return general
 
@@ -105,8 +151,9 @@ class Simulator:
     keeps those buffers between runs of the same batch size; it is not thread-safe (one per thread).
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, saturate: bool = False) -> None:
         self.graph = graph
+        self.saturate = saturate  # NaN/inf float inputs: an error, or (True) saturated with a warning
         self.order: list[Node] = list(graph.topo())
         self._plans: dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]] = {}
         self._scratch = Scratch()
@@ -143,7 +190,12 @@ class Simulator:
             raise VaqfError(f"the model takes {len(self._in_names)} input(s), got {len(arrays)}")
         out = []
         for name, a, (want, ir_shape) in zip(self._in_names, arrays, self._in_shapes, strict=True):
+            if isinstance(a, np.lib.npyio.NpzFile):
+                raise VaqfError(f"input '{name}' is an .npz archive; give one array saved with np.save (.npy)")
             a = np.asarray(a)
+            if a.dtype.kind not in "biuf":
+                raise VaqfError(f"input '{name}' holds {a.dtype} values; vaqf takes real numbers (a float or "
+                                "integer array)")
             if a.shape[1:] != want:
                 if a.shape == want:
                     a = a[None]
@@ -175,8 +227,8 @@ class Simulator:
         """Simulator arrays [B, *IR shape] of floats to integers of the same shape (storage dtypes)."""
         if self._quantizers is None:
             roundings = self.graph.metadata.get("input_rounding", {})
-            self._quantizers = [_quantizer(v, Rounding(roundings.get(v.name, "HALF_EVEN")), self._scratch.new)
-                                for v in self.graph.inputs]
+            self._quantizers = [_quantizer(v, Rounding(roundings.get(v.name, "HALF_EVEN")), self._scratch.new,
+                                           self.saturate) for v in self.graph.inputs]
         return [q(a) for q, a in zip(self._quantizers, arrays, strict=True)]
 
     def plan(self, node: Node) -> Callable[[list[np.ndarray]], list[np.ndarray]]:

@@ -16,13 +16,39 @@ log = logging.getLogger(__name__)
 ORT_MAX_IR_VERSION = 13
 
 
+#: operator domains onnxruntime runs (the float model's ops; QONNX's quantizers are not among them)
+ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+
+
 def ort_compatible(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with an IR version onnxruntime accepts."""
+    """A copy of ``model`` with an IR version onnxruntime accepts; a VaqfError if it has ops onnxruntime cannot
+    run (QONNX's Quant, custom domains), instead of onnxruntime's internal message."""
+    custom = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ORT_DOMAINS})
+    if custom:
+        shown = ", ".join(custom[:3]) + (f" and {len(custom) - 3} more" if len(custom) > 3 else "")
+        raise VaqfError(f"onnxruntime cannot run this model's {shown} nodes, so vaqf cannot compare it with a float "
+                        "run on calibration data; a QONNX model sets its own quantization (leave out --calib)")
     m = onnx.ModelProto()
     m.CopyFrom(model)
     if m.ir_version > ORT_MAX_IR_VERSION:
         m.ir_version = ORT_MAX_IR_VERSION
     return m
+
+
+def check_calibration(data: object, what: str = "calibration data") -> np.ndarray:
+    """Calibration inputs as float32, or a VaqfError: real numbers only, not empty, all finite."""
+    if not isinstance(data, np.ndarray):
+        raise VaqfError(f"{what} must be one numeric array (a .npy file), got {type(data).__name__}")
+    if data.dtype.kind not in "biuf":
+        raise VaqfError(f"{what} holds {data.dtype} values; give real numbers (a float or integer array)")
+    if data.size == 0:
+        raise VaqfError(f"{what} is empty (shape {list(data.shape)})")
+    out = data.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        raise VaqfError(f"{what} holds {bad} NaN or infinite values (or values beyond float32); clean them "
+                        "(np.nan_to_num) before calibrating")
+    return out
 
 
 def load_calibration(path: str | Path) -> np.ndarray:
@@ -32,10 +58,12 @@ def load_calibration(path: str | Path) -> np.ndarray:
     try:
         data = np.load(p, allow_pickle=False)
     except Exception as e:
-        raise VaqfError(f"calibration file {p} is not a readable .npy array: {e}") from e
-    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
-        raise VaqfError(f"calibration file {p} must hold a numeric array")
-    return data.astype(np.float32)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VaqfError(f"calibration file {p} is not a readable .npy array: {first}") from e
+    if isinstance(data, np.lib.npyio.NpzFile):
+        data.close()
+        raise VaqfError(f"calibration file {p} is an .npz archive; give one array saved with np.save (.npy)")
+    return check_calibration(data, f"calibration file {p}")
 
 
 def collect_ranges(model: onnx.ModelProto, calib: np.ndarray, tensors: list[str],
@@ -58,18 +86,24 @@ def collect_ranges(model: onnx.ModelProto, calib: np.ndarray, tensors: list[str]
     except Exception as e:
         raise VaqfError(f"onnxruntime cannot run the model for calibration: {str(e).splitlines()[0]}") from e
     dims = inp.type.tensor_type.shape.dim
-    sample_rank = len(dims) - 1
-    if calib.ndim == sample_rank:
-        calib = calib[None]
-    if calib.ndim != sample_rank + 1:
-        raise VaqfError(f"calibration data has shape {list(calib.shape)}; expected [N, "
-                        f"{', '.join(str(d.dim_value or '?') for d in dims[1:])}]")
+    calib = check_calibration(calib)
+    want = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+    expected = f"[N, {', '.join(str(d) if d else '?' for d in want)}]" if want else "[N]"
+    # one sample without its batch axis is refused: for a 1-D model input it cannot be told from N scalars
+    if calib.ndim != len(dims) or any(w and w != c for w, c in zip(want, calib.shape[1:], strict=False)):
+        raise VaqfError(f"calibration data has shape {list(calib.shape)}; the model's input '{inp.name}' takes "
+                        f"{expected} (N samples)")
     lo = {t: np.inf for t in tensors}
     hi = {t: -np.inf for t in tensors}
     fixed_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
     step = 1 if fixed_batch == 1 else batch
     for i in range(0, calib.shape[0], step):
-        outs = sess.run(tensors, {inp.name: calib[i : i + step]})
+        try:
+            outs = sess.run(tensors, {inp.name: calib[i : i + step]})
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VaqfError(f"onnxruntime cannot run the model on the calibration data of shape "
+                            f"{list(calib.shape)} (expected {expected}): {first[:200]}") from None
         for t, o in zip(tensors, outs, strict=True):
             o = np.asarray(o)
             if o.size == 0 or o.dtype.kind != "f":

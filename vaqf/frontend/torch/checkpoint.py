@@ -29,11 +29,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise VaqfError(f"checkpoint {p} does not exist")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (or, before PyTorch 1.6, a pickle): anything else is not a checkpoint, and
+    # PyTorch's own message for it would advise weights_only=False, which runs code and would not help
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise VaqfError(f"checkpoint {p} is not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                        "torch.save writes); save one with torch.save(model.state_dict(), path)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, non-tensor objects refused by weights_only, truncated files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VaqfError(f"checkpoint {p} is not a readable PyTorch state dict: {first}") from None
+        text = str(e).strip()
+        if "weights_only" in text or "Weights only" in text:
+            raise VaqfError(f"checkpoint {p} holds objects other than tensors, and vaqf reads checkpoints with "
+                            "weights_only=True so that no code in them runs; save the state dict alone with "
+                            "torch.save(model.state_dict(), path)") from None
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise VaqfError(f"checkpoint {p} is not a readable PyTorch state dict: {first[:200]}") from None
     for key in WRAPPER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -15,7 +15,7 @@ import onnx
 
 from vaqf import progress
 from vaqf.backend.emit import check_output_dir, write_project
-from vaqf.dse.design import Design
+from vaqf.dse.design import Design, check_knobs
 from vaqf.dse.search import (
     DEFAULT_ACT_BITS,
     Candidate,
@@ -176,6 +176,7 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
             where = f"the design {design}" if not isinstance(design, Design) else "the given design"
             graph = load_model(model, weights, act_bits if act_bits is not None else pinned.act_bits, calib)
             _check_same_model(pinned, graph, where)
+            check_knobs(pinned.knobs, graph, where)  # this graph's units, their knobs, legal values only
             if pinned.board.name != b.name:
                 log.warning("%s was made for %s; re-estimating for %s", where, pinned.board.name, b.name)
             own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"

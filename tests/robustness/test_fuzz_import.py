@@ -1,9 +1,8 @@
 """Mutated and truncated models: the importer either succeeds or raises a VaqfError with a one-line
-message, in bounded time. (bench/fuzz_import.py runs the same check on many more cases.)"""
+message. (bench/fuzz_import.py runs the same check on many more cases and reports the slowest; tests assert no
+wall-clock times.)"""
 
 from __future__ import annotations
-
-import time
 
 import onnx
 import pytest
@@ -21,7 +20,6 @@ def import_bytes(data: bytes, tmp_path) -> str:
     """'ok' or the error message; anything but a VaqfError propagates and fails the test."""
     path = tmp_path / "m.onnx"
     path.write_bytes(data)
-    start = time.perf_counter()
     try:
         import_onnx(path, ImportOptions())
         outcome = "ok"
@@ -29,7 +27,6 @@ def import_bytes(data: bytes, tmp_path) -> str:
         msg = str(e)
         assert msg and "\n" not in msg.strip(), f"multi-line message: {msg!r}"
         outcome = msg
-    assert time.perf_counter() - start < 30, "import took unbounded time"
     return outcome
 
 

@@ -233,16 +233,17 @@ def test_output_folder_protection(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert (out / "sub" / "notes.md").read_text() == "mine too"
     assert not (out / MARKER).exists()
     assert _leftovers(tmp_path, "mine") == []
-    # --force replaces it
+    # --force replaces a folder vaqf did not make
     rc, _, _ = run_main(capsys, "compile", "--example", "mlp", "-o", str(out), "--force")
     assert rc == 0
     assert not (out / "precious.txt").exists() and not (out / "sub").exists()
     assert (out / MARKER).is_file()
-    # a folder vaqf made is replaced without --force, and stale files in it go away
-    (out / "stale.txt").write_text("old build output")
+    # a folder vaqf made is re-compiled without --force: vaqf's files replaced, anything else carried over
+    (out / "vaqf_prj").mkdir()
+    (out / "vaqf_prj" / "vivado_hls.log").write_text("a vendor tool's run")
     rc, _, _ = run_main(capsys, "compile", "--example", "mlp", "-o", str(out), "--board", "zcu104")
     assert rc == 0
-    assert not (out / "stale.txt").exists()
+    assert (out / "vaqf_prj" / "vivado_hls.log").read_text() == "a vendor tool's run"
     assert json.loads((out / "design.json").read_text())["board"]["name"] == "zcu104"
     assert _leftovers(tmp_path, "mine") == []
 

@@ -31,7 +31,7 @@ from vaqf.hw.board import Board, get_board, register_board
 from vaqf.hw.model import estimate, units_of
 from vaqf.ir import Graph
 from vaqf.ir.serialize import load_graph
-from vaqf.passes import PassManager, default_pipeline
+from vaqf.passes import optimize as run_passes
 from vaqf.sim.simulator import SimResult, Simulator
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def load_model(model: ModelLike, weights: str = "keep", act_bits: int | None = N
     with progress.stage(f"importing {what}{bits}"):
         graph = import_onnx(model, ImportOptions(weights=weights, act_bits=act_bits, calib=calib))
         if optimize:
-            graph = PassManager(default_pipeline(), max_iterations=4)(graph).graph
+            graph = run_passes(graph).graph
     return graph
 
 

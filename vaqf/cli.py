@@ -353,7 +353,10 @@ def cmd_simulate(args: argparse.Namespace) -> dict:
 
     from vaqf.api import simulate
 
-    x = _load_npy(args.input, "input").astype(np.float32)
+    out_dir = Path(args.output).resolve().parent
+    if not out_dir.is_dir():
+        raise VaqfError(f"--output {args.output}: the folder {out_dir} does not exist")
+    x = _load_npy(args.input, "input")  # as loaded: the simulator checks its dtype and values
     res = simulate(args.target, x, weights=args.weights, act_bits=args.act_bits, calib=args.calib)
     y = res.dequantized[0] if len(res.dequantized) == 1 else res.dequantized[0]
     np.save(args.output, y.astype(np.float32))

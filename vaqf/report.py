@@ -231,11 +231,12 @@ def write_report(folder: Path, graph: Graph, design: Design, board: Board, paret
         plots["roofline"] = "report/roofline.png"
     if not plots:
         log.warning("report written without plots (install matplotlib: pip install 'vaqf[plot]')")
+    from vaqf.backend.emit import write_inside
+
     out = []
-    for name, text in render(data, plots).items():
-        (folder / name).write_text(text)
-        out.append(folder / name)
-    (folder / "report" / "report.json").write_text(json.dumps(data, indent=1, sort_keys=True, default=float))
+    for name, text in render(data, plots).items():  # never through a link planted in the project
+        out.append(write_inside(folder, name, text))
+    write_inside(folder, "report/report.json", json.dumps(data, indent=1, sort_keys=True, default=float))
     return out
 
 

@@ -390,20 +390,7 @@ class LaneSpace:
         i = relaxed._query(_kernels().CLOSEST_FASTER, max_cycles=bp.cycles)
         top = relaxed._query(_kernels().FEWEST_CYCLES)
         gain = relaxed.point(top).fps / bp.fps - 1 if top is not None else 0.0
-        if i is not None and gain > MARGINAL_GAIN:
-            p = relaxed.point(i)
-            r = int(np.argmax(p.util))
-            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r], "need": float(p.util[r]), "reach": bp.fps * (1 + gain),
-                    "detail": f"the next faster design ({p.fps:.4g} FPS) needs {p.util[r] * 100:.0f}% "
-                              f"of the {RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
-        more = f"; more resources would gain at most {gain * 100:.1f}%" if i is not None else ""
-        memory = bp.ddr / self.board.ddr_bytes_per_cycle
-        if memory >= 0.5 * bp.cycles:
-            return {"fps": bp.fps, "binding": "ddr_bandwidth",
-                    "detail": f"weight traffic from DDR takes {memory / bp.cycles * 100:.0f}% of the "
-                              f"cycles at {self.board.ddr_bytes_per_cycle:.3g} bytes/cycle{more}"}
-        return {"fps": bp.fps, "binding": "parallelism",
-                "detail": f"every unit is at its largest knobs, and the cycles do not shrink with larger ones{more}"}
+        return _binding(bp, None if i is None else relaxed.point(i), gain, cap, self.board)
 
     def relaxed(self, cap: float) -> Space:
         """A space of the same graph with room for the designs that just miss ``cap`` (for diagnostics)."""
@@ -524,20 +511,8 @@ class Space:
             if t is not None:
                 tops.append(rel.point(t))
         gain = max(p.fps for p in tops) / bp.fps - 1 if tops else 0.0
-        if near and gain > MARGINAL_GAIN:
-            p = min(near, key=lambda q: (float(np.max(q.util)), q.cycles))
-            r = int(np.argmax(p.util))
-            return {"fps": bp.fps, "binding": RESOURCE_KEYS[r], "need": float(p.util[r]), "reach": bp.fps * (1 + gain),
-                    "detail": f"the next faster design ({p.fps:.4g} FPS) needs {p.util[r] * 100:.0f}% "
-                              f"of the {RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
-        more = f"; more resources would gain at most {gain * 100:.1f}%" if near else ""
-        memory = bp.ddr / self.board.ddr_bytes_per_cycle
-        if memory >= 0.5 * bp.cycles:
-            return {"fps": bp.fps, "binding": "ddr_bandwidth",
-                    "detail": f"weight traffic from DDR takes {memory / bp.cycles * 100:.0f}% of the "
-                              f"cycles at {self.board.ddr_bytes_per_cycle:.3g} bytes/cycle{more}"}
-        return {"fps": bp.fps, "binding": "parallelism",
-                "detail": f"every unit is at its largest knobs, and the cycles do not shrink with larger ones{more}"}
+        closest = min(near, key=lambda q: (float(np.max(q.util)), q.cycles)) if near else None
+        return _binding(bp, closest, gain, cap, self.board)
 
     def relaxed(self, cap: float) -> Space:
         room = diagnosis_room(cap)
@@ -546,6 +521,26 @@ class Space:
         if self._relaxed is None or self._relaxed.room < room:
             self._relaxed = Space(self.graph, self.board, self.fixed, room, [sp.lanes for sp in self.spaces])
         return self._relaxed
+
+
+def _binding(bp: Point, closest: Point | None, gain: float, cap: float, board: Board) -> dict:
+    """What stops the best feasible design ``bp``: the resource the faster design closest to fitting
+    (``closest``) exceeds most, when more resources would gain more than MARGINAL_GAIN (``gain``); else DDR
+    bandwidth when weight traffic takes most of the cycles, else the knob ranges."""
+    if closest is not None and gain > MARGINAL_GAIN:
+        r = int(np.argmax(closest.util))
+        return {"fps": bp.fps, "binding": RESOURCE_KEYS[r], "need": float(closest.util[r]),
+                "reach": bp.fps * (1 + gain),
+                "detail": f"the next faster design ({closest.fps:.4g} FPS) needs {closest.util[r] * 100:.0f}% "
+                          f"of the {RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
+    more = f"; more resources would gain at most {gain * 100:.1f}%" if closest is not None else ""
+    memory = bp.ddr / board.ddr_bytes_per_cycle
+    if memory >= 0.5 * bp.cycles:
+        return {"fps": bp.fps, "binding": "ddr_bandwidth",
+                "detail": f"weight traffic from DDR takes {memory / bp.cycles * 100:.0f}% of the "
+                          f"cycles at {board.ddr_bytes_per_cycle:.3g} bytes/cycle{more}"}
+    return {"fps": bp.fps, "binding": "parallelism",
+            "detail": f"every unit is at its largest knobs, and the cycles do not shrink with larger ones{more}"}
 
 
 def diagnosis_room(cap: float) -> float:

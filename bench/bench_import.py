@@ -19,22 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
 from benchlib import machine, table  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-QONNX = "qonnx.custom_op.general"
-
-
-def relu_chain(n: int) -> onnx.ModelProto:
-    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (("s", 0.05), ("z", 0.0), ("b", 8.0))]
-    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["t0"], domain=QONNX, signed=1, narrow=0,
-                              rounding_mode="ROUND", name="q")]
-    nodes += [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"r{i}") for i in range(n)]
-    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                          [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 16])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(QONNX, 1)])
+from tests.helpers import relu_chain  # noqa: E402
 
 
 def main() -> int:

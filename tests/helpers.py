@@ -433,3 +433,17 @@ def assert_cycles_match(project, tol: float = 0.03, inputs: int = 1):
     m, e = res.total_cycles()
     assert abs(m - e) <= tol * e, (m, e)
     return res
+
+
+QONNX_DOMAIN = "qonnx.custom_op.general"
+
+
+def relu_chain(n: int) -> onnx.ModelProto:
+    """Quant, then ``n`` Relu nodes in a row."""
+    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (("s", 0.05), ("z", 0.0), ("b", 8.0))]
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["t0"], domain=QONNX_DOMAIN, signed=1, narrow=0,
+                              rounding_mode="ROUND", name="q")]
+    nodes += [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"r{i}") for i in range(n)]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                          [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(QONNX_DOMAIN, 1)])

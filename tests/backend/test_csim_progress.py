@@ -13,14 +13,6 @@ import vaqf
 from vaqf import cli, progress
 from vaqf.backend import csim
 from vaqf.backend.csim import CsimInterrupted, default_input_count, run_csim
-from vaqf.examples import example_model
-
-
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("csim") / "mlp"
-    vaqf.compile_model(example_model("mlp"), out)
-    return out
 
 
 @pytest.fixture

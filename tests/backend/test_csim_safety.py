@@ -16,19 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import vaqf
 from vaqf import cli
 from vaqf.backend import csim
 from vaqf.backend.csim import build, cache_dir, clean_stale_workdirs, run_csim
 from vaqf.errors import ToolchainError, VaqfError
-from vaqf.examples import example_model
-
-
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("csim") / "mlp"
-    vaqf.compile_model(example_model("mlp"), out)
-    return out
 
 
 @pytest.fixture

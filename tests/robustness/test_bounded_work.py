@@ -11,24 +11,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.helpers import float_mlp_model, qonnx_model
+from tests.helpers import float_mlp_model, qonnx_model, relu_chain
 from vaqf.errors import ModelError, VaqfError
 from vaqf.frontend import onnx_import
 from vaqf.frontend.onnx_import import ImportOptions, import_onnx
 from vaqf.ir import Graph, IntType, TensorInfo
-
-QONNX = "qonnx.custom_op.general"
-
-
-def relu_chain(n: int) -> onnx.ModelProto:
-    """Quant, then ``n`` Relu nodes in a row."""
-    inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in (("s", 0.05), ("z", 0.0), ("b", 8.0))]
-    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["t0"], domain=QONNX, signed=1, narrow=0,
-                              rounding_mode="ROUND", name="q")]
-    nodes += [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"r{i}") for i in range(n)]
-    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                          [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 16])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(QONNX, 1)])
 
 
 def python_calls(fn) -> int:  # noqa: ANN001

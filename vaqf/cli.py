@@ -616,6 +616,7 @@ def _main(argv: list[str] | None, caught: list[int]) -> int:
         out = COMMANDS[args.command](args)
         if getattr(args, "json", False):
             print(json.dumps(out, indent=2))
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at interpreter exit
         return 0
     except InfeasibleDesign as e:
         if getattr(args, "json", False):

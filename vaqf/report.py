@@ -18,7 +18,7 @@ import jinja2
 
 from vaqf import __version__
 from vaqf.backend.escape import environment, terminal
-from vaqf.backend.resources import templates_dir
+from vaqf.backend.package_files import templates_dir
 from vaqf.dse.design import Design
 from vaqf.hw.board import Board
 from vaqf.hw.cost import RESOURCE_KEYS

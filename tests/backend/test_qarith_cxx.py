@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vaqf.backend.csim import CXXFLAGS, ap_include_dir, compiler
-from vaqf.backend.resources import hls_dir
+from vaqf.backend.package_files import hls_dir
 from vaqf.sim.qarith import Rounding, requantize, rshift_round
 
 HARNESS = r"""

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from vaqf.backend.resources import hls_dir
+from vaqf.backend.package_files import hls_dir
 from vaqf.ops import get_spec, registered_ops
 from vaqf.units import get_unit, registered_units
 from vaqf.units.base import Descriptor

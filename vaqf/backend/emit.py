@@ -34,7 +34,7 @@ import numpy as np
 from vaqf import __version__
 from vaqf.backend.bd import block_design_values
 from vaqf.backend.names import NameTable
-from vaqf.backend.resources import hls_dir, templates_dir
+from vaqf.backend.package_files import hls_dir, templates_dir
 from vaqf.dse.design import Design
 from vaqf.errors import OutputExists, VaqfError
 from vaqf.hw.board import Board

@@ -115,11 +115,11 @@ class _Options:
                    np.ones(1, np.int64), np.zeros(1, np.int64))
 
 
-def _kernels():  # noqa: ANN202
-    """vaqf.dse.kernels, imported on first use (numba loads then, not with vaqf)."""
-    from vaqf.dse import kernels
+def _loops():  # noqa: ANN202
+    """vaqf.dse.pareto, imported on first use (numba loads then, not with vaqf)."""
+    from vaqf.dse import pareto
 
-    return kernels
+    return pareto
 
 
 def pareto_mask(keys: np.ndarray) -> np.ndarray:
@@ -127,7 +127,7 @@ def pareto_mask(keys: np.ndarray) -> np.ndarray:
 
     In lexicographic order a row can only be dominated by (or equal to) a row before it, so rows are
     taken in that order and a row is dropped when a kept row is <= it everywhere
-    (:func:`vaqf.dse.kernels.pareto_sorted`).
+    (:func:`vaqf.dse.pareto.pareto_sorted`).
     """
     n = keys.shape[0]
     keep = np.zeros(n, dtype=bool)
@@ -138,7 +138,7 @@ def pareto_mask(keys: np.ndarray) -> np.ndarray:
         keep[0] = True
         return keep
     order = np.lexsort(k.T[::-1])  # stable: of equal rows, the first comes first
-    keep[order[_kernels().pareto_sorted(np.ascontiguousarray(k[order], dtype=np.int64))]] = True
+    keep[order[_loops().pareto_sorted(np.ascontiguousarray(k[order], dtype=np.int64))]] = True
     return keep
 
 
@@ -315,8 +315,8 @@ class LaneSpace:
         return {u: dict(out[u]) for u in self.units}
 
     def _query(self, kind: int, cap: float = 1.0, max_cycles: int = 0) -> int | None:
-        """The design of this space minimizing a key (:func:`vaqf.dse.kernels.argmin_product`), or None."""
-        i = _kernels().argmin_product(kind, self.a.cycles, self.a.res, self._a_simd, self.b.cycles, self.b.res,
+        """The design of this space minimizing a key (:func:`vaqf.dse.pareto.argmin_product`), or None."""
+        i = _loops().argmin_product(kind, self.a.cycles, self.a.res, self._a_simd, self.b.cycles, self.b.res,
                                    self._b_simd, np.int64(self.fixed_cycles), self._shell, self._buf_lut,
                                    self._buf_bram, _LUT, _DSP, _BRAM, self._threshold(cap), self.caps,
                                    np.int64(max_cycles))
@@ -330,7 +330,7 @@ class LaneSpace:
     def fastest(self, cap: float) -> int | None:
         """The feasible design with the highest frame rate (ties: fewer LUT, DSP, BRAM18)."""
         self._check_room(cap)
-        return self._query(_kernels().FASTEST, cap)
+        return self._query(_loops().FASTEST, cap)
 
     def max_cycles(self, target_fps: float) -> int:
         """The most cycles a frame may take to reach ``target_fps`` (as :meth:`fps_of` computes frame rates)."""
@@ -347,7 +347,7 @@ class LaneSpace:
     def cheapest_meeting(self, target_fps: float, cap: float) -> int | None:
         """The feasible design meeting ``target_fps`` with the fewest LUTs (ties: DSP, BRAM18, FPS)."""
         self._check_room(cap)
-        return self._query(_kernels().CHEAPEST, cap, self.max_cycles(target_fps))
+        return self._query(_loops().CHEAPEST, cap, self.max_cycles(target_fps))
 
     def front(self, cap: float) -> list[int]:
         """Feasible designs not dominated in (FPS up, LUT down), fastest first; of designs with equal FPS
@@ -378,7 +378,7 @@ class LaneSpace:
         best = self.fastest(cap)
         relaxed = self.relaxed(cap)
         if best is None:
-            i = relaxed._query(_kernels().CLOSEST)
+            i = relaxed._query(_loops().CLOSEST)
             if i is None:
                 return {"fps": 0.0, "binding": "parallelism", "detail": "the design space is empty"}
             p = relaxed.point(i)
@@ -387,8 +387,8 @@ class LaneSpace:
                     "detail": f"even the smallest design needs {p.util[r] * 100:.0f}% of the "
                               f"{RESOURCE_KEYS[r].upper()} (cap {cap * 100:.0f}%)"}
         bp = self.point(best)
-        i = relaxed._query(_kernels().CLOSEST_FASTER, max_cycles=bp.cycles)
-        top = relaxed._query(_kernels().FEWEST_CYCLES)
+        i = relaxed._query(_loops().CLOSEST_FASTER, max_cycles=bp.cycles)
+        top = relaxed._query(_loops().FEWEST_CYCLES)
         gain = relaxed.point(top).fps / bp.fps - 1 if top is not None else 0.0
         return _binding(bp, None if i is None else relaxed.point(i), gain, cap, self.board)
 
@@ -504,10 +504,10 @@ class Space:
         tops: list[Point] = []
         for sp in self.spaces:
             rel = sp.relaxed(cap)
-            i = rel._query(_kernels().CLOSEST_FASTER, max_cycles=bp.cycles)
+            i = rel._query(_loops().CLOSEST_FASTER, max_cycles=bp.cycles)
             if i is not None:
                 near.append(rel.point(i))
-            t = rel._query(_kernels().FEWEST_CYCLES)
+            t = rel._query(_loops().FEWEST_CYCLES)
             if t is not None:
                 tops.append(rel.point(t))
         gain = max(p.fps for p in tops) / bp.fps - 1 if tops else 0.0

@@ -57,9 +57,9 @@ class Add(OpSpec):
         return reference_of(self.sim_plan(node), inputs)
 
     def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        """One compiled pass (:func:`vaqf.sim.kernels.add_scaled`); a single-sample input (a constant)
+        """One compiled pass (:func:`vaqf.sim.loops.add_scaled`); a single-sample input (a constant)
         broadcasts over the samples."""
-        from vaqf.sim.kernels import add_scaled
+        from vaqf.sim.loops import add_scaled
         from vaqf.sim.plans import Scratch, storage_dtype
 
         scratch = scratch if scratch is not None else Scratch()

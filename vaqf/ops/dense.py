@@ -60,7 +60,7 @@ SMALL_GEMM = 1 << 15
 
 def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
     """Exact integer GEMM plus bias (int64 accumulators [..., N]); see :func:`dense_plan` for how."""
-    from vaqf.sim.kernels import epilogue_columns, epilogue_params, gemm_epilogue
+    from vaqf.sim.loops import epilogue_columns, epilogue_params, gemm_epilogue
 
     xs = np.asarray(x)
     acc = _accumulate(xs.reshape(-1, xs.shape[-1]), weight, zp_in, bound, None)
@@ -77,7 +77,7 @@ def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
     [K, N], contiguous, in that float type (converted here when None). Returns a float or int64 array of
     integers [rows, N] (a scratch buffer when ``scratch`` is given)."""
     from vaqf.sim.gemm import matmul_into
-    from vaqf.sim.kernels import int_gemm
+    from vaqf.sim.loops import int_gemm
     from vaqf.sim.plans import Scratch
 
     n_out, k = weight.shape
@@ -102,7 +102,7 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
     conversion), then bias, ReLU and requantization fused in one compiled pass writing the output's storage
     dtype."""
     from vaqf.sim import gemm
-    from vaqf.sim.kernels import Epilogue, dense_int
+    from vaqf.sim.loops import OutputStage, dense_int
     from vaqf.sim.plans import Scratch, storage_dtype
 
     weight = np.ascontiguousarray(node.attrs["weight"])
@@ -113,11 +113,11 @@ def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.
     rq = node.attrs.get("requant")
     if rq is not None:
         out_dt = storage_dtype(rq["qtype"])
-        epi = Epilogue(n_out, node.attrs["bias"], relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]),
+        epi = OutputStage(n_out, node.attrs["bias"], relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]),
                        int(rq["qtype"].min), int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, zp, bound)
     else:  # the accumulator itself: int64, which holds whatever the inputs are
         out_dt = np.dtype(np.int64)
-        epi = Epilogue(n_out, node.attrs["bias"], relu, False, zp_in=zp)
+        epi = OutputStage(n_out, node.attrs["bias"], relu, False, zp_in=zp)
     cols, params = epi.cols, epi.params
     w_float: list[np.ndarray] = []  # converted on first use by a large batch, then kept
     scratch = scratch if scratch is not None else Scratch()
@@ -311,8 +311,8 @@ class Dense(OpSpec):
 
 def nonzero_rows(w: np.ndarray) -> np.ndarray:
     """Whether each row of a 2-D weight array holds a non-zero (``np.any(w != 0, axis=1)``), compiled
-    (:func:`vaqf.hw.kernels.nonzero_rows`): the cost model asks for every knob combination."""
-    from vaqf.hw.kernels import nonzero_rows as compiled  # numba loads on first use, not on import
+    (:func:`vaqf.hw.weight_scan.nonzero_rows`): the cost model asks for every knob combination."""
+    from vaqf.hw.weight_scan import nonzero_rows as compiled  # numba loads on first use, not on import
 
     return compiled(w)
 

@@ -59,9 +59,9 @@ def isqrt_array(v: np.ndarray) -> np.ndarray:
 
 
 def layernorm_reference(x: np.ndarray, a: dict[str, Any], out: np.ndarray | None = None) -> np.ndarray:
-    """LayerNorm over the last axis (compiled, :func:`vaqf.sim.kernels.layernorm_rows`); int64 unless ``out``
+    """LayerNorm over the last axis (compiled, :func:`vaqf.sim.loops.layernorm_rows`); int64 unless ``out``
     (an array of x's shape in a dtype holding the output type) is given."""
-    from vaqf.sim.kernels import layernorm_rows
+    from vaqf.sim.loops import layernorm_rows
 
     xi = np.asarray(x)
     if out is None:

@@ -64,8 +64,8 @@ class Lut(OpSpec):
         return reference_of(self.sim_plan(node), inputs)
 
     def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        """One compiled pass (:func:`vaqf.sim.kernels.table_lookup`)."""
-        from vaqf.sim.kernels import table_lookup
+        """One compiled pass (:func:`vaqf.sim.loops.table_lookup`)."""
+        from vaqf.sim.loops import table_lookup
         from vaqf.sim.plans import Scratch, storage_dtype
 
         scratch = scratch if scratch is not None else Scratch()

@@ -54,7 +54,7 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     24-bit mantissa, float64 below 2**53, int64 beyond), then ReLU and requantization in one compiled pass
     writing the output's storage dtype, placed through ``out_view``."""
     from vaqf.sim.gemm import matmul_into
-    from vaqf.sim.kernels import Epilogue
+    from vaqf.sim.loops import OutputStage
     from vaqf.sim.plans import Scratch, scatter_strided, storage_dtype, strided_view
 
     scratch = scratch if scratch is not None else Scratch()
@@ -68,11 +68,11 @@ def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np
     rq = node.attrs.get("requant")
     if rq is not None:
         out_dt = storage_dtype(rq["qtype"])
-        epi = Epilogue(n, 0, relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]), int(rq["qtype"].min),
+        epi = OutputStage(n, 0, relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]), int(rq["qtype"].min),
                        int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, bound=bound)
     else:
         out_dt = np.dtype(np.int64)
-        epi = Epilogue(n, 0, relu, False)
+        epi = OutputStage(n, 0, relu, False)
     out_view = node.attrs.get("out_view")
 
     def operand_array(i: int, x: np.ndarray, role: str) -> np.ndarray:

@@ -37,7 +37,7 @@ class Requant(OpSpec):
 
     def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
         """The GEMM epilogue kernel on the input minus its zero point (the "bias"), channels on the last axis."""
-        from vaqf.sim.kernels import epilogue_columns, epilogue_params, gemm_epilogue
+        from vaqf.sim.loops import epilogue_columns, epilogue_params, gemm_epilogue
         from vaqf.sim.plans import Scratch, storage_dtype
 
         scratch = scratch if scratch is not None else Scratch()

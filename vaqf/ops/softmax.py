@@ -46,9 +46,9 @@ def softmax_attrs(in_scale: float, out_bits: int) -> dict[str, Any]:
 
 def softmax_reference(x: np.ndarray, table: np.ndarray, mant: int, shift: int, out_bits: int,
                       out: np.ndarray | None = None) -> np.ndarray:
-    """Softmax over the last axis (compiled, :func:`vaqf.sim.kernels.softmax_rows`); int64 unless ``out``
+    """Softmax over the last axis (compiled, :func:`vaqf.sim.loops.softmax_rows`); int64 unless ``out``
     (an array of x's shape, any integer dtype holding b bits) is given."""
-    from vaqf.sim.kernels import softmax_rows
+    from vaqf.sim.loops import softmax_rows
 
     xi = np.asarray(x)
     if out is None:

@@ -5,7 +5,7 @@ input arrays (leading sample axis first, as ``OpSpec.reference`` takes them) tha
 outputs, with everything that depends only on the node (converted weights, per-column multipliers, strided
 views) worked out once, and its large arrays from ``scratch`` (:class:`Scratch`). The simulator builds one
 plan per node and calls it for every batch; the op's ``reference`` builds a plan and runs it, so there is
-one implementation of each op's arithmetic (:mod:`vaqf.sim.kernels`).
+one implementation of each op's arithmetic (:mod:`vaqf.sim.loops`).
 
 Plans return integers in the narrowest numpy dtype holding the value's type (:func:`storage_dtype`), which
 is what makes the kernels memory-light; ``reference`` and the simulator's results convert to int64.

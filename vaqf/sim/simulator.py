@@ -87,7 +87,7 @@ def _quantizer(value: Value, rounding: Rounding,
     info = value.info
     lo, hi, zp = int(info.qtype.min), int(info.qtype.max), int(info.zero_point)
     if rounding is Rounding.HALF_EVEN and info.scale.size == 1:  # the usual case: one compiled pass
-        from vaqf.sim.kernels import quantize_half_even
+        from vaqf.sim.loops import quantize_half_even
         from vaqf.sim.plans import storage_dtype
 
         dt, scale = storage_dtype(info.qtype), float(info.scale[0])
@@ -117,7 +117,7 @@ def _finisher(value: Value) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarr
     """For a graph output: its integers [B, *IR shape] (any integer dtype) to the user's int64 integers and
     ``value.info.dequantize`` of them (scale * (float64(q) - zp), scale per tensor or on the last axis),
     both [B, *sample shape], in one compiled pass: the same float operations, so the same results."""
-    from vaqf.sim.kernels import finish_output
+    from vaqf.sim.loops import finish_output
 
     info = value.info
     sample = info.sample_shape

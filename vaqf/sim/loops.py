@@ -3,7 +3,7 @@
 The op references (``vaqf/ops/*.py``) run these; the simulator calls them through per-node plans
 (:mod:`vaqf.sim.plans`). The scalar helpers are the elementwise definitions of :mod:`vaqf.sim.qarith`
 (``rshift_round``, ``round_div``, saturation), written once per element instead of once per array pass;
-``tests/sim/test_kernels.py`` checks them against qarith and against exact rational arithmetic.
+``tests/sim/test_loops.py`` checks them against qarith and against exact rational arithmetic.
 
 Conventions: every scalar is converted to int64 before any arithmetic (numba would otherwise promote
 uint64 mixes to float); outputs are written into arrays the caller allocates in the value's storage dtype
@@ -217,7 +217,7 @@ def gemm_epilogue_f64(acc, fcols, params, out):  # noqa: ANN001, ANN201
             out[i, j] = np.int64(min(max(q, lo), hi))
 
 
-class Epilogue:
+class OutputStage:
     """A node's output stage, constants prepared once: ``epi(acc, out)`` runs :func:`gemm_epilogue_f64` where
     that is exact for accumulators up to ``bound`` (half-to-even requantization), :func:`gemm_epilogue`
     otherwise. ``cols``/``params`` are the integer kernel's constants (also for :func:`dense_int`)."""

@@ -1,4 +1,4 @@
-"""The simulator's compiled kernels (vaqf.sim.kernels) against exact rational arithmetic and straightforward
+"""The simulator's compiled kernels (vaqf.sim.loops) against exact rational arithmetic and straightforward
 int64 numpy formulas, on edge cases; the per-node plans' alternative paths against each other; the
 simulator's fast path (generated code, recycled buffers) against its plain interpreter."""
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tests.sim.test_qarith import ref_round
 from vaqf.ir import Graph, IntType, TensorInfo
 from vaqf.ops import get_spec
-from vaqf.sim import kernels as K
+from vaqf.sim import loops as K
 from vaqf.sim.plans import Scratch, storage_dtype
 from vaqf.sim.qarith import Rounding, round_div, rshift_round
 from vaqf.sim.simulator import Simulator
@@ -149,9 +149,9 @@ def test_float_epilogue_exact_where_allowed(relu):
     np.testing.assert_array_equal(out, _ref_epilogue(acc, np.zeros(s.size, np.int64), False, np.ones(s.size), s, 0,
                                                      -(2**40), 2**40, Rounding.HALF_EVEN))
     assert not K.float_epilogue_exact(2**30, 0, 2**24)
-    assert K.Epilogue(4, 0, False, True, 2**24, 30, bound=2**30).fcols is None
-    assert K.Epilogue(4, 0, False, True, 2**20, 30, bound=2**24).fcols is not None
-    assert K.Epilogue(4, 0, False, True, 2**20, 30, mode=Rounding.FLOOR.cpp_id, bound=2**24).fcols is None
+    assert K.OutputStage(4, 0, False, True, 2**24, 30, bound=2**30).fcols is None
+    assert K.OutputStage(4, 0, False, True, 2**20, 30, bound=2**24).fcols is not None
+    assert K.OutputStage(4, 0, False, True, 2**20, 30, mode=Rounding.FLOOR.cpp_id, bound=2**24).fcols is None
 
 
 def _softmax_numpy(x, table, mant, shift, out_bits):

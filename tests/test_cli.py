@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,35 @@ def test_simulate_rejects_a_wrong_input_shape(example_project: tuple[Path, dict]
     np.save(x, np.zeros((3, EXAMPLE_IN + 1), np.float32))
     rc, _, err = run_main(capsys, "simulate", str(project), "--input", str(x), "--output", str(tmp_path / "y.npy"))
     assert rc == 2 and "must be shaped" in err and not (tmp_path / "y.npy").exists()
+
+
+def test_simulate_refuses_nan_inputs_unless_asked_to_saturate(example_project: tuple[Path, dict], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    project, _ = example_project
+    x = tmp_path / "x.npy"
+    a = np.full((2, EXAMPLE_IN), 1.0, np.float32)
+    a[0, 0], a[1, 1] = np.nan, np.inf
+    np.save(x, a)
+    y = tmp_path / "y.npy"
+    rc, _, err = run_main(capsys, "simulate", str(project), "--input", str(x), "--output", str(y))
+    assert rc == 2 and "1 NaN and 1 infinite" in err and "--saturate" in err and not y.exists()
+    with caplog.at_level(logging.WARNING):
+        rc, _, _ = run_main(capsys, "simulate", str(project), "--input", str(x), "--output", str(y), "--saturate")
+    assert rc == 0 and "1 NaN values set to 0 and 1 infinite values saturated" in caplog.text
+    clean = a.copy()
+    clean[0, 0], clean[1, 1] = 0.0, 1e6  # what saturation means: NaN is 0, +inf the top of the range
+    x_clean, y_clean = tmp_path / "x_clean.npy", tmp_path / "y_clean.npy"
+    np.save(x_clean, clean)
+    rc, _, _ = run_main(capsys, "simulate", str(project), "--input", str(x_clean), "--output", str(y_clean))
+    assert rc == 0
+    np.testing.assert_array_equal(np.load(y), np.load(y_clean))
+
+
+def test_csim_saturate_needs_float_inputs(example_project: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
+    project, _ = example_project
+    rc, _, err = run_main(capsys, "csim", str(project), "--saturate")
+    assert rc == 2 and "--input" in err
 
 
 def test_boards_json(capsys: pytest.CaptureFixture) -> None:

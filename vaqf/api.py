@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from vaqf import progress
-from vaqf.backend.emit import check_output_dir, write_project
+from vaqf.backend.emit import check_compiled_together, check_output_dir, project_lock, write_project
 from vaqf.dse.design import Design, check_knobs
 from vaqf.dse.search import (
     DEFAULT_ACT_BITS,
@@ -165,50 +165,52 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
     """
     out = Path(out_dir)
     check_output_dir(out, force)  # fail before doing any work
-    b = _board(board)
-    with tempfile.TemporaryDirectory(prefix="vaqf-module-") as td:
-        if _is_torch_module(model):
-            model = _export_module(model, example_input, Path(td))
-        elif example_input is not None:
-            raise VaqfError("example_input is for a torch.nn.Module; an ONNX model or Graph has its input shape")
-        if design is not None:
-            pinned = design if isinstance(design, Design) else Design.load(design)
-            where = f"the design {design}" if not isinstance(design, Design) else "the given design"
-            graph = load_model(model, weights, act_bits if act_bits is not None else pinned.act_bits, calib)
-            _check_same_model(pinned, graph, where)
-            check_knobs(pinned.knobs, graph, where)  # this graph's units, their knobs, legal values only
-            if pinned.board.name != b.name:
-                log.warning("%s was made for %s; re-estimating for %s", where, pinned.board.name, b.name)
-            own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
-            bits_pinned = None if own else pinned.act_bits
-            chosen = design_for_knobs(graph, b, pinned.knobs, fps, bits_pinned)
-            cands = [Candidate.build(graph, b, cap, bits_pinned)]
-            over = _over_budget(chosen)
-            if over and not refit:
-                raise VaqfError(f"{where} does not fit {b.name}: it needs {over} of the board; compile without "
-                                "--design to search for a design, or add --refit to search when it does not fit")
-            if over:
-                log.warning("%s needs %s of %s: searching for a design that fits instead", where, over, b.name)
+    # held from here: a second compile to the same folder is refused at once, not after its search
+    with project_lock(out):
+        b = _board(board)
+        with tempfile.TemporaryDirectory(prefix="vaqf-module-") as td:
+            if _is_torch_module(model):
+                model = _export_module(model, example_input, Path(td))
+            elif example_input is not None:
+                raise VaqfError("example_input is for a torch.nn.Module; an ONNX model or Graph has its input shape")
+            if design is not None:
+                pinned = design if isinstance(design, Design) else Design.load(design)
+                where = f"the design {design}" if not isinstance(design, Design) else "the given design"
+                graph = load_model(model, weights, act_bits if act_bits is not None else pinned.act_bits, calib)
+                _check_same_model(pinned, graph, where)
+                check_knobs(pinned.knobs, graph, where)  # this graph's units, their knobs, legal values only
+                if pinned.board.name != b.name:
+                    log.warning("%s was made for %s; re-estimating for %s", where, pinned.board.name, b.name)
+                own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
+                bits_pinned = None if own else pinned.act_bits
+                chosen = design_for_knobs(graph, b, pinned.knobs, fps, bits_pinned)
+                cands = [Candidate.build(graph, b, cap, bits_pinned)]
+                over = _over_budget(chosen)
+                if over and not refit:
+                    raise VaqfError(f"{where} does not fit {b.name}: it needs {over} of the board; compile without "
+                                    "--design to search for a design, or add --refit to search when it does not fit")
+                if over:
+                    log.warning("%s needs %s of %s: searching for a design that fits instead", where, over, b.name)
+                    with progress.stage(f"searching the design space on {b.name}"):
+                        chosen, _ = select(cands, b, fps, cap)
+            else:
+                cands = _candidates(model, b, weights, act_bits, calib, bits, cap)
                 with progress.stage(f"searching the design space on {b.name}"):
-                    chosen, _ = select(cands, b, fps, cap)
-        else:
-            cands = _candidates(model, b, weights, act_bits, calib, bits, cap)
-            with progress.stage(f"searching the design space on {b.name}"):
-                chosen, cand = select(cands, b, fps, cap)
-            graph = cand.graph
+                    chosen, cand = select(cands, b, fps, cap)
+                graph = cand.graph
 
-        def add_report(folder: Path) -> None:
-            _write_report(folder, graph, chosen, b, cands, cap, model, calib)
+            def add_report(folder: Path) -> None:
+                _write_report(folder, graph, chosen, b, cands, cap, model, calib)
 
-        with progress.stage(f"writing the project to {out}"):
-            project = write_project(graph, chosen, out, force=force, before_install=add_report)
-        result = CompileResult(project, chosen, graph)
-        if calib is not None and not isinstance(model, Graph):
-            result.output_error = _measure_output_error(graph, model, calib)
-            if result.output_error is not None and result.output_error.rel_l2 > OUTPUT_ERROR_WARN:
-                msg = _output_error_advice(result.output_error, graph, weights, chosen.act_bits)
-                log.warning("%s", msg)
-                result.warnings.append(msg)
+            with progress.stage(f"writing the project to {out}"):
+                project = write_project(graph, chosen, out, force=force, before_install=add_report)
+            result = CompileResult(project, chosen, graph)
+            if calib is not None and not isinstance(model, Graph):
+                result.output_error = _measure_output_error(graph, model, calib)
+                if result.output_error is not None and result.output_error.rel_l2 > OUTPUT_ERROR_WARN:
+                    msg = _output_error_advice(result.output_error, graph, weights, chosen.act_bits)
+                    log.warning("%s", msg)
+                    result.warnings.append(msg)
     return result
 
 
@@ -258,17 +260,14 @@ def _export_module(model: Any, example_input: Any, folder: Path) -> Path:
 def _measure_output_error(graph: Graph, model: ModelLike, calib: np.ndarray | str | Path) -> OutputError | None:
     """The compiled graph's outputs against onnxruntime's on the original model, on the first calibration
     inputs; None (with a warning) when onnxruntime cannot run the model: the figure is extra information."""
-    from vaqf.frontend.calibrate import ort_compatible
+    from vaqf.frontend.calibrate import float_session, ort_compatible
     from vaqf.frontend.onnx_import import load_model as load_onnx
 
     data = load_calibration(calib) if isinstance(calib, (str, Path)) else np.asarray(calib)
     x = data[:OUTPUT_ERROR_INPUTS].astype(np.float32)
     try:
-        import onnxruntime as ort
-
         proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
-        m = ort_compatible(proto)
-        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = float_session(ort_compatible(proto))
         name = sess.get_inputs()[0].name
         ref = np.concatenate([np.asarray(sess.run(None, {name: x[i:i + 1]})[0], np.float64)
                               for i in range(x.shape[0])])
@@ -379,16 +378,18 @@ class Project:
     design: Design
     _sim: Simulator | None = field(default=None, init=False, repr=False, compare=False)
 
-    def simulator(self) -> Simulator:
-        """The simulator of this project's graph, built once and reused (building it prepares every node)."""
+    def simulator(self, saturate: bool = False) -> Simulator:
+        """The simulator of this project's graph, built once and reused (building it prepares every node);
+        ``saturate``: NaN/inf inputs set to 0/saturated with a warning instead of refused."""
         if self._sim is None:
             self._sim = Simulator(self.graph)
+        self._sim.saturate = saturate
         return self._sim
 
-    def simulate(self, x: np.ndarray | list[np.ndarray], trace: bool = False) -> SimResult:
+    def simulate(self, x: np.ndarray | list[np.ndarray], trace: bool = False, saturate: bool = False) -> SimResult:
         """Bit-accurate simulation on float inputs ``[N, ...]`` (quantized as the host would)."""
         arrays = [x] if isinstance(x, np.ndarray) else list(x)
-        return self.simulator().run(arrays, trace=trace)
+        return self.simulator(saturate).run(arrays, trace=trace)
 
     def predict(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """The real-valued outputs for float inputs ``[N, ...]``: one array, or a list for several outputs."""
@@ -396,7 +397,7 @@ class Project:
         return out[0] if len(out) == 1 else out
 
     def csim(self, x: np.ndarray | list[np.ndarray] | None = None, count: int = 100, seed: int = 0,
-             cycles: bool = False) -> Any:
+             cycles: bool = False, saturate: bool = False) -> Any:
         """Build the project with g++, run the C-simulation on float inputs ``x`` (else ``count`` random
         integer inputs) and compare it with the simulator; returns a ``vaqf.backend.csim.CsimResult``
         (``bit_exact`` of ``inputs`` identical). Needs g++ and the ap_types headers (the ``csim`` extra)."""
@@ -404,7 +405,7 @@ class Project:
 
         ints = None
         if x is not None:
-            ints = self.simulator().quantize_inputs([x] if isinstance(x, np.ndarray) else list(x))
+            ints = self.simulator(saturate).quantize_inputs([x] if isinstance(x, np.ndarray) else list(x))
         return run_csim(self.path, ints, count=count, seed=seed, graph=self.graph, cycles=cycles)
 
 
@@ -413,6 +414,7 @@ def load(project: str | Path) -> Project:
     p = Path(project)
     if not p.is_dir():
         raise VaqfError(f"{p} is not a folder")
+    check_compiled_together(p)
     graph = load_graph(p)
     design = Design.load(p / "design.json")
     return Project(p, graph, design)
@@ -423,29 +425,32 @@ def load(project: str | Path) -> Project:
 _PROJECT_SIMS: dict[tuple[str, tuple[int, ...]], Simulator] = {}
 
 
-def _project_simulator(folder: Path) -> Simulator:
+def _project_simulator(folder: Path, saturate: bool = False) -> Simulator:
     stamp = tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in (folder / "graph.json", folder / "graph.npz"))
     key = (str(folder.resolve()), stamp)
     sim = _PROJECT_SIMS.get(key)
     if sim is None:
         for old in [k for k in _PROJECT_SIMS if k[0] == key[0]]:
             del _PROJECT_SIMS[old]  # keep one simulator per folder
+        check_compiled_together(folder)
         sim = _PROJECT_SIMS[key] = Simulator(load_graph(folder))
+    sim.saturate = saturate
     return sim
 
 
 def simulate(model_or_project: ModelLike | Project, x: np.ndarray | list[np.ndarray], weights: str = "keep",
              act_bits: int | None = None, calib: np.ndarray | str | Path | None = None,
-             trace: bool = False) -> SimResult:
+             trace: bool = False, saturate: bool = False) -> SimResult:
     """Bit-accurate simulation on float inputs; a project folder (or :class:`Project`) runs its compiled graph,
-    with a simulator cached per folder (by path and the graph files' modification times)."""
+    with a simulator cached per folder (by path and the graph files' modification times). NaN/inf inputs are an
+    error, or with ``saturate`` set to 0 / saturated to the input type's range with a warning that counts them."""
     arrays = [x] if isinstance(x, np.ndarray) else list(x)
     if isinstance(model_or_project, Project):
-        return model_or_project.simulate(arrays, trace=trace)
+        return model_or_project.simulate(arrays, trace=trace, saturate=saturate)
     if isinstance(model_or_project, (str, Path)) and Path(model_or_project).is_dir():
-        return _project_simulator(Path(model_or_project)).run(arrays, trace=trace)
+        return _project_simulator(Path(model_or_project), saturate).run(arrays, trace=trace)
     graph = load_model(model_or_project, weights, act_bits, calib)
-    return Simulator(graph).run(arrays, trace=trace)
+    return Simulator(graph, saturate=saturate).run(arrays, trace=trace)
 
 
 def estimate_design(graph: Graph, board: str | Board, knobs: dict[str, dict[str, int]]) -> dict:

@@ -108,6 +108,10 @@ def _add_model_args(p: argparse.ArgumentParser, with_model: bool = True) -> None
     p.add_argument("--calib", metavar="X.npy", help="calibration inputs [N, ...] for post-training quantization")
 
 
+SATURATE_HELP = ("NaN or infinite input values: set NaN to 0 and saturate +-inf to the input type's range, with a "
+                 "warning that counts them (default: refuse them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vaqf", description="Compile quantized neural networks to FPGA HLS "
                                  "accelerators, simulate them bit-accurately and check the C++ against it.")
@@ -161,12 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print the cycles the kernels' counters give per layer (first input) against the "
                         "estimate")
     s.add_argument("--json", action="store_true", help="print a JSON summary")
+    s.add_argument("--saturate", action="store_true", help=SATURATE_HELP + "; with --input only")
 
     m = add_parser("simulate", help="bit-accurate simulation of a model or project", epilog=EPILOG_SIM,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("target", help="model file or compiled project folder")
     m.add_argument("--input", required=True, metavar="X.npy", help="float inputs [N, ...]")
     m.add_argument("--output", required=True, metavar="Y.npy", help="where to write the float outputs")
+    m.add_argument("--saturate", action="store_true", help=SATURATE_HELP)
     _add_model_args(m, with_model=False)
 
     e = add_parser("explore", help="Pareto front of designs on a board", epilog=EPILOG_EXPLORE,
@@ -309,6 +315,9 @@ def cmd_csim(args: argparse.Namespace) -> dict:
     if args.timeout is not None and not args.timeout > 0:
         raise VaqfError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     x = _load_npy(args.input, "input") if args.input else None
+    if args.saturate and x is None:
+        raise VaqfError("--saturate applies to float inputs: give them with --input X.npy (random inputs are "
+                        "integers in range already)")
 
     def show(res, interrupted: bool) -> dict:  # noqa: ANN001 - a CsimResult
         out = res.to_json()
@@ -328,7 +337,7 @@ def cmd_csim(args: argparse.Namespace) -> dict:
 
     try:
         res = run_csim(Path(args.project), count=args.inputs, seed=args.seed, cycles=args.cycles, x=x,
-                       timeout_s=args.timeout)
+                       timeout_s=args.timeout, saturate=args.saturate)
     except CsimInterrupted as e:
         show(e.result, True)
         raise
@@ -357,7 +366,8 @@ def cmd_simulate(args: argparse.Namespace) -> dict:
     if not out_dir.is_dir():
         raise VaqfError(f"--output {args.output}: the folder {out_dir} does not exist")
     x = _load_npy(args.input, "input")  # as loaded: the simulator checks its dtype and values
-    res = simulate(args.target, x, weights=args.weights, act_bits=args.act_bits, calib=args.calib)
+    res = simulate(args.target, x, weights=args.weights, act_bits=args.act_bits, calib=args.calib,
+                   saturate=args.saturate)
     y = res.dequantized[0] if len(res.dequantized) == 1 else res.dequantized[0]
     np.save(args.output, y.astype(np.float32))
     if not args.quiet:

@@ -45,3 +45,7 @@ class ToolchainError(VaqfError):
 
 class IRError(Exception):
     """The IR is inconsistent: a bug in a pass or the importer, not a user error."""
+
+
+class ProjectBusy(VaqfError):
+    """Another vaqf command holds the project folder: a compile writing it, or a csim reading it."""

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import vaqf
@@ -174,6 +175,7 @@ def test_a_second_compile_is_refused_while_one_holds_the_folder(tmp_path: Path, 
     out = tmp_path / "proj"
     _compile(out)
     before = (out / MARKER).read_text()
+    capsys.readouterr()
     holder = _hold_lock(out, mode)  # "ex": another compile writing it; "sh": a csim reading it
     try:
         rc = cli.main(["compile", "--example", "mlp", "-o", str(out), "--board", "zcu104"])
@@ -182,6 +184,7 @@ def test_a_second_compile_is_refused_while_one_holds_the_folder(tmp_path: Path, 
         holder.kill()
         holder.wait()
     assert rc == 2 and "another vaqf command is using" in err and "Traceback" not in err
+    assert "searching" not in err  # refused before any work, not after a search
     assert (out / MARKER).read_text() == before
     assert _leftovers(out) == [".proj.lock"]  # the killed holder's lock file: not locked, reused next time
     assert cli.main(["compile", "--example", "mlp", "-o", str(out), "--board", "zcu104"]) == 0
@@ -308,3 +311,23 @@ def test_sigkill_at_any_moment_leaves_old_or_new_project(tmp_path: Path) -> None
         recover_output(out)  # what the next compile does first
         assert (out / "notes.txt").is_file() and (out / "vaqf_prj" / "solution1" / "vivado_hls.log").is_file()
         assert [n for n in _leftovers(out) if n != ".proj.lock"] == []
+
+
+@pytest.mark.parametrize("rel", ["graph.npz", "data/weights.bin", "design.json"])
+def test_a_graph_or_weight_image_changed_after_the_compile_is_refused(tmp_path: Path, rel: str,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """The simulator reads graph.*, the C++ data/*: a file edited since the compile would set one model against
+    another. One flipped byte is enough to be refused."""
+    out = tmp_path / "proj"
+    _compile(out)
+    data = bytearray((out / rel).read_bytes())
+    data[len(data) // 2] ^= 1
+    (out / rel).write_bytes(bytes(data))
+    for run in (lambda: vaqf.load(out), lambda: vaqf.simulate(out, np.zeros((1, 64), np.float32))):
+        with pytest.raises(VaqfError, match=f"{rel} has changed since vaqf wrote it"):
+            run()
+    assert cli.main(["csim", str(out), "--inputs", "1"]) == 2
+    assert f"{rel} has changed since vaqf wrote it" in capsys.readouterr().err
+    data[len(data) // 2] ^= 1
+    (out / rel).write_bytes(bytes(data))
+    vaqf.load(out)  # as vaqf wrote it again: loads

@@ -29,7 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from vaqf import progress
-from vaqf.backend.emit import project_lock, random_int_inputs, read_io_file, write_io_file
+from vaqf.backend.emit import (
+    check_compiled_together,
+    project_lock,
+    random_int_inputs,
+    read_io_file,
+    write_io_file,
+)
 from vaqf.errors import ToolchainError, VaqfError
 from vaqf.ir import Graph
 from vaqf.ir.serialize import load_graph
@@ -441,12 +447,13 @@ def _run_step(exe: Path, weights: Path, work: Path, graph: Graph, chunk: list[np
 
 def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: int | None = 100, seed: int = 0,
              graph: Graph | None = None, cycles: bool = False, x: np.ndarray | None = None,
-             timeout_s: float | None = None) -> CsimResult:
+             timeout_s: float | None = None, saturate: bool = False) -> CsimResult:
     """Run the C-simulation on integer inputs (``x``: float inputs, quantized as the host would; else ``count``
     random ones over the input types; ``count=None``: as many as suit the design's size, see
     ``default_input_count``) and compare with the simulator; with ``cycles``, also read the kernels' cycle
     counters for the first input and set them against the estimate per layer. ``timeout_s`` bounds each input
-    (default: TIMEOUT_FACTOR times the expected time). Ctrl-C raises ``CsimInterrupted`` with the results so far."""
+    (default: TIMEOUT_FACTOR times the expected time); ``saturate``: NaN/inf in ``x`` are set to 0/saturated with
+    a warning instead of refused. Ctrl-C raises ``CsimInterrupted`` with the results so far."""
     project = Path(project)
     check_project(project)
     clean_stale_workdirs()
@@ -456,6 +463,7 @@ def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: i
         # everything read from the project is read here, under the lock: a compile cannot swap it halfway
         with project_lock(project, exclusive=False):
             check_project(project)
+            check_compiled_together(project)
             graph = graph or load_graph(project)
             (snap / "data").mkdir(parents=True)
             for rel in ("design.json", "data/layers.json", "data/weights.bin"):
@@ -463,7 +471,7 @@ def run_csim(project: Path, int_inputs: list[np.ndarray] | None = None, count: i
             exe = build(project, work)
         chosen = ""
         if x is not None:
-            int_inputs = Simulator(graph).quantize_inputs([x])
+            int_inputs = Simulator(graph, saturate=saturate).quantize_inputs([x])
         if int_inputs is None:
             if count is None:
                 count, chosen = default_input_count(graph)

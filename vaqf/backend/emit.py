@@ -36,7 +36,7 @@ from vaqf.backend.bd import block_design_values
 from vaqf.backend.names import NameTable
 from vaqf.backend.package_files import hls_dir, templates_dir
 from vaqf.dse.design import Design
-from vaqf.errors import OutputExists, VaqfError
+from vaqf.errors import OutputExists, ProjectBusy, VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY
 from vaqf.hw.layout import design_lanes, last_dim, row_words
@@ -224,10 +224,6 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
 # (.<name>.lock beside the folder) that also refuses a second compile, or a csim, while one is writing.
 
 
-class ProjectBusy(VaqfError):
-    """Another vaqf command holds the project folder: a compile writing it, or a csim reading it."""
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -300,6 +296,30 @@ def project_problem(folder: Path) -> str | None:
         if _sha256(p) != digest:
             return f"{rel} has changed since vaqf wrote it"
     return None
+
+
+#: the files that must come from one compile: the simulator reads the graph, the C++ the weight image and
+#: the layer table, both the design
+COMPILED_TOGETHER = ("graph.json", "graph.npz", "design.json", "data/layers.json", "data/weights.bin")
+
+
+def check_compiled_together(folder: Path) -> None:
+    """Refuse a project whose graph, design, weight image or layer table is not the one vaqf wrote with the
+    others: the simulator would read one model and the C++ another, and a C-simulation would compare them."""
+    folder = Path(folder)
+    files = read_marker(folder)
+    if files is None:
+        raise VaqfError(f"{folder} has no {MARKER} marker vaqf can verify ({project_problem(folder)}), so its graph "
+                        "and weight image cannot be checked to come from one compile; compile the project again")
+    for rel in COMPILED_TOGETHER:
+        digest = files.get(rel)
+        p = folder / rel
+        if digest is None or _through_symlink(folder, rel) or not p.is_file():
+            raise VaqfError(f"{folder}: {rel} is missing, or not a file vaqf wrote with the project; compile the "
+                            "project again")
+        if _sha256(p) != digest:
+            raise VaqfError(f"{folder}: {rel} has changed since vaqf wrote it, so the graph the simulator reads and "
+                            "the weight image the C++ reads may no longer agree; compile the project again")
 
 
 def _is_vaqf_project(path: Path) -> bool:

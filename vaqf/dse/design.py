@@ -29,6 +29,17 @@ MAX_DESIGN_BYTES = 64 * 2**20
 
 @dataclass
 class Design:
+    """The one record of a design's decisions; the backend and the report only read it (``design.json``).
+
+    - ``board``: the board's full record (a built-in board's name is looked up); ``clock_mhz``: the clock the
+      kernels are designed for; ``word_bits``: the DDR bus width of the weight reader;
+    - ``act_bits``: the activation precision; ``knobs``: unit instance -> knob -> value (the parallelism of each
+      unit, e.g. ``{"gemm0": {"pe": 16, "simd": 32}}``: ``vaqf.units_of(graph)`` lists a graph's instances);
+    - ``target_fps`` and ``objective``: what the search was asked for and how it chose;
+    - ``estimate``: the cost model's figures (keys in :func:`vaqf.api.estimate_design`), per-layer ``mode`` included;
+    - ``buffers``: the on-chip buffer plan for the design's lane count (``vaqf.hw.memory.BufferPlan``).
+    """
+
     board: Board                              # the full record (a name is looked up among the built-in boards)
     act_bits: int
     knobs: dict[str, dict[str, int]]          # unit instance -> knob -> value

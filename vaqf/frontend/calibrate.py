@@ -20,6 +20,23 @@ ORT_MAX_IR_VERSION = 13
 ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
+def float_session(model: onnx.ModelProto):  # noqa: ANN201 - an onnxruntime.InferenceSession
+    """An onnxruntime session of the float model whose results do not depend on the machine's core count.
+
+    onnxruntime splits reductions (GEMM, Conv) over its intra-op threads, one per core by default, so the last
+    bits of a float result differ between a 2-core and a 16-core machine; calibration scales computed from them
+    would differ too, and with them every integer constant of the project. One intra-op thread and sequential
+    execution fix the order of every sum: the same model and inputs give the same project and report anywhere."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def ort_compatible(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with an IR version onnxruntime accepts; a VaqfError if it has ops onnxruntime cannot
     run (QONNX's Quant, custom domains), instead of onnxruntime's internal message."""
@@ -69,8 +86,6 @@ def load_calibration(path: str | Path) -> np.ndarray:
 def collect_ranges(model: onnx.ModelProto, calib: np.ndarray, tensors: list[str],
                    batch: int = 64) -> dict[str, tuple[float, float]]:
     """(min, max) of each named tensor over the calibration set."""
-    import onnxruntime as ort
-
     m = ort_compatible(model)
     existing = {o.name for o in m.graph.output}
     for t in tensors:
@@ -80,9 +95,7 @@ def collect_ranges(model: onnx.ModelProto, calib: np.ndarray, tensors: list[str]
         raise VaqfError("calibration supports models with exactly one input")
     inp = m.graph.input[0]
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = float_session(m)
     except Exception as e:
         raise VaqfError(f"onnxruntime cannot run the model for calibration: {str(e).splitlines()[0]}") from e
     dims = inp.type.tensor_type.shape.dim

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from vaqf.frontend.calibrate import ort_compatible
+from vaqf.frontend.calibrate import float_session, ort_compatible
 from vaqf.ir import Graph
 from vaqf.sim.simulator import Simulator
 
@@ -60,8 +60,6 @@ def float_counterparts(graph: Graph, model: onnx.ModelProto) -> dict[str, str]:
 def layer_errors(graph: Graph, model: onnx.ModelProto, x: np.ndarray) -> list[TensorError]:
     """Compare every IR value that has an ONNX tensor of the same name and shape with onnxruntime's value
     at the same point (after any epilogue the IR fused into the value's producer: ``float_counterparts``)."""
-    import onnxruntime as ort
-
     res = Simulator(graph).run([x], trace=True)
     m = ort_compatible(model)
     produced = {o for n in m.graph.node for o in n.output}
@@ -72,7 +70,7 @@ def layer_errors(graph: Graph, model: onnx.ModelProto, x: np.ndarray) -> list[Te
     for t in fetch:
         if t not in existing:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = float_session(m)
     inp = m.graph.input[0].name
     outs = [dict(zip(fetch, sess.run(fetch, {inp: x[i : i + 1]}), strict=True)) for i in range(x.shape[0])]
     errors = []

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SimResult:
+    """What a simulation gives: per graph output, ``outputs`` (the integers the hardware writes, int64,
+    ``[N, ...]``) and ``dequantized`` (their real values ``scale * (q - zero_point)``, float64); with tracing,
+    ``trace`` maps every value's name to its integers (the input of each node as the C++ sees it)."""
+
     outputs: list[np.ndarray]                      # integer outputs
     dequantized: list[np.ndarray]                  # real-valued outputs (scale * (q - zp))
     trace: dict[str, np.ndarray] = field(default_factory=dict)  # value name -> integers, when traced
@@ -67,8 +71,8 @@ def check_float_input(value: Value, x: object, saturate: bool = False) -> np.nda
         n_nan, n_inf = int(np.count_nonzero(nan)), int(np.count_nonzero(np.isinf(a)))
         if not saturate:
             raise VaqfError(f"input '{name}' holds {n_nan} NaN and {n_inf} infinite values (of {a.size}); they have "
-                            "no integer meaning: clean the inputs (np.nan_to_num), or ask the simulator to saturate "
-                            "them (Simulator(graph, saturate=True))")
+                            "no integer meaning: clean the inputs (np.nan_to_num), or saturate them (--saturate on "
+                            "vaqf simulate/csim, saturate=True in the Python API)")
         log.warning("input '%s': %d NaN values set to 0 and %d infinite values saturated (of %d)", name, n_nan,
                     n_inf, a.size)
         a = np.where(nan, 0, a)
@@ -153,7 +157,7 @@ class Simulator:
 
     def __init__(self, graph: Graph, saturate: bool = False) -> None:
         self.graph = graph
-        self.saturate = saturate  # NaN/inf float inputs: an error, or (True) saturated with a warning
+        self._saturate = saturate
         self.order: list[Node] = list(graph.topo())
         self._plans: dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]] = {}
         self._scratch = Scratch()
@@ -183,6 +187,17 @@ class Simulator:
         # the smallest batch at which some value outgrows Scratch.POOL_MIN_BYTES (8 bytes per element at most)
         biggest = max((8 * math.prod(v.info.shape) for v in graph.values()), default=0)
         self._pooled_batch = max(1, Scratch.POOL_MIN_BYTES // max(biggest, 1))
+
+    @property
+    def saturate(self) -> bool:
+        """NaN/inf float inputs: an error (False), or set to 0 / saturated with a warning that counts them."""
+        return self._saturate
+
+    @saturate.setter
+    def saturate(self, value: bool) -> None:
+        if value != self._saturate:
+            self._saturate = value
+            self._quantizers = None  # they hold the flag
 
     def _check_inputs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """User arrays [B, *sample] (the IR's batch axis of 1 dropped) to simulator arrays [B, *IR shape]."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -40,8 +41,13 @@ def _runtime_dependencies() -> list[tuple[str, str]]:
     return pins
 
 
+def _clean_env() -> dict[str, str]:
+    """This environment without PYTHONPATH: the wheel's venv must import its own vaqf, not a checkout's."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_clean_env())
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -72,7 +78,8 @@ def test_wheel_installs_and_compiles_outside_the_repo(tmp_path: Path) -> None:
     constraints = tmp_path / "constraints.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in _runtime_dependencies()))
     proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c",
-                           str(constraints), str(wheel)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                           str(constraints), str(wheel)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=_clean_env())
     if proc.returncode != 0 and any(s in proc.stdout + proc.stderr for s in NETWORK_FAILURES):
         pytest.skip(f"pip cannot reach its package index to install vaqf's dependencies: {proc.stderr[-500:]}")
     assert proc.returncode == 0, f"pip install of the wheel failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

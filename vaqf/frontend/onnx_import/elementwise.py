@@ -1,0 +1,170 @@
+"""Elementwise and row-wise ops: ``Add`` (bias folding or the eltwise unit), scalar ``Mul``/``Div`` as
+``rescale``, ``Relu``, ``Softmax``, ``LayerNormalization`` and table-based non-linearities (``Gelu``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from vaqf.errors import ModelError, UnsupportedOpError
+from vaqf.frontend.onnx_import.states import Act, Const, FloatInput, QConst
+from vaqf.frontend.ptq import activation_quant
+from vaqf.ir import IntType, TensorInfo, Value
+from vaqf.sim.qarith import round_real
+
+
+class ElementwiseOps:
+    """Importer handlers for elementwise ops; mixed into :class:`Importer`, whose state they use."""
+
+    def _op_Add(self, node: onnx.NodeProto) -> None:
+        s0, s1 = self._state(node, 0), self._state(node, 1)
+        act, const = (s0, s1) if isinstance(s0, Act) else (s1, s0)
+        if isinstance(act, Act) and isinstance(const, (Const, QConst)) and act.dense_without_bias is not None:
+            c = const.real() if isinstance(const, QConst) else np.asarray(const.array)
+            if c.size in (1, act.dense_without_bias.attrs["weight"].shape[0]) and c.ndim <= 1 or \
+                    (c.ndim > 1 and c.size == c.shape[-1]):
+                dn = act.dense_without_bias
+                self._fold_bias(dn, Const(c.reshape(-1)), 1.0, node)
+                self._set(node, Act(act.value, act.quantized))
+                return
+        bits = self._internal_bits()
+        if isinstance(act, Act) and isinstance(const, (Const, QConst)):
+            a = self._act_input(node, 0 if act is s0 else 1, need_quantized=True, bits=bits)
+            b = self._const_value(node, const, a.value.info.shape, bits)
+        elif all(isinstance(x, (Act, FloatInput)) for x in (s0, s1)):
+            a = self._act_input(node, 0, need_quantized=True, bits=bits)
+            b = self._act_input(node, 1, need_quantized=True, bits=bits).value
+        else:
+            raise UnsupportedOpError(self._name(node), "Add", "operands must be run-time tensors or constants")
+        if a.value.info.shape != b.info.shape:
+            raise UnsupportedOpError(self._name(node), "Add", f"shapes {list(a.value.info.shape)} and "
+                                     f"{list(b.info.shape)} (broadcasting between tensors is not supported)")
+        from vaqf.ops.add import add_attrs
+
+        qt, scale, zp = self._output_quant(node, bits, signed=True)
+        attrs = add_attrs(float(a.value.info.scale[0]), float(b.info.scale[0]), scale, qt, zp, self._name(node))
+        out = self.graph.new_value(node.output[0], TensorInfo(a.value.info.shape, qt, np.array([scale]), zp))
+        self.graph.add_node("add", [a.value, b], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _const_value(self, node: onnx.NodeProto, const: Any, shape: tuple[int, ...], bits: int,
+                     like: TensorInfo | None = None) -> Value:
+        """A constant operand as a ``const`` node: broadcast to ``shape``, quantized like ``like`` or on its own
+        symmetric ``bits``-bit scale."""
+        c = const.real() if isinstance(const, QConst) else np.asarray(const.array, dtype=np.float64)
+        if not np.all(np.isfinite(c)):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has a constant operand holding NaN or "
+                             "infinite values")
+        try:
+            c = np.broadcast_to(c.astype(np.float64), shape)
+        except ValueError:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"constant of shape {list(c.shape)} does not "
+                                     f"broadcast to {list(shape)}") from None
+        if like is not None:
+            qt, scale, zp = like.qtype, float(like.scale[0]), like.zero_point
+        else:
+            qt, scale = activation_quant(min(float(c.min()), -1e-30), float(np.abs(c).max()), bits)
+            zp = 0
+        q = np.clip(round_real(c / scale) + zp, qt.min, qt.max).astype(np.int64)
+        info = TensorInfo(shape, qt, np.array([scale]), zp)
+        out = self.graph.new_value(f"{node.output[0]}_const", info)
+        self.graph.add_node("const", [], [out], {"data": q, "info": info}, name=f"{self._name(node)}_const",
+                            source=self._name(node))
+        return out
+
+    def _scalar(self, node: onnx.NodeProto, i: int) -> float | None:
+        st = self._state(node, i)
+        if isinstance(st, (Const, QConst)):
+            c = st.real() if isinstance(st, QConst) else np.asarray(st.array, dtype=np.float64)
+            if c.size == 1:
+                return float(c.reshape(-1)[0])
+        return None
+
+    def _rescaled(self, node: onnx.NodeProto, factor: float) -> None:
+        i = 0 if isinstance(self._state(node, 0), (Act, FloatInput)) else 1
+        if not factor > 0 or not np.isfinite(factor):
+            raise UnsupportedOpError(self._name(node), node.op_type, f"scaling by {factor} (only positive "
+                                     "scalars are supported)")
+        x = self._act_input(node, i, need_quantized=False)
+        info = x.value.info
+        out = self.graph.new_value(node.output[0], TensorInfo(info.shape, info.qtype, info.scale * factor,
+                                                              info.zero_point))
+        self.graph.add_node("rescale", [x.value], [out], {"factor": float(factor)}, name=self._name(node),
+                            source=self._name(node))
+        self._set(node, Act(out, x.quantized))
+
+    def _op_Mul(self, node: onnx.NodeProto) -> None:
+        c = self._scalar(node, 1) if self._scalar(node, 1) is not None else self._scalar(node, 0)
+        if c is None:
+            raise UnsupportedOpError(self._name(node), "Mul", "only multiplication by a scalar constant is supported")
+        self._rescaled(node, c)
+
+    def _op_Div(self, node: onnx.NodeProto) -> None:
+        c = self._scalar(node, 1)
+        if c is None or not isinstance(self._state(node, 0), (Act, FloatInput)):
+            raise UnsupportedOpError(self._name(node), "Div", "only division by a scalar constant is supported")
+        self._rescaled(node, 1.0 / c)
+
+    def _op_Relu(self, node: onnx.NodeProto) -> None:
+        x = self._act_input(node, 0, need_quantized=False)
+        if x.relu_applied:  # fused into the producer's epilogue
+            self._set(node, x)
+            return
+        info = x.value.info
+        out = self.graph.new_value(node.output[0], TensorInfo(info.shape, info.qtype, info.scale, info.zero_point))
+        self.graph.add_node("relu", [x.value], [out], {}, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, x.quantized))
+
+    def _op_Softmax(self, node: onnx.NodeProto) -> None:
+        from vaqf.ops.softmax import softmax_attrs
+
+        # scores are quantized (internal precision) so the Q.K^T product requantizes in its epilogue and the
+        # scores buffer holds narrow integers instead of accumulators
+        x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
+        shape = x.value.info.shape
+        axis = int(self._attrs(node).get("axis", -1))
+        if axis not in (-1, len(shape) - 1):
+            raise UnsupportedOpError(self._name(node), "Softmax", f"axis {axis} (only the last axis)")
+        bits = self.opt.act_bits or 8
+        attrs = softmax_attrs(float(x.value.info.scale[0]), bits)
+        out = self.graph.new_value(node.output[0], TensorInfo(shape, IntType(bits, False), np.array([2.0**-bits])))
+        self.graph.add_node("softmax", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _op_LayerNormalization(self, node: onnx.NodeProto) -> None:
+        from vaqf.ops.layernorm import layernorm_attrs
+
+        a = self._attrs(node)
+        x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
+        d = x.value.info.shape[-1]
+        if int(a.get("axis", -1)) not in (-1, len(x.value.info.shape) - 1):
+            raise UnsupportedOpError(self._name(node), node.op_type, "normalization over more than the last axis")
+        gamma = np.broadcast_to(self._const(node, 1, "scale").astype(np.float64), (d,))
+        beta = (np.broadcast_to(self._const(node, 2, "bias").astype(np.float64), (d,))
+                if self._state(node, 2) is not None else np.zeros(d))
+        if not (np.all(np.isfinite(gamma)) and np.all(np.isfinite(beta))):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has a scale or bias holding NaN or "
+                             "infinite values")
+        qt, scale, zp = self._output_quant(node, self._act_bits(), signed=True)
+        attrs = layernorm_attrs(gamma, beta, float(a.get("epsilon", 1e-5)), float(x.value.info.scale[0]), scale, qt,
+                                zp, self._name(node))
+        out = self.graph.new_value(node.output[0], TensorInfo(x.value.info.shape, qt, np.array([scale]), zp))
+        self.graph.add_node("layernorm", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))
+
+    def _op_Gelu(self, node: onnx.NodeProto) -> None:
+        from vaqf.ops.lut import lut_attrs
+
+        approx = self._attrs(node).get("approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else str(approx)
+        fn = "gelu_tanh" if approx == "tanh" else "gelu"
+        x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
+        if x.value.info.qtype.bits > 12:
+            x = self._ptq(node.input[0], node, self._internal_bits())
+        qt, scale, zp = self._output_quant(node, self._act_bits(), signed=True)
+        attrs = lut_attrs(fn, x.value.info, qt, scale, zp)
+        out = self.graph.new_value(node.output[0], TensorInfo(x.value.info.shape, qt, np.array([scale]), zp))
+        self.graph.add_node("lut", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
+        self._set(node, Act(out, True))

@@ -1,0 +1,173 @@
+"""Quantizers decoded into vaqf types: QONNX ``Quant``/``BipolarQuant``, ONNX ``QuantizeLinear``/
+``DequantizeLinear``, and the look-ahead that lets an op take the parameters of the quantizer after it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from vaqf.errors import ModelError, UnsupportedOpError
+from vaqf.frontend.onnx_import.loading import (
+    QONNX_DOMAINS,
+)
+from vaqf.frontend.onnx_import.states import Const, QConst, Raw, _per_axis
+from vaqf.frontend.ptq import activation_quant, f32
+from vaqf.ir import BinaryType, IntType, int_type_for_range
+from vaqf.sim.qarith import Rounding, round_real
+
+#: the ONNX integer element types QuantizeLinear may produce, as vaqf types
+_ONNX_INT_TYPES = {
+    onnx.TensorProto.INT8: IntType(8, True), onnx.TensorProto.UINT8: IntType(8, False),
+    onnx.TensorProto.INT16: IntType(16, True), onnx.TensorProto.UINT16: IntType(16, False),
+    onnx.TensorProto.INT4: IntType(4, True), onnx.TensorProto.UINT4: IntType(4, False),
+    onnx.TensorProto.INT32: IntType(32, True),
+}
+
+
+class QuantizerDecoding:
+    """Importer handlers for quantizer decoding; mixed into :class:`Importer`, whose state they use."""
+
+    def _scale(self, node: onnx.NodeProto, i: int) -> np.ndarray:
+        """A quantizer's scale input: a constant of finite, positive values."""
+        scale = np.asarray(self._const(node, i, "scale"), dtype=np.float64)
+        if scale.size == 0 or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has a scale that is not finite and positive")
+        return scale
+
+    def _quant(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        scale = self._scale(node, 1)
+        zeropt = np.asarray(self._const(node, 2, "zero point"), dtype=np.float64)
+        if not np.all(np.isfinite(zeropt)):
+            raise ModelError(f"node '{self._name(node)}' has a non-finite zero point")
+        bits_a = np.asarray(self._const(node, 3, "bit width"), dtype=np.float64).reshape(-1)
+        if bits_a.size != 1 or bits_a[0] != np.floor(bits_a[0]) or not 2 <= bits_a[0] <= 16:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"bit width {bits_a.tolist()} (need 2..16)")
+        bits = int(bits_a[0])
+        signed = bool(a.get("signed", 1))
+        narrow = bool(a.get("narrow", 0))
+        mode = a.get("rounding_mode", b"ROUND")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        try:
+            rounding = Rounding.parse(mode)
+        except ValueError as e:
+            raise UnsupportedOpError(self._name(node), node.op_type, str(e)) from None
+        if np.any(zeropt != np.floor(zeropt)):
+            raise UnsupportedOpError(self._name(node), node.op_type, "zero point must be an integer")
+        qt = IntType(bits, signed, narrow)  # QONNX narrow: unsigned drops the top value, signed the bottom
+        lo, hi = qt.min, qt.max
+        st = self._state(node, 0)
+        if st is None:
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has no input to quantize (its first input "
+                             "name is empty)")
+        if isinstance(st, (Const, QConst)):
+            x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
+            if not np.all(np.isfinite(x)):
+                raise ModelError(f"node '{self._name(node)}' quantizes a constant holding non-finite values")
+            q = round_real(np.clip(x / scale + zeropt, lo, hi), rounding)  # QONNX clamps, then rounds
+            ints = q - zeropt.astype(np.int64)
+            qt_w = int_type_for_range(int(ints.min(initial=0)), int(ints.max(initial=0)))
+            self._set(node, QConst(ints.astype(np.int64), f32(scale), qt_w))
+            return
+        if zeropt.size != 1:
+            raise UnsupportedOpError(self._name(node), node.op_type, "per-channel zero points on activations")
+        self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), qt, rounding.value, node))
+
+    def _bipolar(self, node: onnx.NodeProto) -> None:
+        scale = self._scale(node, 1)
+        st = self._state(node, 0)
+        if not isinstance(st, (Const, QConst)):
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     "bipolar activations are not supported (only bipolar weights)")
+        x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
+        self._set(node, QConst(np.where(x >= 0, 1, -1).astype(np.int64), f32(scale), BinaryType()))
+
+    def _op_QuantizeLinear(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        scale = self._scale(node, 1)
+        zp_state = self._state(node, 2)
+        if zp_state is None:
+            out_type = a.get("output_dtype", onnx.TensorProto.UINT8) or onnx.TensorProto.UINT8
+            zp = np.zeros((), dtype=np.int64)
+        else:
+            zarr = self._const(node, 2, "zero point")
+            out_type = onnx.helper.np_dtype_to_tensor_dtype(zarr.dtype)
+            zp = zarr.astype(np.int64)
+        if out_type not in _ONNX_INT_TYPES:
+            raise UnsupportedOpError(self._name(node), node.op_type, "only integer outputs are supported")
+        qt = _ONNX_INT_TYPES[out_type]
+        axis = int(a.get("axis", 1))
+        st = self._state(node, 0)
+        if isinstance(st, (Const, QConst)):
+            x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
+            s_b, z_b = _per_axis(scale, x.ndim, axis), _per_axis(zp, x.ndim, axis)
+            q = np.clip(round_real(x / s_b, Rounding.HALF_EVEN) + z_b, qt.min, qt.max)
+            ints = q - z_b
+            self._set(node, Raw(QConst(ints, f32(s_b), int_type_for_range(int(ints.min(initial=0)),
+                                                                           int(ints.max(initial=0)))), scale, zp))
+            return
+        if zp.size != 1:
+            raise UnsupportedOpError(self._name(node), node.op_type, "per-channel zero points on activations")
+        act = self._quantize_act(st, scale, int(zp.reshape(-1)[0]), qt, "HALF_EVEN", node)
+        self._set(node, Raw(act, scale, zp))
+
+    def _op_DequantizeLinear(self, node: onnx.NodeProto) -> None:
+        a = self._attrs(node)
+        scale = self._scale(node, 1)
+        zp = (np.asarray(self._const(node, 2, "zero point"), dtype=np.int64)
+              if self._state(node, 2) is not None else np.zeros((), np.int64))
+        st = self._state(node, 0)
+        axis = int(a.get("axis", 1))
+        if isinstance(st, Raw):
+            if st.scale.shape != scale.shape or np.any(st.scale != scale) or np.any(st.zero_point != zp):
+                raise UnsupportedOpError(self._name(node), node.op_type,
+                                         "its scale/zero point differ from the QuantizeLinear before it")
+            self._set(node, st.inner)
+            return
+        if isinstance(st, Const) and np.issubdtype(st.array.dtype, np.integer):
+            x = st.array.astype(np.int64)
+            s_b, z_b = _per_axis(scale, x.ndim, axis), _per_axis(zp, x.ndim, axis)
+            ints = x - z_b
+            self._set(node, QConst(ints, f32(s_b), int_type_for_range(int(ints.min(initial=0)),
+                                                                      int(ints.max(initial=0)))))
+            return
+        raise UnsupportedOpError(self._name(node), node.op_type,
+                                 "its input must be an integer initializer or a QuantizeLinear output")
+
+    def _output_quant(self, node: onnx.NodeProto, bits: int, signed: bool | None = None) -> tuple[IntType, float, int]:
+        """Type, scale and zero point for a new output: the following quantizer's if the output feeds exactly
+        one quantizer with constant parameters, else post-training quantization from calibration."""
+        users = self._consumers.get(node.output[0], [])
+        if len(users) == 1:
+            q = users[0]
+            params = self._quantizer_params(q)
+            if params is not None:
+                return params
+        lo, hi = self._calibrated_range(node.output[0], node)
+        if signed is True and lo >= 0:
+            lo = -hi
+        qt, scale = activation_quant(lo, hi, bits)
+        return qt, scale, 0
+
+    def _quantizer_params(self, q: onnx.NodeProto) -> tuple[IntType, float, int] | None:
+        try:
+            if q.domain in QONNX_DOMAINS and q.op_type in ("Quant", "IntQuant"):
+                a = self._attrs(q)
+                scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)
+                zp = np.asarray(self._const(q, 2, "zero point"), dtype=np.float64).reshape(-1)
+                bits = int(np.asarray(self._const(q, 3, "bit width")).reshape(-1)[0])
+                signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+                if scale.size != 1 or zp.size != 1 or not 2 <= bits <= 16:
+                    return None
+                qt = IntType(bits, signed, narrow)
+                return qt, float(f32(scale[0])), int(zp[0])
+            if q.domain in ("", "ai.onnx") and q.op_type == "QuantizeLinear" and self._state(q, 2) is not None:
+                scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)
+                zarr = self._const(q, 2, "zero point")
+                qt = _ONNX_INT_TYPES.get(onnx.helper.np_dtype_to_tensor_dtype(zarr.dtype))
+                if qt is None or scale.size != 1 or zarr.size != 1:
+                    return None
+                return qt, float(f32(scale[0])), int(zarr.reshape(-1)[0])
+        except (UnsupportedOpError, KeyError):
+            return None
+        return None

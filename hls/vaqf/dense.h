@@ -74,30 +74,6 @@ struct dense_config {
     static const int INDEX_BITS = 16;  // a column-table lane: a word index within the input row
 };
 
-// saturate(round(acc * mantissa / 2^shift) + zero_point), at the widths it needs (HLS-REVIEW M15): the
-// product has AB + 25 bits, shifts past it give the same result as AB + 26 (docs/hls-parts/dense.md), so
-// the barrel shifter and the rounding compare are AB + 27 bits, not 64. Bit-exact with vaqf.sim.qarith.
-template <int AB>
-inline int requant_narrow(ap_int<AB> acc, ap_int<25> mant, ap_uint<6> shift, int zp, int lo, int hi, int mode) {
-#pragma HLS INLINE
-    const int PB = AB + 25;       // acc x mantissa
-    const int W = PB + 2;         // room for q << s with s <= PB + 1
-    const int V = W + 2 > 34 ? W + 2 : 34;  // plus a 32-bit zero point
-    ap_int<W> x = ap_int<PB>(acc * mant);
-    int s = shift > PB + 1 ? PB + 1 : (int)shift;
-    ap_int<W + 1> r = 0, q = x;
-    bool inc = false;
-    if (s > 0) {
-        ap_int<W + 1> one = 1;
-        q = x >> s;
-        r = ap_int<W + 1>(x) - (q << s);          // 0 <= r < 2^s
-        ap_int<W + 1> half = one << (s - 1);
-        inc = round_up(x < 0, r != 0, r > half, r == half, q[0] == 1, mode);
-    }
-    ap_int<V> v = q + (inc ? 1 : 0) + zp;
-    return v < lo ? lo : (v > hi ? hi : (int)v);
-}
-
 // The compute process: every block's load (into the idle ping-pong half) overlapped with the previous
 // block's MAC steps and epilogue, then the dead rows. Counters advance incrementally: no run-time divides.
 template <class CFG, int WB, class act_t, class acc_t>

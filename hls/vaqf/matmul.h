@@ -43,16 +43,16 @@ struct matmul_config {
     static const int LOAD_DEPTH = 3, MAC_DEPTH = 16;  // pipeline depths, owned by vaqf/units/matmul.py
 };
 
-// relu, then requantization (the product narrowed to what acc x mantissa needs, bit-exact with
-// vaqf::requantize), or the accumulator itself
+// relu, then requantization (requant_narrow: the ACC_BITS x 25-bit product and its rounding shift at
+// ACC_BITS + 27 bits, bit-exact with vaqf::requantize; the mantissa is checked < 2^24 in Python), or the
+// accumulator itself
 template <class CFG>
 inline wide_t matmul_epilogue(wide_t v, const matmul_desc& d) {
 #pragma HLS INLINE
-    const int PW = CFG::ACC_BITS + 32 < 64 ? CFG::ACC_BITS + 32 : 64;
     if (d.relu && v < 0) v = 0;
     if (!d.requant) return v;
-    ap_int<PW> prod = ap_int<PW>(ap_int<CFG::ACC_BITS>(v)) * ap_int<32>(d.mant);
-    return clamp(rshift_round(wide_t(prod), d.shift, d.rounding) + d.zp_out, d.out_lo, d.out_hi);
+    return requant_narrow<CFG::ACC_BITS>(ap_int<CFG::ACC_BITS>(v), ap_int<25>(d.mant), ap_uint<6>(d.shift),
+                                         d.zp_out, d.out_lo, d.out_hi, d.rounding);
 }
 
 template <class CFG, class act_t, class acc_t>

@@ -25,6 +25,7 @@ from vaqf.hw.cost import (
 )
 from vaqf.hw.layout import LANE_CHOICES, last_dim, row_words
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.common import MANTISSA_BITS
 from vaqf.ops.matmul import operand_info
 from vaqf.sim.qarith import Rounding
 from vaqf.units.base import Descriptor, Unit, register_unit
@@ -100,10 +101,12 @@ def mac_depth(lanes: int) -> int:
     return 9 + tree_depth(lanes) + REQUANT_DEPTH
 
 
-def requant_luts() -> int:
-    """One requantizer as hls/vaqf/qarith.h writes it: three 64-bit barrel shifters (x >> s, q << s,
-    1 << (s-1): 64 bits of a 64:1 multiplexer each) and four 64-bit adders/comparators."""
-    return 3 * 64 * mux_luts(64) + 4 * 64
+def requant_luts(acc_bits: int) -> int:
+    """One requantizer as hls/vaqf/qarith.h ``requant_narrow<ACC_BITS>`` writes it, on the q = acc + 25-bit
+    product (the GEMM unit's count, :func:`vaqf.units.gemm.dense_resources` ``epilogue``): the rounding right
+    shift (three levels of 4:1 muxes, 3q), the rounding compare and increment (q), the clamp (q) and the
+    zero-point add (q)."""
+    return 6 * (int(acc_bits) + MANTISSA_BITS + 1)
 
 
 def _signed_bits(x: TensorInfo) -> int:
@@ -278,14 +281,14 @@ class MatmulUnit(Unit):
         Cycles: :func:`layer_cycles`, what the kernel's counters count (B load, then the mac loop, per head
         and block of PE columns; each mode, word or element, the layer's :meth:`mode` at this L).
         DSP: PE x L products, one DSP48E2 each at the operand widths (``dsp48e2_per_product``; no packing
-        is written), and per requantizer the ACC_BITS x 32 mantissa product. Requantizers: L when PE is a
+        is written), and per requantizer the ACC_BITS x 25-bit mantissa product. Requantizers: L when PE is a
         multiple of L (the whole-word output path, O_WORD), else 1; present whether or not this layer
         requantizes (the mode is a run-time field).
         LUT: the PE adder trees of L products (``adder_tree_luts``) and the PE accumulators; zero-point
         subtractors (L on A, PE x L on B); the element paths' L:1 read multiplexers (A and B), the output's
         PE:1 result multiplexer and, with O_WORD, L lanes of (PE/L):1; the requantizers
-        (:func:`requant_luts`); the local B block, PE x L banks of ceil(K/L) words (``memory_cost``: LUTRAM
-        or BRAM18); about 14 32-bit walker adders and control.
+        (:func:`requant_luts`, ``requant_narrow``); the local B block, PE x L banks of ceil(K/L) words
+        (``memory_cost``: LUTRAM or BRAM18); about 14 32-bit walker adders and control.
         FF: accumulators and results (2 x PE x ACC_BITS), the operand pipeline registers
         (2 x PE x L x operand bits), the A word register.
         """
@@ -300,13 +303,13 @@ class MatmulUnit(Unit):
         acc_bits = int(node.attrs["acc_bits"])
         o_word = pe % lanes == 0
         rq = lanes if o_word else 1
-        dsp = pe * lanes * dsp48e2_per_product(opd, opd) + rq * dsp48e2_per_product(acc_bits, 32)
+        dsp = pe * lanes * dsp48e2_per_product(opd, opd) + rq * dsp48e2_per_product(acc_bits, MANTISSA_BITS + 1)
         bank = memory_cost(row_words(k, lanes), bits)
         lut = (pe * adder_tree_luts(lanes, 2 * opd) + pe * acc_bits
                + lanes * opd + pe * lanes * opd
                + 2 * bits * mux_luts(lanes)
                + acc_bits * mux_luts(pe) + (lanes * acc_bits * mux_luts(pe // lanes) if o_word else 0)
-               + rq * requant_luts()
+               + rq * requant_luts(acc_bits)
                + pe * lanes * bits * mux_luts(3)
                + pe * lanes * bank.lut + 14 * 32 + 200)
         ff = 2 * pe * acc_bits + 2 * pe * lanes * opd + lanes * bits + 12 * 32 + 300
@@ -345,6 +348,10 @@ class MatmulUnit(Unit):
         mode = ctx.mode(node)
         if mode is None:
             raise IRError(f"{node.name}: the design records no matmul mode for the layer")
+        if rq is not None and (abs(int(rq["mantissa"][0])) >= 2**MANTISSA_BITS
+                               or not 0 <= int(rq["shift"][0]) <= 62):
+            raise VaqfError(f"{node.name}: a requantization multiplier needs more than {MANTISSA_BITS} bits or "
+                            "its shift is outside [0, 62]; the epilogue's requantizer is sized for those")
         walks = {"a": dataclasses.replace(operand_walk(node, 0, lanes), word=int(mode["a"])),
                  "b": dataclasses.replace(operand_walk(node, 1, lanes, pe), word=int(mode["b"])),
                  "o": dataclasses.replace(output_walk(node, pe, lanes), word=int(mode["out"]))}

@@ -404,7 +404,7 @@ def bulk_designs(graph: Graph, board: Board):
                 rows.append((u, kn, cyc, [getattr(hw, r) for r in RES]))
             opts.append(rows)
         buf = buffers_cost(plan_buffers(graph, lanes), graph)
-        cycles = np.array([io_cycles(graph)], dtype=np.int64)
+        cycles = np.array([io_cycles(graph, lanes, board.axi_bits)], dtype=np.int64)
         res = np.array([[getattr(SHELL, r) + getattr(buf, r) for r in RES]], dtype=np.int64)
         for rows in opts:  # outer sums, the first unit varying slowest
             cycles = (cycles[:, None] + np.array([r[2] for r in rows])[None, :]).ravel()

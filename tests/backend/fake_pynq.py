@@ -72,9 +72,10 @@ def _write_device(addr: int, data: bytes) -> None:
 
 
 class FakeIP:
-    def __init__(self, sizes: dict[str, int]) -> None:
+    def __init__(self, sizes: dict[str, int], used: dict[str, int] | None = None) -> None:
         self.regs: dict[int, int] = {}
         self.sizes = sizes  # bytes per argument
+        self.used = used or {}  # elements per input/output argument that carry data (the rest is padding)
         self.done = False
 
     def write(self, offset: int, value: int) -> None:
@@ -102,11 +103,12 @@ class FakeIP:
 
     def _run(self) -> None:
         ddr = _read_device(self._address("ddr"), self.sizes["ddr"])
-        ins = [np.frombuffer(_read_device(self._address(a), self.sizes[a]), dtype="<i4")
+        ins = [np.frombuffer(_read_device(self._address(a), self.sizes[a]), dtype="<i4")[:self.used.get(a)]
                for a in self.sizes if a.startswith("in")]
         outs = HW.compute(ddr, ins)
         for a, o in zip([a for a in self.sizes if a.startswith("out")], outs, strict=True):
-            data = np.asarray(o, dtype="<i8").tobytes()
+            flat = np.asarray(o, dtype="<i8").reshape(-1)
+            data = np.concatenate([flat, np.zeros(self.sizes[a] // 8 - flat.size, "<i8")]).tobytes()
             assert len(data) == self.sizes[a]
             _write_device(self._address(a), data)
         self.done = True
@@ -125,9 +127,10 @@ class Overlay:
 
         io = json.loads((bit.parent.parent / "data" / "io.json").read_text())
         sizes = {"ddr": io["ddr_words"] * io["word_bits"] // 8}
-        sizes.update({s["name"]: 4 * s["size"] for s in io["inputs"]})
-        sizes.update({s["name"]: 8 * s["size"] for s in io["outputs"]})
-        self.ip = FakeIP(sizes)
+        # the IP moves whole DDR words: the host buffers are padded to them ("elements" of "size" used)
+        sizes.update({s["name"]: 4 * s["elements"] for s in io["inputs"]})
+        sizes.update({s["name"]: 8 * s["elements"] for s in io["outputs"]})
+        self.ip = FakeIP(sizes, {s["name"]: s["size"] for s in io["inputs"] + io["outputs"]})
         entry = {"type": "xilinx.com:hls:vaqf_top:1.0", "phys_addr": 0xA0000000, "addr_range": 0x10000}
         if HW.hwh_registers is not None:
             entry["registers"] = HW.hwh_registers

@@ -41,8 +41,8 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY
 from vaqf.hw.layout import design_lanes, last_dim, row_words
 from vaqf.hw.memory import BufferPlan, plan_buffers
-from vaqf.hw.model import units_of
-from vaqf.ir import Graph
+from vaqf.hw.model import io_port, units_of
+from vaqf.ir import Graph, Value
 from vaqf.ir.serialize import save_graph
 from vaqf.units import unit_of
 from vaqf.units.base import EmitContext
@@ -168,10 +168,11 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         layers.append(layer)
     io_in = [{"ident": f"in{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape),
               "shape_text": ", ".join(map(str, v.info.sample_shape)), "row": last_dim(v.info),
-              "row_words": row_words(last_dim(v.info), lanes)} for i, v in enumerate(graph.inputs)]
+              "row_words": row_words(last_dim(v.info), lanes), **io_port(v, lanes, word_bits, 32)}
+             for i, v in enumerate(graph.inputs)]
     io_out = [{"ident": f"out{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape),
-               "row": last_dim(v.info), "row_words": row_words(last_dim(v.info), lanes)}
-              for i, v in enumerate(graph.outputs)]
+               "row": last_dim(v.info), "row_words": row_words(last_dim(v.info), lanes),
+               **io_port(v, lanes, word_bits, 64)} for i, v in enumerate(graph.outputs)]
     values: dict[str, Any] = {
         "version": __version__,
         "word_bits": word_bits,
@@ -193,6 +194,7 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
         "top": "vaqf_top",
         "bd": block_design_values(board, design.clock_mhz),  # scripts/build_bd.tcl (None: no flow)
         "tb_in_bytes": 4 * sum(v.info.size for v in graph.inputs),  # one input vector (1-vector cosim)
+        "wide_io": word_bits >= 64,
     }
     files = {
         "src/vaqf_top.h": "project/vaqf_top.h.j2",
@@ -721,15 +723,23 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
 
 
 def io_spec(graph: Graph, image: DdrImage) -> dict:
-    """What the host driver needs: per input its quantization, per output its dequantization."""
+    """What the host driver needs: per input its quantization, per output its dequantization, and the length
+    of each host buffer (``elements``: the size padded to whole DDR words, :func:`io_port`)."""
     rounding = graph.metadata.get("input_rounding", {})
+
+    def padded(v: Value, bits: int) -> int:
+        port = io_port(v, 1, image.word_bits, bits)
+        return port["words"] * port["per_word"] if image.word_bits >= 64 else v.info.size
+
     return {
         "word_bits": image.word_bits, "ddr_words": image.words,
         "inputs": [{"name": f"in{i}", "shape": list(v.info.sample_shape), "size": v.info.size,
+                    "elements": padded(v, 32),
                     "scale": [float(s) for s in v.info.scale], "zero_point": v.info.zero_point,
                     "min": int(v.info.qtype.min), "max": int(v.info.qtype.max),
                     "rounding": rounding.get(v.name, "HALF_EVEN")} for i, v in enumerate(graph.inputs)],
         "outputs": [{"name": f"out{i}", "shape": list(v.info.sample_shape), "size": v.info.size,
+                     "elements": padded(v, 64),
                      "scale": [float(s) for s in v.info.scale], "zero_point": v.info.zero_point}
                     for i, v in enumerate(graph.outputs)],
     }

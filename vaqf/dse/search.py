@@ -206,7 +206,7 @@ class LaneSpace:
         self._groups = groups
         self.caps = np.array([board.resources()[r] for r in RESOURCE_KEYS], dtype=np.float64)
         self.plan = plan_buffers(graph, self.lanes)
-        self.fixed_cycles = io_cycles(graph)
+        self.fixed_cycles = io_cycles(graph, self.lanes, board.axi_bits)
         self._shell = np.array(_cost_row(SHELL), dtype=np.int64)
         self._buffers: dict[int, Cost] = {}
         self._relaxed: Space | None = None

@@ -21,9 +21,9 @@ import numpy as np
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY, RESOURCE_KEYS, Cost, mux_luts
-from vaqf.hw.layout import design_lanes
+from vaqf.hw.layout import design_lanes, last_dim
 from vaqf.hw.memory import BufferPlan, plan_buffers
-from vaqf.ir import Graph, Node
+from vaqf.ir import Graph, Node, Value
 from vaqf.units import instance_of, unit_of
 
 #: two AXI4 masters with burst logic plus the AXI4-Lite control slave, as reported for small HLS
@@ -171,11 +171,34 @@ def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]], board: Boa
     return cycles, hws, ddr
 
 
-def io_cycles(graph: Graph) -> int:
-    """The top function copies each input in and each output out, one element per cycle after a DDR round
-    trip (templates/project/vaqf_top.cpp.j2, counted the same way in the C-simulation)."""
-    values = [*graph.inputs, *graph.outputs]
-    return sum(v.info.size for v in values) + DDR_LATENCY * len(values)
+def io_port(value: Value, lanes: int, word_bits: int, bits: int) -> dict[str, int]:
+    """How the top function (templates/project/vaqf_top.cpp.j2) moves a graph input (``bits`` 32: int32
+    elements on the host) or output (``bits`` 64: int64 elements) through its AXI port of ``word_bits``.
+
+    - ``per_word``: elements in one DDR word (``word_bits / bits``); the host buffer is padded to whole words.
+      Ports of 32-bit words carry one element (``io_t``/``out_t`` ports, no packing).
+    - ``whole``: 1 when each cycle moves a whole DDR word: the row length and the lane count are multiples
+      of ``per_word``, so the word's elements are lanes ``k % L .. k % L + per_word - 1`` of one on-chip word
+      (a multiple of ``per_word`` apart from lane 0: bank l takes or gives field ``l % per_word``, a
+      compile-time wire, under a decoded enable); else one element a cycle, the word assembled or taken
+      apart in a register.
+    - ``words``: the port's DDR words; ``trips``: iterations of the copy loop at II = 1.
+    """
+    size = int(value.info.size)
+    if word_bits < 64:
+        return {"per_word": 1, "whole": 0, "words": size, "trips": size}
+    per = int(word_bits) // int(bits)
+    whole = int(lanes % per == 0 and last_dim(value.info) % per == 0)
+    words = -(-size // per)
+    return {"per_word": per, "whole": whole, "words": words, "trips": words if whole else size}
+
+
+def io_cycles(graph: Graph, lanes: int = 1, word_bits: int = 32) -> int:
+    """The top function copies each input in and each output out (:func:`io_port`: a whole DDR word a cycle
+    where the rows and lanes allow it, else one element a cycle), each loop after a DDR round trip; counted
+    the same way in the C-simulation."""
+    return (sum(io_port(v, lanes, word_bits, 32)["trips"] + DDR_LATENCY for v in graph.inputs)
+            + sum(io_port(v, lanes, word_bits, 64)["trips"] + DDR_LATENCY for v in graph.outputs))
 
 
 def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
@@ -257,7 +280,8 @@ def estimate(graph: Graph, board: Board, knobs: dict[str, dict[str, int]]) -> Es
     order = {n.name: i for i, n in enumerate(graph.topo())}
     layers.sort(key=lambda layer: order[layer.node])
     plan = plan_buffers(graph, design_lanes(knobs))
-    cycles, total = combine(board, hw, cyc, buffers_cost(plan, graph), io_cycles(graph))
+    cycles, total = combine(board, hw, cyc, buffers_cost(plan, graph),
+                           io_cycles(graph, design_lanes(knobs), board.axi_bits))
     res = total.resources()
     return Estimate(cycles, board.clock_hz / max(cycles, 1), res, utilization(total, board), layers,
                     {u: c.resources() for u, c in hw.items()})

@@ -80,6 +80,7 @@ void eltwise(const eltwise_desc d, const ap_uint<WB>* ddr, const act_t ia[][L], 
         }
         VAQF_LOOP(d.fill_words, 1, VAQF_DDR_LATENCY + CFG::FILL_DEPTH);
     }
+    const int PW = CFG::A_BITS + 33 + CFG::HAS_B < 64 ? CFG::A_BITS + 33 + CFG::HAS_B : 64;
     int j = 0;
 words:
     for (int w = 0; w < d.words; w++) {
@@ -91,13 +92,15 @@ words:
             ap_int<CFG::A_BITS + 1> xa = a - d.zp_a;
             ap_int<32> m = d.per_lane ? ap_int<32>(mant[j][l]) : ap_int<32>(d.ma);
             int s = d.per_lane ? int(shf[j][l]) : d.shift;
-            wide_t p = wide_t(xa * m);
+            // the products at the width they need: (A+1) x 32 bits is A + 33, their sum one more (PW), at most
+            // the 64 bits vaqf.sim.qarith computes in; the rounding shift at PW + 2 (rshift_round_narrow)
+            ap_int<PW> p = ap_int<PW>(xa * m);
             if (CFG::HAS_B && d.b_used) {
                 ap_int<CFG::A_BITS> b = d.b_acc ? ap_int<CFG::A_BITS>(ibc[w][l]) : ap_int<CFG::A_BITS>(ib[w][l]);
                 ap_int<CFG::A_BITS + 1> xb = b - d.zp_b;
-                p += wide_t(xb * ap_int<32>(d.mb));
+                p += ap_int<PW>(xb * ap_int<32>(d.mb));
             }
-            wide_t q = clamp(rshift_round(p, s, d.rounding) + d.zp_out, d.lo, d.hi);
+            wide_t q = clamp(wide_t(rshift_round_narrow<PW>(p, s, d.rounding)) + d.zp_out, d.lo, d.hi);
             if (d.out_acc) oc[w][l] = q;
             else oa[w][l] = q;
         }

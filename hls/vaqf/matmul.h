@@ -64,8 +64,9 @@ void matmul(const matmul_desc d, const act_t a[][CFG::L], const act_t b[][CFG::L
     const int MASK = L - 1;
     typedef ap_int<CFG::OPD_BITS> opd_t;
     typedef ap_int<CFG::ACC_BITS> sum_t;
-    // B block: bank (p, s) holds lane s of column p's k-words; the mac reads every bank at one address
-    act_t bl[CFG::KW_MAX][PE][L];
+    // B block: bank (p, s) holds lane s of column p's k-words, the zero point already subtracted (at load: L
+    // subtractors on the source word, not PE x L in the mac); the mac reads every bank at one address
+    opd_t bl[CFG::KW_MAX][PE][L];
 #pragma HLS ARRAY_PARTITION variable=bl complete dim=2
 #pragma HLS ARRAY_PARTITION variable=bl complete dim=3
     sum_t acc[PE], done[PE];
@@ -98,7 +99,7 @@ heads:
                     for (int s = 0; s < L; s++) {
 #pragma HLS UNROLL
                         const int p = q * L + s;  // < PE: PE is a multiple of L in this mode
-                        if (p < PE) bl[kk >> CFG::LOG2L][p][kk & MASK] = b[w][s];
+                        if (p < PE) bl[kk >> CFG::LOG2L][p][kk & MASK] = opd_t(b[w][s] - d.zp_b);
                     }
                     if (q == qn - 1) {
                         q = 0;
@@ -123,10 +124,10 @@ heads:
                         const int w = cw + (cc >> CFG::LOG2L) + t;
                         for (int s = 0; s < L; s++) {
 #pragma HLS UNROLL
-                            bl[t][p][s] = b[w][s];  // one source word; p decodes the write enables
+                            bl[t][p][s] = opd_t(b[w][s] - d.zp_b);  // one source word; p decodes the write enables
                         }
                     } else {
-                        bl[t >> CFG::LOG2L][p][t & MASK] = b[ew + (ec >> CFG::LOG2L)][ec & MASK];  // L:1 mux
+                        bl[t >> CFG::LOG2L][p][t & MASK] = opd_t(b[ew + (ec >> CFG::LOG2L)][ec & MASK] - d.zp_b);  // L:1 mux
                     }
                     if (t == bsteps - 1) {
                         t = 0;
@@ -180,7 +181,7 @@ heads:
 #pragma HLS UNROLL
                                     // lanes past k hold other columns (or padding): their products are zero
                                     opd_t x = j * L + s < d.k ? opd_t(areg[s] - d.zp_a) : opd_t(0);
-                                    opd_t y = opd_t(bl[j][p][s] - d.zp_b);
+                                    opd_t y = bl[j][p][s];
                                     partial += sum_t(x * y);
                                 }
                                 acc[p] = (j == 0 ? sum_t(0) : acc[p]) + partial;

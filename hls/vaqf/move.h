@@ -36,7 +36,9 @@ struct move_desc {
     int c, h, w, ho, wo, kh, kw, sh, sw, pt, pl, zp;  // im2col geometry (c: swept channels)
 };
 
-struct move_config {};
+struct move_config {
+    static const int LOG2_ROT = 0;
+};
 
 // one step of a (word, column) position: column delta with one carry into the next row
 inline void move_step(int& w, int& c, int dw, int dc, int d, int rw) {
@@ -84,10 +86,15 @@ copy:
         }
         const T v = word[sl];  // L:1 lane multiplexer (element mode)
         const int valid = idx[inner] == d.dims[inner] - 1 ? d.tail : L;
+        // word mode: a run of at least L starts at lane 0 on both sides (sl = dl = 0); a shorter run sits at
+        // multiples of its length, 2^LOG2_ROT at least, so it is rotated by rot x 2^LOG2_ROT lanes: an
+        // (L >> LOG2_ROT):1 multiplexer per bank
+        const int rot = ((sl - dl) & (L - 1)) >> CFG::LOG2_ROT;
         for (int l = 0; l < L; l++) {
 #pragma HLS UNROLL
-            // bank l, one write: the word's own lane under the run mask, or the element at its decoded lane
-            if (d.words ? l < valid : l == dl) out[dw][l] = d.words ? word[l] : v;
+            // bank l, one write: the run's lane under the run's lane range, or the element at its decoded lane
+            const T r = word[(l + (rot << CFG::LOG2_ROT)) & (L - 1)];
+            if (d.words ? (l >= dl && l < dl + valid) : l == dl) out[dw][l] = d.words ? r : v;
         }
         // advance: the innermost axis that does not wrap steps; the axes inside it restart from its position
         int sel = -1;

@@ -40,6 +40,21 @@ inline wide_t rshift_round(wide_t x, int shift, int mode) {
     return round_up(x < 0, r != 0, r > half, r == half, (q & 1) == 1, mode) ? wide_t(q + 1) : q;
 }
 
+// x / 2^shift rounded with `mode` at the width x has (W bits): every shift past W + 1 rounds the same as
+// W + 1 (|x| < 2^(W-1): the quotient floors to 0 or -1 and the remainder sits on the same side of half), so the
+// shifter spans W + 2 bits, not 64. Bit-exact with rshift_round for 0 <= shift <= 62.
+template <int W>
+inline ap_int<W + 1> rshift_round_narrow(ap_int<W> x, int shift, int mode) {
+#pragma HLS INLINE
+    const int s = shift > W + 1 ? W + 1 : shift;
+    if (s == 0) return x;
+    ap_int<W + 2> one = 1;
+    ap_int<W + 2> q = ap_int<W + 2>(x) >> s;
+    ap_int<W + 2> r = ap_int<W + 2>(x) - (q << s);  // 0 <= r < 2^s
+    ap_int<W + 2> half = one << (s - 1);
+    return round_up(x < 0, r != 0, r > half, r == half, q[0] == 1, mode) ? ap_int<W + 1>(q + 1) : ap_int<W + 1>(q);
+}
+
 inline wide_t clamp(wide_t x, wide_t lo, wide_t hi) {
 #pragma HLS INLINE
     return x < lo ? lo : (x > hi ? hi : x);

@@ -67,6 +67,12 @@ CASES = {
     "slice_aligned": ("slice", [info((1, 6, 16))], {"axes": [2], "starts": [4], "ends": [12], "steps": [1]}),
     "strided_copy": ("strided_copy", [info((1, 4, 12))], {"shape": [2, 2, 6], "strides": [6, 24, 1], "base": 0}),
     "reshape": ("reshape", [info((1, 4, 6))], {"shape": [1, 3, 8]}),
+    # rows of 4 into rows of 8: at 8 and 16 lanes runs of 4 land at lane 0 or 4 (rotated words)
+    "reshape_rotated": ("reshape", [info((1, 6, 4))], {"shape": [1, 3, 8]}),
+    # a patch split (rows of 8 into rows of 4) and a transpose reading runs at lane 0 or 4 of rows of 8
+    "patch_split": ("reshape", [info((1, 2, 8, 8))], {"shape": [1, 2, 2, 4, 2, 4]}),
+    "patch_transpose": ("strided_copy", [info((1, 2, 8, 8))],
+                        {"shape": [1, 2, 2, 2, 4, 4], "strides": [0, 32, 4, 64, 8, 1], "base": 0}),
     "im2col": ("im2col", [info((1, 3, 5, 6), IntType(8, False), 7)],
                {"kernel": [3, 2], "stride": [2, 1], "pads": [1, 0, 1, 1]}),
     "im2col_chans": ("im2col", [info((1, 4, 4, 4), IntType(8, False), 3)],
@@ -110,9 +116,13 @@ def test_word_mode_where_rows_line_up() -> None:
     assert d.words == 1 and d.n == 15 * 2 and d.tail == 2
     e = plan_copy([3, 6, 5], [30, 1, 6], [30, 5, 1], 0, 0, src, info((1, 3, 6, 5)), 4)
     assert e.words == 0 and e.n == 90
-    # a slab that starts mid-word cannot move whole words
+    # a slab that starts mid-word moves in runs of 2 (lane 2 of the source, lane 0 or 2 of the destination):
+    # one rotated word each
     f = plan_copy([6, 8], [16, 1], [8, 1], 2, 0, info((1, 6, 16)), info((1, 6, 8)), 4)
-    assert f.words == 0
+    assert f.words == 1 and f.n == 6 * 4 and f.tail == 2
+    # a slab at an odd column moves element by element
+    h = plan_copy([6, 8], [16, 1], [8, 1], 1, 0, info((1, 6, 16)), info((1, 6, 8)), 4)
+    assert h.words == 0 and h.n == 48
 
 
 def test_reshape_free_only_when_layout_matches() -> None:
@@ -121,8 +131,10 @@ def test_reshape_free_only_when_layout_matches() -> None:
     board = get_board("zcu102")
     assert aliases(node, 8) and get_unit("mover").cost(node, {"lanes": 8}, board).cycles == 0
     assert not aliases(node, 16)
-    # L = 16: rows of 8 are one padded word, rows of 16 one full word: 4 elements... copied one per cycle
-    assert get_unit("mover").cost(node, {"lanes": 16}, board).cycles == 32 + COPY_DEPTH
+    # L = 16: rows of 8 are one padded word, rows of 16 one full word: the four runs of 8 land at lane 0 or 8,
+    # one rotated word per cycle
+    assert get_unit("mover").cost(node, {"lanes": 16}, board).cycles == 4 + COPY_DEPTH
+    assert get_unit("mover").mode(node, {"lanes": 16}, board) == {"runs": [8]}
 
 
 def test_mode_is_word_or_element_copies() -> None:

@@ -147,25 +147,30 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
                       lanes, word_bits, modes)
 
     units = units_of(graph)
-    unit_structs = []
-    for u, nodes in units.items():
-        if u not in design.knobs:
-            raise VaqfError(f"the design has no knobs for unit '{u}'")
-        unit = unit_of(nodes[0])
-        params = unit.config(u, nodes, design.knobs[u], word_bits)
-        tmpl = env.get_template(unit.template_path)
-        unit_structs.append(tmpl.module.unit_config(u, params))
     layers = []
+    descs: dict[str, list] = {u: [] for u in units}  # unit -> every call's descriptor, its ROM in call order
     for node in graph.topo():
         unit = unit_of(node)
         layer = {"ident": ident[node.name], "op": node.op, "config": "", "call": "", "node": node.name,
                  "unit": "none" if unit is None else unit.instance(node)}
         if unit is not None:  # a node on no unit only relabels its input's buffer: no call
             p = unit.describe(node, ctx)
+            table = descs[unit.instance(node)]
+            p["desc_id"] = len(table)  # the slot of the layer's first call in the unit's descriptor ROM
+            table.extend([c["desc"] for c in p["calls"]] if "calls" in p else [p["desc"]])
             tmpl = env.get_template(unit.template_path)
             layer["config"] = str(tmpl.module.config(p)).strip()
             layer["call"] = str(tmpl.module.call(p)).strip()
         layers.append(layer)
+    unit_structs = []
+    for u, nodes in units.items():
+        if u not in design.knobs:
+            raise VaqfError(f"the design has no knobs for unit '{u}'")
+        unit = unit_of(nodes[0])
+        params = {**unit.config(u, nodes, design.knobs[u], word_bits), "descs": descs[u],
+                  "desc_cpp": unit.descriptors[0].cpp}
+        tmpl = env.get_template(unit.template_path)
+        unit_structs.append(tmpl.module.unit_config(u, params))
     io_in = [{"ident": f"in{i}", "buf": buffers[v.name], "size": v.info.size, "shape": list(v.info.shape),
               "shape_text": ", ".join(map(str, v.info.sample_shape)), "row": last_dim(v.info),
               "row_words": row_words(last_dim(v.info), lanes), **io_port(v, lanes, word_bits, 32)}

@@ -20,7 +20,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.hw.board import Board
-from vaqf.hw.cost import DDR_LATENCY, RESOURCE_KEYS, Cost, mux_luts
+from vaqf.hw.cost import DDR_LATENCY, RESOURCE_KEYS, Cost, lutram_luts, mux_luts
 from vaqf.hw.layout import design_lanes, last_dim
 from vaqf.hw.memory import BufferPlan, plan_buffers
 from vaqf.ir import Graph, Node, Value
@@ -207,8 +207,10 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
     - Every buffer bank is driven by each (unit, argument) that reads or writes the buffer: per bank an
       accessors:1 multiplexer on its address, write data and write enable.
     - Every unit argument bound to several buffers reads through a buffers:1 multiplexer per lane.
-    - Every unit receives its layers' descriptors from as many call sites: a calls:1 multiplexer on
-      32 bits per descriptor field (the unit's ``desc_fields``).
+    - Every unit reads its layers' descriptors from a ROM inside its one instance
+      (templates/units/_desc.j2 ``rom``, BIND_STORAGE rom_1p lutram) at the slot its call site passes:
+      the ROM, one entry per call of 32 bits per descriptor field (the unit's ``desc_fields``) in LUTRAM
+      (``lutram_luts``), and a calls:1 multiplexer on the slot index's bits.
     The top's own I/O loops count as one accessor of the buffers they fill and drain; a reshape that shares
     its input's words (:func:`vaqf.hw.memory.aliases`) makes no call and touches nothing.
     """
@@ -217,6 +219,7 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
     accessors: dict[str, set] = {}
     bound: dict[tuple, set] = {}
     calls: dict[str, int] = {}
+    entries: dict[str, int] = {}
     fields: dict[str, int] = {}
     for node in graph.topo():
         unit = unit_of(node)
@@ -224,6 +227,7 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
             continue
         u = unit.instance(node)
         calls[u] = calls.get(u, 0) + 1
+        entries[u] = entries.get(u, 0) + unit.calls(node, plan.lanes)
         fields[u] = max(fields.get(u, 0), int(unit.desc_fields))
         for role, values in (("in", node.inputs), ("out", node.outputs)):
             for i, v in enumerate(values):
@@ -241,7 +245,9 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
     for (_, _, _), bufs in bound.items():
         width = max(plan.bits.get(b.split("_", 1)[0], 32) for b in bufs)
         lut += plan.lanes * width * mux_luts(len(bufs))
-    lut += sum(32 * fields[u] * mux_luts(n) for u, n in calls.items())
+    for u, n in calls.items():
+        rows = max(entries[u], 1)
+        lut += lutram_luts(rows, 32 * fields[u]) + max(1, (rows - 1).bit_length()) * mux_luts(n)
     return Cost(lut=lut)
 
 

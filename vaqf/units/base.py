@@ -100,7 +100,7 @@ class Unit:
     lane_knob: ClassVar[str] = "lanes"
     #: the kernel may write its output over its first input (same buffer): elementwise and not DATAFLOW
     in_place: ClassVar[bool] = False
-    #: int fields of the unit's descriptor, for the call-site multiplexer (vaqf.hw.model.sharing_cost)
+    #: int fields of the unit's descriptor, the width of its descriptor ROM (vaqf.hw.model.sharing_cost)
     desc_fields: ClassVar[int] = 16
 
     @property
@@ -149,6 +149,10 @@ class Unit:
     def buffer_kinds(self, node: Node, in_kinds: list[str]) -> list[str]:
         """On-chip container of each output: "act" (activation precision) or "acc" (accumulator)."""
         raise NotImplementedError
+
+    def calls(self, node: Node, lanes: int) -> int:
+        """Calls of the unit's wrapper the layer makes at ``lanes`` (one descriptor each, one ROM entry)."""
+        return 1
 
 
 _UNITS: dict[str, Unit] = {}

@@ -41,11 +41,19 @@ DEPTH = 8
 FILL_DEPTH = 3
 #: LUTs of loop control: the word counter, its compare, the table-word counter
 CONTROL_LUTS = 150
-#: the 64-bit sum is rounded and shifted: a 64-bit barrel shifter as three levels of 4:1 muxes (3 LUT per
-#: bit), the remainder-versus-half compares (2 LUT per bit) and the rounding increment (1 LUT per bit)
-ROUND_SHIFT_LUTS = 6 * 64
-#: the clamp to [lo, hi]: two 64-bit compares on the carry chain and a select of the output bits
-CLAMP_LUTS = 2 * 64
+#: per bit of the PW-bit sum (:func:`product_width`), rounded and shifted: a barrel shifter as three levels of
+#: 4:1 muxes (3 LUT per bit), the remainder-versus-half compares (2 LUT per bit) and the rounding increment
+#: (1 LUT per bit)
+ROUND_SHIFT_LUTS_PER_BIT = 6
+#: per bit of the sum, the clamp to [lo, hi]: two compares on the carry chain and a select of the output bits
+CLAMP_LUTS_PER_BIT = 2
+
+
+def product_width(a_bits: int) -> int:
+    """PW of hls/vaqf/eltwise.h: the (A+1) x 32-bit products need A + 33 bits, the sum of two one more (charged
+    whether or not the unit adds), at most the 64 bits of the reference arithmetic."""
+    return min(64, int(a_bits) + 34)
+
 #: products per lane each op needs, and whether it reads the channel tables
 _PRODUCTS = {"relu": 1, "requant": 1, "add": 2}
 _TABLE = {"relu": False, "requant": True, "add": False}
@@ -151,8 +159,9 @@ class EltwiseUnit(Unit):
         FILL_DEPTH`` (one sequential burst).
         Per lane: the op's signed (A+1) x 32 products (A: the inputs' signed bits, +1 for the zero-point
         subtraction), each :func:`dsp48e2_per_product` slices (no packing); LUTs for the zero-point
-        subtraction (A+1 per operand), the 64-bit sum of two products (add), the rounding shift
-        (ROUND_SHIFT_LUTS) and clamp (CLAMP_LUTS); FF: a 64-bit value per pipeline stage. The tables
+        subtraction (A+1 per operand), the PW-bit sum of two products (add; :func:`product_width`), the
+        rounding shift (ROUND_SHIFT_LUTS_PER_BIT per bit of PW, ``rshift_round_narrow``) and the clamp
+        (CLAMP_LUTS_PER_BIT); FF: a PW-bit value per pipeline stage. The tables
         (requant): per lane a ceil(d / L)-word memory of 32-bit mantissas and one of 6-bit shifts.
         Plus CONTROL_LUTS of counters.
         """
@@ -162,8 +171,10 @@ class EltwiseUnit(Unit):
         words = value_words(x, lanes)
         cycles = words + DEPTH
         a = max(signed_bits(v) for v in node.inputs)
-        lut_lane = (a + 1) * products + (64 if products > 1 else 0) + ROUND_SHIFT_LUTS + CLAMP_LUTS
-        ff_lane = 64 * DEPTH
+        pw = product_width(a)
+        lut_lane = ((a + 1) * products + (pw if products > 1 else 0)
+                    + (ROUND_SHIFT_LUTS_PER_BIT + CLAMP_LUTS_PER_BIT) * pw)
+        ff_lane = pw * DEPTH
         dsp = lanes * products * dsp48e2_per_product(a + 1, 32)
         mem = Cost()
         ddr = 0

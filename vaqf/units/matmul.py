@@ -285,10 +285,11 @@ class MatmulUnit(Unit):
         multiple of L (the whole-word output path, O_WORD), else 1; present whether or not this layer
         requantizes (the mode is a run-time field).
         LUT: the PE adder trees of L products (``adder_tree_luts``) and the PE accumulators; zero-point
-        subtractors (L on A, PE x L on B); the element paths' L:1 read multiplexers (A and B), the output's
+        subtractors (L on A in the mac; on B at load, L on the source word and one on the element path, so
+        the B block holds operand-width values); the element paths' L:1 read multiplexers (A and B), the output's
         PE:1 result multiplexer and, with O_WORD, L lanes of (PE/L):1; the requantizers
         (:func:`requant_luts`, ``requant_narrow``); the local B block, PE x L banks of ceil(K/L) words
-        (``memory_cost``: LUTRAM or BRAM18); about 14 32-bit walker adders and control.
+        at the operand width (``memory_cost``: LUTRAM or BRAM18); about 14 32-bit walker adders and control.
         FF: accumulators and results (2 x PE x ACC_BITS), the operand pipeline registers
         (2 x PE x L x operand bits), the A word register.
         """
@@ -304,13 +305,13 @@ class MatmulUnit(Unit):
         o_word = pe % lanes == 0
         rq = lanes if o_word else 1
         dsp = pe * lanes * dsp48e2_per_product(opd, opd) + rq * dsp48e2_per_product(acc_bits, MANTISSA_BITS + 1)
-        bank = memory_cost(row_words(k, lanes), bits)
+        bank = memory_cost(row_words(k, lanes), opd)
         lut = (pe * adder_tree_luts(lanes, 2 * opd) + pe * acc_bits
-               + lanes * opd + pe * lanes * opd
+               + lanes * opd + (lanes + 1) * opd
                + 2 * bits * mux_luts(lanes)
                + acc_bits * mux_luts(pe) + (lanes * acc_bits * mux_luts(pe // lanes) if o_word else 0)
                + rq * requant_luts(acc_bits)
-               + pe * lanes * bits * mux_luts(3)
+               + pe * lanes * opd * mux_luts(3)
                + pe * lanes * bank.lut + 14 * 32 + 200)
         ff = 2 * pe * acc_bits + 2 * pe * lanes * opd + lanes * bits + 12 * 32 + 300
         return Cost(cycles, lut, ff, dsp, pe * lanes * bank.bram18, 0, 0)

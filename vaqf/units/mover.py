@@ -219,15 +219,28 @@ def _reduced(box: Box) -> tuple[list[int], list[int], list[int]]:
 
 def _run_fits(dims: list[int], si: list[int], so: list[int], in_base: int, out_base: int, d_in: int,
               d_out: int, lanes: int, g: int) -> bool:
-    """Whether runs of g elements of the innermost axis start at lane 0 and stay in a row on both sides."""
+    """Whether runs of g elements of the innermost axis can move as words and stay in a row on both sides:
+    runs of at least L elements start at lane 0 on both sides; shorter runs (g dividing L) start at a
+    multiple of g on both sides, so each is inside one word and the copy rotates it by a multiple of g."""
     if not dims or si[-1] != 1 or so[-1] != 1 or g < 2 or dims[-1] % g:
         return False
+    if g < lanes and lanes % g:
+        return False
+    align = min(g, lanes)
     dd = dims[:-1] + [dims[-1] // g]
     for strides, base, d in ((si, in_base, d_in), (so, out_base, d_out)):
         col = _flat_index(dd, strides[:-1] + [g], base) % d
-        if np.any(col % lanes) or np.any(col + g > d):
+        if np.any(col % align) or np.any(col + g > d):
             return False
     return True
+
+
+def rotation(runs: list[int], lanes: int) -> int:
+    """The rotation granularity of the copy loop for these word runs: the shortest run below L (each such run
+    sits at a multiple of its length on both sides, so the word is rotated by a multiple of it: an
+    (L / granularity):1 multiplexer per bank), L when every run starts at lane 0 (no rotation)."""
+    short = [int(g) for g in runs if 0 < int(g) < lanes]
+    return min(short) if short else int(lanes)
 
 
 def _word_runs(dims: list[int], si: list[int], so: list[int], in_base: int, out_base: int, d_in: int,
@@ -235,7 +248,9 @@ def _word_runs(dims: list[int], si: list[int], so: list[int], in_base: int, out_
     """The longest run g (a divisor of the innermost axis) that can move whole words, or 0 (elements).
 
     A run of g elements moves as ceil(g / L) words when it is contiguous on both sides (stride 1), starts at
-    lane 0 on both sides, and stays inside one row on both sides; g = 1 never pays off.
+    lane 0 on both sides, and stays inside one row on both sides; a run shorter than L (g dividing L) moves
+    as one rotated word when it starts at a multiple of g on both sides (:func:`_run_fits`); g = 1 never
+    pays off.
     """
     if not dims or si[-1] != 1 or so[-1] != 1:
         return 0
@@ -356,12 +371,15 @@ def lanes_of(knobs: dict[str, int], node: Node) -> int:
     return lanes
 
 
-def mover_hardware(lanes: int, act_bits: int, word_bits: int = 128, max_chans: int = 0) -> Cost:
+def mover_hardware(lanes: int, act_bits: int, word_bits: int = 128, max_chans: int = 0, rot: int = 0) -> Cost:
     """The mover's hardware, the sum of its three loops (every layer runs on the same ``vaqf::move``).
 
     Copy loop, instantiated twice (act_t and acc_t buffers; ``acc_bits`` charged at ACC_CHARGE_BITS):
     - read lane multiplexer: ``mux_luts(L)`` LUTs per bit of an element (the element mode's L:1 load);
-    - write data: per lane a 2:1 select between the word's own lane and the multiplexed element (L x bits);
+    - write data: per lane a 2:1 select between the word's lane and the multiplexed element (L x bits);
+    - the word's rotation (:func:`rotation` granularity ``rot``, 0 or L: none): per lane an (L / rot):1
+      multiplexer on the word's lanes (L x bits x ``mux_luts(L / rot)``) and the lane-range write enable's
+      second compare (L);
     - write enables: per lane one LUT decoding the destination lane or the word mode's mask (L);
     - address generation: per side the saved positions of 8 axes (2 registers of ADDR_BITS each) behind an
       8:1 multiplexer, one word and one column adder with the row carry (compare and add): 2 x
@@ -375,8 +393,11 @@ def mover_hardware(lanes: int, act_bits: int, word_bits: int = 128, max_chans: i
     lut = ff = 0
     addr = 2 * (2 * ADDR_BITS * mux_luts(8) + 4 * ADDR_BITS) + MAX_DIMS * 2 * ADDR_BITS
     addr_ff = 2 * MAX_DIMS * 2 * ADDR_BITS + MAX_DIMS * ADDR_BITS
+    ways = lanes // rot if 0 < rot < lanes else 1
     for bits in (act_bits, ACC_CHARGE_BITS):
         lut += mux_luts(lanes) * bits + lanes * bits + lanes + addr
+        if ways > 1:
+            lut += lanes * bits * mux_luts(ways) + lanes
         ff += addr_ff + 2 * lanes * bits
     lut += lanes + 4 * ADDR_BITS
     ff += word_bits + 2 * ADDR_BITS
@@ -396,7 +417,7 @@ class MoverUnit(Unit):
     lane_knob = "lanes"
     # input and output are always different buffers (a copy reads and writes at different positions)
     in_place = False
-    #: int fields of vaqf::move_desc, for the call-site multiplexer (vaqf.hw.model.sharing_cost)
+    #: int fields of vaqf::move_desc, the width of the descriptor ROM (vaqf.hw.model.sharing_cost)
     desc_fields = 68
 
     def knobs(self, node: Node) -> dict[str, list[int]]:
@@ -427,6 +448,11 @@ class MoverUnit(Unit):
                             f"{lanes} lanes")
         return [plan_copy(*b, lanes, name=node.name, run=r) for b, r in zip(boxes, runs, strict=True)]
 
+    def calls(self, node: Node, lanes: int) -> int:
+        """One call per copy box (a concat: one per input; a reshape sharing its buffer: none), one for const
+        and im2col."""
+        return 1 if node.op not in COPY_OPS else len(copy_boxes(node, lanes))
+
     def cost(self, node: Node, knobs: dict[str, int], board: Board) -> Cost:
         """Cycles: what the kernel's counters count for the layer's calls at the design's lanes (trips at
         II=1, each loop's depth once, a DDR round trip per reader: :func:`desc_cycles`). Hardware: the whole
@@ -437,7 +463,8 @@ class MoverUnit(Unit):
         if not descs:
             return Cost()  # a reshape sharing its buffer: no call, so nothing of the mover is used for it
         chans = max([int(d.c) for d in descs if d.mode == MODE_IM2COL] or [0])
-        hw = mover_hardware(lanes, node_bits(node), wb, chans)
+        mode = self.mode(node, knobs, board)
+        hw = mover_hardware(lanes, node_bits(node), wb, chans, rotation(mode["runs"] if mode else [], lanes))
         return hw.with_cycles(sum(desc_cycles(d) for d in descs))
 
     def config(self, instance: str, nodes: list[Node], knobs: dict[str, int], word_bits: int) -> dict[str, Any]:
@@ -456,7 +483,9 @@ class MoverUnit(Unit):
                     trips["table"] = max(trips["table"], int(d.ddr_words))
                     max_chans = max(max_chans, int(d.c))
         g = max(1, word_bits // 32)
-        return {"max_copy": trips["copy"], "max_const": trips["const"], "max_window": trips["window"],
+        runs = [r for n in nodes if n.op in COPY_OPS for r in self.mode(n, knobs, None)["runs"]]
+        return {"log2_rot": rotation(runs, lanes).bit_length() - 1,
+                "max_copy": trips["copy"], "max_const": trips["const"], "max_window": trips["window"],
                 "max_table": trips["table"], "max_chans": -(-max_chans // g) * g,
                 "copy_depth": COPY_DEPTH, "const_depth": CONST_DEPTH, "fill_depth": FILL_DEPTH,
                 "window_depth": WINDOW_DEPTH}

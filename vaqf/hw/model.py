@@ -210,7 +210,8 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
     - Every unit reads its layers' descriptors from a ROM inside its one instance
       (templates/units/_desc.j2 ``rom``, BIND_STORAGE rom_1p lutram) at the slot its call site passes:
       the ROM, one entry per call of 32 bits per descriptor field (the unit's ``desc_fields``) in LUTRAM
-      (``lutram_luts``), and a calls:1 multiplexer on the slot index's bits.
+      (``lutram_luts``), and a calls:1 multiplexer on the slot index's bits; a unit called once holds its
+      descriptor as a constant (nothing charged).
     The top's own I/O loops count as one accessor of the buffers they fill and drain; a reshape that shares
     its input's words (:func:`vaqf.hw.memory.aliases`) makes no call and touches nothing.
     """
@@ -246,8 +247,9 @@ def sharing_cost(graph: Graph, plan: BufferPlan) -> Cost:
         width = max(plan.bits.get(b.split("_", 1)[0], 32) for b in bufs)
         lut += plan.lanes * width * mux_luts(len(bufs))
     for u, n in calls.items():
-        rows = max(entries[u], 1)
-        lut += lutram_luts(rows, 32 * fields[u]) + max(1, (rows - 1).bit_length()) * mux_luts(n)
+        rows = entries[u]
+        if rows > 1:  # one entry is a constant in the unit (templates/units/_desc.j2): no table
+            lut += lutram_luts(rows, 32 * fields[u]) + (rows - 1).bit_length() * mux_luts(n)
     return Cost(lut=lut)
 
 

@@ -91,7 +91,7 @@ def _doc(name: str) -> str:
 
 def _with_docs(text: str) -> str:
     """``text`` with its docs/NAME.md references pointing at the installed pages."""
-    for name in ("frontend.md", "pruning.md", "design-space.md", "boards.md"):
+    for name in ("frontend.md", "pruning.md", "design-space.md", "boards.md", "training.md"):
         text = text.replace(f"docs/{name}", _doc(name))
     return text
 
@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-steps", type=int, metavar="N", help="stop each training call after N steps (smoke runs)")
     pr.add_argument("--force", action="store_true", help="replace FILE and the files written next to it")
     pr.add_argument("--json", action="store_true", help="print a JSON summary")
+    _add_train_parser(add_parser)
+    _add_build_parser(add_parser)
     return ap
 
 
@@ -551,6 +553,242 @@ def cmd_prune(args: argparse.Namespace) -> dict:
     return out
 
 
+# ---- vaqf train / vaqf build -------------------------------------------------------------------------
+EPILOG_TRAIN = """examples:
+  vaqf train deit-custom --data mnist5k -o vit.onnx --img-size 28 --patch 7 --in-chans 1 --num-classes 10 \\
+      --embed-dim 96 --depth 3 --heads 4 --mlp-ratio 2 --float-epochs 80 --shift 2 --act-bits 8
+                                        from scratch: float, then QAT (binary encoder weights, 8-bit activations)
+  vaqf train deit-tiny --data images/ --checkpoint deit_tiny_patch16_224.pth --normalize imagenet \\
+      --num-classes 5 --act-bits 6 -o tiny_a6.onnx          fine-tune timm weights on a folder of class folders
+  vaqf train deit-tiny --data train.npz --val-data val.npz --resume tiny_a6.ckpt/last.pt -o tiny_a6.onnx
+  torchrun --nproc_per_node 4 -m vaqf.cli train deit-small --data train.npz -o s.onnx --batch-size 256
+                                        the same run on 4 processes (gloo on CPU, NCCL on GPUs); only rank 0 writes
+then:
+  vaqf compile vit.onnx -o out/vit --board zcu102 --fps 2000
+data: an .npz with 'images' [N, C, H, W] (uint8 pixels, or floats) and 'labels' [N]; a folder of class
+sub-folders of images (read with Pillow, converted to the model's channels, resized with --resize, pixels
+/255); or mnist5k / digits (bundled handwritten digits). Then (x - mean) / std per channel (--mean/--std,
+--normalize imagenet; default: pixels in [0, 1]); the accelerator's host must feed images normalized the same way.
+writes FILE (QONNX for a DeiT; float ONNX and <stem>.calib.npy for a CNN), <stem>.pt (state dict), <stem>.ckpt/
+last.pt (checkpoints), <stem>.log.jsonl (JSON lines) and <stem>.train.json (summary). Schedule, distillation
+and torchrun: docs/training.md. needs PyTorch: pip install "vaqf[torch]".
+"""
+EPILOG_BUILD = """examples:
+  vaqf build deit-custom --board zcu102 --fps 3000 --data mnist5k -o out/vit --img-size 28 --patch 7 \\
+      --in-chans 1 --num-classes 10 --embed-dim 96 --depth 3 --heads 4 --mlp-ratio 2 --float-epochs 80
+  vaqf build deit-tiny --board zcu104 --fps 30 --data train.npz --checkpoint deit_tiny.pth --accuracy-floor 0.7
+the loop: the search gives each activation precision's best design; the highest precision whose best design
+meets --fps is trained (vaqf train), compiled (vaqf compile) and C-simulated on validation images against the
+simulator. --accuracy-floor A trains the precisions that meet --fps from the highest down and stops at the
+first whose simulated accuracy is at least A. Writes DIR/build.json and, per precision trained, DIR/a<K>/
+(model, checkpoints, log, HLS project). Details: docs/training.md.
+"""
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise VaqfError(f"{what} takes comma-separated numbers, got {text!r}") from None
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    """The options `vaqf train` and `vaqf build` share: data, model shape, schedule, checkpoints."""
+    p.add_argument("model", metavar="MODEL", help="deit-tiny, deit-small, deit-base, deit-custom (QAT), or a CNN of "
+                   "the zoo: resnet20, resnet18, vgg11, vgg13, vgg16, small_vgg, small_resnet (float training)")
+    p.add_argument("--data", required=True, metavar="D", help="training images: an .npz with 'images' [N, C, H, W] and "
+                   "'labels' [N], a folder of class sub-folders of images, or mnist5k / digits (bundled)")
+    p.add_argument("--val-data", metavar="D",
+                   help="validation images in the same forms (default: --val-fraction of --data)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of --data held out for validation, stratified by class (0.2)")
+    p.add_argument("--resize", default="stretch", choices=["stretch", "crop"],
+                   help="images of another size: stretch to the model's size, or crop the centre square and scale it "
+                   "(bilinear; default stretch)")
+    p.add_argument("--normalize", choices=["imagenet"], help="imagenet: timm's ImageNet mean and std (RGB)")
+    p.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean subtracted from pixels in [0, 1] (default 0)")
+    p.add_argument("--std", metavar="S[,S,S]", help="per-channel std the pixels are divided by (default 1)")
+    p.add_argument("--checkpoint", metavar="FILE", help="float state dict to start from (timm names for DeiT; "
+                   "as `vaqf export --checkpoint`); without it the model trains from scratch")
+    p.add_argument("--img-size", type=int, metavar="N", help="image size (DeiT family 224, custom 224, CNNs 32)")
+    p.add_argument("--in-chans", type=int, metavar="N", help="image channels (3)")
+    p.add_argument("--num-classes", type=int, metavar="N", help="classes (default: the largest label + 1)")
+    p.add_argument("--patch", type=int, metavar="N", help="DeiT patch size (16)")
+    p.add_argument("--embed-dim", type=int, metavar="N", help="DeiT width (tiny 192, small 384, base 768)")
+    p.add_argument("--depth", type=int, metavar="N", help="DeiT blocks (12)")
+    p.add_argument("--heads", type=int, metavar="N", help="DeiT attention heads (tiny 3, small 6, base 12)")
+    p.add_argument("--mlp-ratio", type=float, metavar="R", help="DeiT MLP width / embedding width (4)")
+    p.add_argument("--weights", default="binary", choices=["binary", "int8", "int4"],
+                   help="encoder weights (default binary; patch embedding and head int8); a CNN: the post-training "
+                   "quantization its simulator accuracy is measured with")
+    p.add_argument("--epochs", type=float, default=10.0, metavar="N",
+                   help="QAT epochs with quantized weights (DeiT), training epochs (CNN) (10)")
+    p.add_argument("--act-epochs", type=float, default=2.0, metavar="N",
+                   help="DeiT: QAT epochs with quantized activations and float weights, before --epochs (2; 0 skips)")
+    p.add_argument("--float-epochs", type=float, metavar="N", help="DeiT: float epochs before QAT (default: 0 "
+                   "with --checkpoint, else 30)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N",
+                   help="global batch, split evenly over the processes (128)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate of the --epochs phase (0.001)")
+    p.add_argument("--act-lr", type=float, default=2e-4, help="peak learning rate of the --act-epochs phase (0.0002)")
+    p.add_argument("--float-lr", type=float, default=2e-3,
+                   help="peak learning rate of float training (0.002)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay during QAT (0)")
+    p.add_argument("--float-weight-decay", type=float, default=0.05,
+                   help="AdamW weight decay of float training (0.05)")
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of float training (0.1)")
+    p.add_argument("--warmup", type=float, default=0.05, help="fraction of each phase's steps with a linear warm-up "
+                   "before the cosine decay (0.05)")
+    p.add_argument("--distill", type=float, metavar="W", help="weight of the distillation loss from the float model "
+                   "during QAT, in [0, 1] (default 0.5 for binary weights, else 0)")
+    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (2)")
+    p.add_argument("--shift", type=int, default=0, metavar="PX",
+                   help="augmentation: random translation by up to PX pixels (0)")
+    p.add_argument("--calib-samples", type=int, default=512, metavar="N",
+                   help="training images the activation quantizers are calibrated on before QAT (512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization, the batches (0)")
+    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS",
+                   help="write a checkpoint every STEPS steps, and at the end of each phase (500)")
+    p.add_argument("--sim-images", type=int, default=1000, metavar="N",
+                   help="validation images run through vaqf's bit-accurate simulator at the end (1000; 0 skips)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms(True): a resumed run equals an uninterrupted one bit for "
+                   "bit (on CPU)")
+    p.add_argument("--threads", type=int, metavar="N", help="PyTorch CPU threads per process (default: PyTorch's)")
+    p.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",
+                   help="under torchrun: seconds a collective waits for the other processes before the run fails (300)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs and start over")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _add_train_parser(add_parser) -> None:  # noqa: ANN001 - build_parser's add_parser
+    t = add_parser("train", help="quantization-aware training on your images, exported for compile (torch extra)",
+                   description="Train a frontend model on your images: float (from scratch or a checkpoint), then "
+                   "quantization-aware\nwith binary or integer weights and k-bit activations, distilled from the float "
+                   "model; export QONNX\nthat `vaqf compile` reads. Runs alone or under torchrun (DDP); checkpoints "
+                   "and --resume.", epilog=_with_docs(EPILOG_TRAIN),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_training_args(t)
+    t.add_argument("-o", "--output", required=True, metavar="FILE", help="model file to write (.onnx)")
+    t.add_argument("--act-bits", type=int, default=8, metavar="K", help="activation bits (8)")
+    t.add_argument("--resume", metavar="CKPT", help="continue the run of this checkpoint (DIR/last.pt, or DIR) to the "
+                   "same result as an uninterrupted run; give the same training options")
+    t.add_argument("--stop-after", type=int, metavar="STEPS", help="stop (with a checkpoint) after STEPS steps of the "
+                   "whole schedule, e.g. to split a run into jobs; the schedule stays that of the whole run")
+    t.add_argument("--checkpoint-dir", metavar="DIR", help="where checkpoints go (default <stem>.ckpt next to FILE)")
+    t.add_argument("--log", metavar="FILE", help="JSON-lines log (default <stem>.log.jsonl next to FILE)")
+
+
+def _add_build_parser(add_parser) -> None:  # noqa: ANN001 - build_parser's add_parser
+    b = add_parser("build", help="the whole loop: precision for a frame rate, train, compile, C-simulate (torch extra)",
+                   epilog=_with_docs(EPILOG_BUILD), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_training_args(b)
+    b.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (build.json, a<K>/...)")
+    b.add_argument("--board", default="zcu102",
+                   help="board name or board file (.json/.yaml); see `vaqf boards` (default zcu102)")
+    b.add_argument("--fps", type=float, required=True, help="target frame rate")
+    b.add_argument("--cap", type=float, default=0.8, help="fraction of each resource the design may use (0.8)")
+    b.add_argument("--search-bits", default="8,6,4", metavar="LIST", help="activation precisions to consider (8,6,4)")
+    b.add_argument("--accuracy-floor", type=float, metavar="A", help="lowest acceptable simulated validation accuracy "
+                   "(0..1): train precisions meeting --fps from the highest down until one reaches it")
+    b.add_argument("--csim-images", type=int, default=8, metavar="N",
+                   help="validation images run through the project's g++ C-simulation against the simulator (8; "
+                   "0 skips)")
+
+
+def _training_options(args: argparse.Namespace, output: Path, act_bits: int) -> object:
+    from vaqf.frontend.torch.driver import TrainOptions
+
+    mean: list[float] | str | None = "imagenet" if args.normalize else _floats(args.mean, "--mean")
+    std = None if args.normalize else _floats(args.std, "--std")
+    if args.normalize and (args.mean or args.std):
+        raise VaqfError("--normalize imagenet sets the mean and std; give either it or --mean/--std")
+    vit = {k: v for k, v in (("patch_size", args.patch), ("embed_dim", args.embed_dim), ("depth", args.depth),
+                             ("num_heads", args.heads), ("mlp_ratio", args.mlp_ratio)) if v is not None}
+    return TrainOptions(
+        model=args.model, data=args.data, output=output, checkpoint=args.checkpoint, weights=args.weights,
+        act_bits=act_bits, epochs=args.epochs, act_epochs=args.act_epochs, float_epochs=args.float_epochs,
+        batch_size=args.batch_size, lr=args.lr, act_lr=args.act_lr, float_lr=args.float_lr,
+        weight_decay=args.weight_decay, float_weight_decay=args.float_weight_decay,
+        label_smoothing=args.label_smoothing, warmup=args.warmup, distill=args.distill, temperature=args.temperature,
+        shift=args.shift, val_fraction=args.val_fraction, val_data=args.val_data, resize=args.resize, mean=mean,
+        std=std, img_size=args.img_size, in_chans=args.in_chans, num_classes=args.num_classes, vit=vit,
+        calib_samples=args.calib_samples, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=Path(args.checkpoint_dir) if getattr(args, "checkpoint_dir", None) else None,
+        resume=getattr(args, "resume", None), stop_after=getattr(args, "stop_after", None),
+        log=Path(args.log) if getattr(args, "log", None) else None,
+        sim_images=args.sim_images if args.sim_images > 0 else 0, deterministic=args.deterministic,
+        dist_timeout=args.dist_timeout, force=args.force)
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise VaqfError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    import os
+
+    driver = _torch_frontend("train", "driver")
+    _set_threads(args)
+    from vaqf.frontend.torch.distributed import under_launcher
+
+    res = driver.run_train(_training_options(args, Path(args.output), args.act_bits))
+    if under_launcher() and os.environ.get("RANK", "0") != "0":
+        args.json = False  # one summary, from rank 0
+        return {}
+    out = res.to_json()
+    if res.stopped:
+        out["next"] = f"vaqf train ... --resume {res.checkpoint}"
+    elif res.format == "qonnx":
+        out["next"] = f"vaqf compile {res.model} -o out/{res.model.stem}"
+    else:
+        out["next"] = f"vaqf compile {res.model} -o out/{res.model.stem} --weights {args.weights} --act-bits " \
+                      f"{args.act_bits} --calib {res.calib}"
+    if not args.json:
+        if res.stopped:
+            print(f"stopped   after step {res.steps} (--stop-after); checkpoint {res.checkpoint}")
+            print(f"next      the same command with --resume {res.checkpoint}")
+            return out
+        what = f"QONNX, {res.weights} encoder weights, {res.act_bits}-bit activations" if res.format == "qonnx" \
+            else "float ONNX"
+        print(f"model     {res.model} ({what})")
+        print(f"data      {res.train_images} training / {res.val_images} validation images; {res.steps} steps on "
+              f"{res.world} process{'es' if res.world > 1 else ''}")
+        acc = f"float {res.float_accuracy:.4f}"
+        if res.qat_accuracy is not None:
+            acc += f", QAT {res.qat_accuracy:.4f}"
+        if res.sim_accuracy is not None:
+            acc += f", simulator {res.sim_accuracy:.4f} on {res.sim_images} images"
+        print(f"accuracy  {acc} (validation)")
+        print(f"files     {res.state_dict} (state dict), {res.checkpoint}, {res.log}, {res.summary}")
+        print(f"next      {out['next']}")
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> dict:
+    _torch_frontend("build", "driver")
+    _set_threads(args)
+    from vaqf.build import run_build
+
+    if args.csim_images < 0:
+        raise VaqfError(f"--csim-images must not be negative, got {args.csim_images}")
+    opts = _training_options(args, Path(args.output), 8)
+    res = run_build(opts, Path(args.output), board=args.board, fps=args.fps, cap=args.cap,
+                    bits=_parse_bits(args.search_bits), accuracy_floor=args.accuracy_floor,
+                    csim_images=args.csim_images, force=args.force)
+    out = res.to_json()
+    if not args.json:
+        print(res.table())
+    return out
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's flush at exit does not hit the closed pipe again."""
     import os
@@ -563,7 +801,8 @@ def _silence_stdout() -> None:
 
 
 COMMANDS = {"compile": cmd_compile, "csim": cmd_csim, "simulate": cmd_simulate, "explore": cmd_explore,
-            "boards": cmd_boards, "report": cmd_report, "export": cmd_export, "prune": cmd_prune}
+            "boards": cmd_boards, "report": cmd_report, "export": cmd_export, "prune": cmd_prune,
+            "train": cmd_train, "build": cmd_build}
 
 
 def _signals_as_interrupt(caught: list[int]):  # noqa: ANN202 - returns the function that restores the handlers

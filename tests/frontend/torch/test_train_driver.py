@@ -156,3 +156,34 @@ def test_options_that_decide_the_result() -> None:
     b = replace(a, output=Path("b.onnx"), sim_images=3, checkpoint_every=9)
     assert a.computed() == b.computed()
     assert replace(a, lr=0.5).computed() != a.computed()
+
+
+def test_help_has_examples_and_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io, vaqf.cli\n"
+            "buf = io.StringIO()\n"
+            "for command in ('train', 'build'):\n"
+            "    with contextlib.redirect_stdout(buf):\n"
+            "        try:\n"
+            "            vaqf.cli.main([command, '--help'])\n"
+            "        except SystemExit:\n"
+            "            pass\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+            "print(buf.getvalue())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.splitlines()[0] == "[]"
+    assert out.count("examples:") == 2 and "torchrun --nproc_per_node" in out and "--accuracy-floor" in out
+    assert "--resize {stretch,crop}" in out and "--normalize {imagenet}" in out
+
+
+def test_without_torch_one_line_says_what_to_install(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for command in ("train", "build"):
+        extra = ["--fps", "10"] if command == "build" else []
+        assert main([command, "deit-tiny", "--data", "digits", *extra, "-o", str(tmp_path / "x")]) == 2
+        assert f'vaqf {command} needs PyTorch' in capsys.readouterr().err

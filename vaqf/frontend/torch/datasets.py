@@ -160,6 +160,11 @@ def read_folder(path: Path, in_chans: int, img_size: int, num_classes: int | Non
     if in_chans not in (1, 3):
         raise VaqfError(f"image folders give grayscale or RGB images; the model takes {in_chans} channels (use an "
                         ".npz file)")
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise VaqfError(f"reading the image folder {path} needs Pillow: pip install pillow (or give an .npz file)") \
+            from None
     classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise VaqfError(f"{path} holds no class sub-folders; put each class's images in a folder of its own "

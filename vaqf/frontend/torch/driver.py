@@ -450,9 +450,13 @@ def _finish(opts: TrainOptions, result: TrainResult, model: nn.Module, quantized
     else:
         with progress.stage(f"exporting ONNX to {out}"):
             if deit:
+                import warnings
+
                 from vaqf.frontend.torch.deit import export_onnx as export_vit_onnx
 
-                export_vit_onnx(model, str(out), img_size=shape[2], in_chans=shape[1])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+                    export_vit_onnx(model, str(out), img_size=shape[2], in_chans=shape[1])
             else:
                 from vaqf.frontend.torch.prune import export_onnx
 

@@ -1,12 +1,14 @@
 """``vaqf build``: VAQF's loop in one command, from a frame-rate target to a trained, compiled, checked design.
 
 1. **Precision.** The model is quantized at each candidate activation precision (``bits``, default 8, 6, 4)
-   and exported to QONNX untrained (the design space depends on the layer shapes and the precisions, not on
-   the trained values); the search gives each precision's best design on the board. VAQF's rule picks the
-   highest precision whose best design meets the target (``vaqf.dse.search.select``).
+   and exported to QONNX before training (the design space is set by the layer shapes and the precisions; the
+   trained values move it only slightly, through the widths their ranges give); the search gives each
+   precision's best design on the board. VAQF's rule picks the highest precision whose best design meets the
+   target (``vaqf.dse.search.select``).
 2. **Training.** ``vaqf train`` at that precision (float training once, shared by every precision, when
    there is no float checkpoint).
 3. **Compilation.** ``vaqf compile`` of the trained QONNX at the target: the cheapest design that meets it.
+   Should the trained model's designs fall short of the target after all, the next lower precision is tried.
 4. **Check.** The project's g++ C-simulation of ``csim_images`` validation images against the simulator
    (bit-exact or an error), and the simulator's accuracy on the validation images.
 
@@ -74,7 +76,8 @@ class BuildResult:
 
     def table(self) -> str:
         def f(v: float | None, fmt: str) -> str:
-            return "-" if v is None else format(v, fmt)
+            width = int(fmt.split(".")[0] or 0)
+            return "-".rjust(width) if v is None else format(v, fmt)
 
         lines = [f"target    {self.target_fps:g} FPS on {self.board}, designs within {self.cap * 100:.0f}% of each "
                  "resource" + (f", accuracy floor {self.accuracy_floor:g}" if self.accuracy_floor is not None else ""),
@@ -208,7 +211,14 @@ def run_build(opts: object, out_dir: Path, *, board: str, fps: float, cap: float
         row.float_accuracy, row.qat_accuracy, row.sim_accuracy = tres.float_accuracy, tres.qat_accuracy, \
             tres.sim_accuracy
         row.model = str(tres.model)
-        cres = compile_model(tres.model, folder / "hls", board=b, fps=fps, cap=cap, force=True)
+        try:
+            cres = compile_model(tres.model, folder / "hls", board=b, fps=fps, cap=cap, force=True)
+        except InfeasibleDesign as e:
+            row.meets = False
+            why = (str(e).splitlines() + [""])[1].strip()
+            result.notes.append(f"{k} bits: the trained model's designs do not reach {fps:g} FPS (before training the "
+                                f"best was {row.best_fps:.1f}): {why}; trying fewer bits")
+            continue
         est = cres.design.estimate
         row.compiled_fps, row.resources, row.project = float(est["fps"]), est.get("resources"), str(cres.project)
         if row.best_fps is not None and row.compiled_fps > row.best_fps * (1 + 1e-9):
@@ -234,6 +244,9 @@ def run_build(opts: object, out_dir: Path, *, board: str, fps: float, cap: float
         result.reached_floor = False
     result.seconds = time.perf_counter() - started
     (out_dir / "build.json").write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+    if result.chosen_bits is None:
+        raise VaqfError(f"no trained precision meets {fps:g} FPS on {b.name}: " + "; ".join(result.notes)
+                        + f"; report {out_dir / 'build.json'}")
     if accuracy_floor is not None and not result.reached_floor:
         tried = ", ".join(f"{r.act_bits} bits {r.sim_accuracy:.4f}" for r in rows if r.trained and r.sim_accuracy
                           is not None)

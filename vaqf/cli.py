@@ -657,6 +657,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="torch.use_deterministic_algorithms(True): a resumed run equals an uninterrupted one bit for "
                    "bit (on CPU)")
     p.add_argument("--threads", type=int, metavar="N", help="PyTorch CPU threads per process (default: PyTorch's)")
+    p.add_argument("--device", choices=["cpu", "cuda"],
+                   help="where to train (default: CUDA when available, one GPU per process under torchrun)")
     p.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",
                    help="under torchrun: seconds a collective waits for the other processes before the run fails (300)")
     p.add_argument("--force", action="store_true", help="replace existing outputs and start over")
@@ -720,7 +722,7 @@ def _training_options(args: argparse.Namespace, output: Path, act_bits: int) -> 
         resume=getattr(args, "resume", None), stop_after=getattr(args, "stop_after", None),
         log=Path(args.log) if getattr(args, "log", None) else None,
         sim_images=args.sim_images if args.sim_images > 0 else 0, deterministic=args.deterministic,
-        dist_timeout=args.dist_timeout, force=args.force)
+        dist_timeout=args.dist_timeout, device=args.device, force=args.force)
 
 
 def _set_threads(args: argparse.Namespace) -> None:

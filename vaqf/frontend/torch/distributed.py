@@ -67,12 +67,16 @@ def under_launcher() -> bool:
 
 
 def init_distributed(timeout_s: float = 300.0, device: str | None = None) -> DistEnv:
-    """Join the process group when a launcher started this process; else one process on CPU (or ``device``)."""
+    """Join the process group when a launcher started this process; else one process. ``device``: "cpu" or
+    "cuda" (default: CUDA when available)."""
     import torch.distributed as dist
 
+    if device not in (None, "cpu", "cuda"):
+        raise VaqfError(f"unknown device {device!r}; choose cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VaqfError("--device cuda: this PyTorch sees no CUDA device (a CPU build, or no GPU); use --device cpu")
     if not under_launcher():
-        dev = torch.device(device or "cpu")
-        return DistEnv(device=dev)
+        return DistEnv(device=torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and device != "cpu"

@@ -187,3 +187,26 @@ def test_without_torch_one_line_says_what_to_install(capsys: pytest.CaptureFixtu
         extra = ["--fps", "10"] if command == "build" else []
         assert main([command, "deit-tiny", "--data", "digits", *extra, "-o", str(tmp_path / "x")]) == 2
         assert f'vaqf {command} needs PyTorch' in capsys.readouterr().err
+
+
+def test_fine_tuning_a_checkpoint_with_another_classifier(tmp_path: Path) -> None:
+    """timm's checkpoints classify 1,000 classes: their head is left out and the new one starts fresh; any other
+    mismatch is an error naming the keys."""
+    from vaqf.frontend.torch import deit
+
+    torch.manual_seed(3)
+    src = deit("custom", img_size=8, in_chans=1, num_classes=3, **VIT)
+    torch.save(src.state_dict(), tmp_path / "three.pt")
+    with one_thread():
+        res = run_train(tiny(tmp_path / "m.onnx", checkpoint=str(tmp_path / "three.pt"), float_epochs=None,
+                             act_epochs=0.1, epochs=0.1, sim_images=0))
+    assert [p["name"] for p in res.phases] == ["activations", "weights"]  # no float phase from a checkpoint
+    sd = torch.load(res.state_dict)
+    assert sd["head.weight"].shape == (10, 16)
+    # the encoder came from the checkpoint (QAT moved it only a little)
+    delta = (sd["blocks.0.mlp.fc1.weight"] - src.state_dict()["blocks.0.mlp.fc1.weight"]).abs().max()
+    assert float(delta) < 0.05
+    wide = deit("custom", img_size=8, in_chans=1, num_classes=10, **{**VIT, "embed_dim": 32})
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(VaqfError, match=r"shape mismatch.*cls_token \[1, 1, 32\] in the file"):
+        run_train(tiny(tmp_path / "n.onnx", checkpoint=str(tmp_path / "wide.pt")))

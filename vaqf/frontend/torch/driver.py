@@ -234,6 +234,24 @@ def _quantized(float_model: nn.Module, opts: TrainOptions, weights_on: bool) -> 
     return q
 
 
+def _load_float_checkpoint(model: nn.Module, opts: TrainOptions, num_classes: int, env: DistEnv) -> None:
+    """Load the float checkpoint; a classifier trained for another number of classes (timm's 1,000 ImageNet
+    classes) is left out, so the model's new classifier starts from its initialization (fine-tuning)."""
+    from vaqf.frontend.torch.checkpoint import load_checkpoint, read_state_dict
+
+    sd = read_state_dict(opts.checkpoint)
+    own = model.state_dict()
+    classifier = [k for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
+                  and own[k].shape[0] == num_classes and v.ndim >= 1 and v.shape[1:] == own[k].shape[1:]]
+    theirs = int(sd[classifier[0]].shape[0]) if classifier else 0
+    for k in classifier:
+        del sd[k]
+    load_checkpoint(model, sd, what=f"{opts.model} (from {opts.checkpoint})", optional=lambda k: k in classifier)
+    if classifier and env.main:
+        say(f"{opts.checkpoint}: {', '.join(classifier)} classify {theirs} classes; the classifier for {num_classes} "
+            "classes starts from its initialization")
+
+
 def _check_resume(saved: dict, opts: TrainOptions) -> None:
     old, new = saved["options"], opts.computed()
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
@@ -319,9 +337,7 @@ def _run(opts: TrainOptions, env: DistEnv) -> TrainResult:
     torch.manual_seed(opts.seed)
     float_model, shape = _build(opts, num_classes)
     if opts.checkpoint is not None:
-        from vaqf.frontend.torch.checkpoint import load_checkpoint
-
-        load_checkpoint(float_model, opts.checkpoint, what=opts.model)
+        _load_float_checkpoint(float_model, opts, num_classes, env)
     float_model.to(env.device)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
     x_val, y_val = torch.from_numpy(val.x), torch.from_numpy(val.y)

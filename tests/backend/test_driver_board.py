@@ -25,7 +25,7 @@ import vaqf
 from tests.backend import fake_pynq
 from vaqf.backend.emit import read_io_file, write_io_file
 from vaqf.examples import example_inputs, example_model
-from vaqf.sim.qarith import Rounding, round_real
+from vaqf.ir.qarith import Rounding, round_real
 from vaqf.sim.simulator import Simulator
 
 #: how Vitis HLS lays out the control registers with 64-bit addresses, as the .hwh lists them for PYNQ,

@@ -1,4 +1,4 @@
-"""hls/vaqf/qarith.h against vaqf.sim.qarith, bit for bit, in every rounding mode.
+"""hls/vaqf/qarith.h against vaqf.ir.qarith, bit for bit, in every rounding mode.
 
 The C-simulation tests of whole models only exercise the rounding mode their models use (half to even);
 this drives the C++ rounding shift and requantization directly with edge cases of all eight modes.
@@ -14,7 +14,7 @@ import pytest
 
 from vaqf.backend.csim import CXXFLAGS, ap_include_dir, compiler
 from vaqf.backend.package_files import hls_dir
-from vaqf.sim.qarith import Rounding, requantize, rshift_round
+from vaqf.ir.qarith import Rounding, requantize, rshift_round
 
 HARNESS = r"""
 #include <cstdio>

@@ -1,5 +1,6 @@
-"""The GEMM unit (hls/vaqf/dense.h): one-dense graphs at several lane counts, C-simulated bit-exact against
-the simulator, with the kernel's cycle counters equal to the cost model (tests.helpers.assert_cycles_match)."""
+"""dense and the GEMM unit (hls/vaqf/dense.h): the op's constructor, reference and fast path; one-dense graphs
+at several lane counts, C-simulated bit-exact against the simulator and the reference, with the kernel's cycle
+counters equal to the cost model (tests.helpers.assert_cycles_match), the cost on known layers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import add_dense, assert_cycles_match
+from tests.ops.opgraph import assert_fast_equals_reference
 from vaqf.backend.emit import write_project
 from vaqf.dse.search import design_for_knobs
 from vaqf.hw.board import Board, get_board
@@ -16,7 +18,7 @@ from vaqf.hw.cost import dsp48e2_per_product
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo
 from vaqf.ops import get_spec
 from vaqf.ops.common import requant_params
-from vaqf.ops.dense import block_list, finalize_dense_attrs, requant_out_info
+from vaqf.ops.dense import Dense, block_list, dense_attrs, finalize_dense_attrs, reference, requant_out_info
 from vaqf.units import get_unit, instance_of
 from vaqf.units.gemm import dense_stream, folded_bias, layer_cycles
 
@@ -203,3 +205,61 @@ def test_block_form_csim_bit_exact_and_cycles(rng, tmp_path, pe, lanes, word_bit
     assert f"/*n_blocks*/ {blocks}" in "".join(p.read_text() for p in (folder / "src").glob("*.*"))
     res = assert_cycles_match(folder, tol=0.0, inputs=3)
     assert res.bit_exact == 3
+
+
+# ---- the op: constructor, reference, fast path, derived attributes ------------------------------------
+
+def sample() -> Graph:
+    return dense_graph(np.random.default_rng(0), 3, 12, 10)
+
+
+def test_make_derives_and_types_the_output() -> None:
+    g = Graph("made")
+    x = g.add_input("x", TensorInfo((1, 4, 3), IntType(8, False), np.array([0.5]), 10))
+    node = Dense.make(g, [x], dense_attrs(np.array([[1, -2, 3], [0, 0, 1]]), IntType(4, True, narrow=True),
+                                          np.array([0.25, 0.5]), np.array([7, -7])), name="fc")
+    # |w| sums 6 and 1 times max|x - 10| = 245, plus |bias| 7: 1477, within a 12-bit signed accumulator (2047)
+    assert node.attrs["zp_in"] == 10 and node.attrs["rows"] == 4 and node.attrs["acc_bound"] == 2047
+    assert node.attrs["acc_bits"] == 12 and node.attrs["in_bits"] == 9
+    out = node.outputs[0].info
+    assert out.shape == (1, 4, 2) and out.qtype == IntType(12, True) and list(out.scale) == [0.125, 0.25]
+
+
+def test_reference_by_hand() -> None:
+    x = np.array([[3, 5]])                         # zero point 1: x - zp = [2, 4]
+    w = np.array([[1, -1], [2, 3]])
+    np.testing.assert_array_equal(reference(x, w, np.array([10, 0]), 1), [[8, 16]])
+    np.testing.assert_array_equal(reference(x, w, np.array([-10, 0]), 1, relu=True), [[0, 16]])
+    rq = {"mantissa": np.array([1, 3]), "shift": np.array([2, 3]), "zero_point": 2, "qtype": IntType(4, False),
+          "scale": np.array([1.0]), "rounding": "HALF_EVEN"}
+    # [8 / 4 = 2, 16 * 3 / 8 = 6] + 2; then saturation at 15 for a larger input
+    np.testing.assert_array_equal(reference(x, w, np.array([10, 0]), 1, requant=rq), [[4, 8]])
+    np.testing.assert_array_equal(reference(np.array([[1, 50]]), w, np.array([0, 0]), 1, requant=rq), [[0, 15]])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"c{i}" for i in range(len(CASES))])
+def test_fast_path_equals_reference(rng, case) -> None:
+    rows, k, n, w_bits, _, _, _, opts = case
+    assert_fast_equals_reference(dense_graph(rng, rows, k, n, w_bits, **opts), rng, count=30)
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_fast_path_equals_reference_on_large_batches(rng, signed_in) -> None:
+    """Batches past the integer kernel's size: the float BLAS path and MLAS's integer GEMM."""
+    g = dense_graph(rng, 4, 64, 48, 8, signed_in=signed_in, zp_in=-3 if signed_in else 9)
+    assert_fast_equals_reference(g, rng, count=300)
+
+
+def test_verify_catches_a_stale_accumulator() -> None:
+    """A pass that retypes the input without re-deriving the cached attributes fails verify, naming them."""
+    from vaqf.errors import IRError
+
+    g = sample()
+    x = g.inputs[0]
+    x.info = TensorInfo(x.info.shape, IntType(8, signed=True), x.info.scale, 0)
+    with pytest.raises(IRError, match="node dense \\(dense\\): attribute 'in_bits' is 9 but its input gives 8"):
+        g.verify()
+    finalize_dense_attrs(g.nodes[0], x.info)
+    g.nodes[0].attrs["acc_bits"] = 40
+    with pytest.raises(IRError, match="attribute 'acc_bits' is 40 but its input gives"):
+        g.verify()

@@ -1,15 +1,18 @@
+"""layernorm: the integer square root, the reference on hand-checked cases, the fast path = the reference,
+closeness to the float LayerNorm, overflow refused, the unit's cost and the C++ = the reference."""
+
 import numpy as np
 import pytest
 
 from tests.helpers import assert_cycles_match
-from tests.ops.opgraph import int_inputs, single_op
+from tests.ops.opgraph import assert_fast_equals_reference, int_inputs, single_op
 from vaqf.backend.emit import write_project
 from vaqf.dse.search import design_for_knobs
 from vaqf.errors import VaqfError
 from vaqf.hw.board import get_board
 from vaqf.hw.layout import LANE_CHOICES
 from vaqf.ir import IntType, TensorInfo
-from vaqf.ops.layernorm import F_BITS, isqrt_array, layernorm_attrs
+from vaqf.ops.layernorm import F_BITS, isqrt_array, layernorm_attrs, reference
 from vaqf.sim.simulator import Simulator
 from vaqf.units import get_unit
 from vaqf.units.layernorm import layer_bits, q_bits
@@ -146,3 +149,25 @@ def test_layernorm_cost_monotone(rng):
     unit = get_unit("layernorm")
     costs = [unit.cost(node, {"lanes": v}, get_board("zcu102")) for v in LANE_CHOICES if v <= 48]
     assert all(a.cycles >= b.cycles and a.lut <= b.lut for a, b in zip(costs, costs[1:], strict=False))
+
+
+# ---- the op: reference, fast path ------------------------------------------------------------------------
+
+def sample():
+    return _graph(np.random.default_rng(0))[0]
+
+
+def test_reference_by_hand():
+    """Row [1, 3] (D = 2): y = 2x - 4 = [-2, 2], V = 8, S = isqrt(8 // 2 + 0) = 2, n = y * 2**F / 2 =
+    [-1024, 1024]; G = 2**14 (gamma 1 at FG - F = 14 bits), B = 0: q = n * 2**14 / 2**24 = -1 and 1."""
+    g = np.array([2**14, 2**14])
+    np.testing.assert_array_equal(reference(np.array([[1, 3]]), g, np.zeros(2, np.int64), 0, 0, -128, 127),
+                                  [[-1, 1]])
+    # a constant row has no variance: S = max(isqrt(E), 1) and every n is 0, so q is round(B / 2**FG) + zp
+    got = reference(np.array([[5, 5]]), g, np.array([3 * 2**23, -(2**23)]), 0, 2, -128, 127)
+    np.testing.assert_array_equal(got, [[4, 2]])  # 1.5 -> 2 (even), -0.5 -> 0 (even); + zp 2
+
+
+@pytest.mark.parametrize("in_bits,in_zp", [(8, 0), (9, 3), (16, -5)])
+def test_fast_path_equals_reference(rng, in_bits, in_zp):
+    assert_fast_equals_reference(_graph(rng, d=24, in_bits=in_bits, in_zp=in_zp, rows=3)[0], rng, count=20)

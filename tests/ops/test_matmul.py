@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from tests.helpers import assert_cycles_match
+from tests.ops.opgraph import assert_fast_equals_reference, csim_matches, int_inputs, single_op
 from vaqf.backend.emit import write_project
 from vaqf.dse.search import design_for_knobs
 from vaqf.hw.board import get_board
 from vaqf.ir import Graph, IntType, TensorInfo
+from vaqf.ir.qarith import Rounding
 from vaqf.ops import get_spec
-from vaqf.ops.matmul import finalize_matmul_attrs
-from vaqf.sim.qarith import Rounding
+from vaqf.ops.matmul import finalize_matmul_attrs, reference
+from vaqf.sim.simulator import Simulator
 from vaqf.units import get_unit, instance_of, unit_of
 from vaqf.units.matmul import operand_walk, output_walk
 
@@ -146,3 +148,68 @@ def test_cxx_bit_exact_and_cycles(tmp_path, name, pe, lanes):
     project = _project(g, tmp_path / "p", pe, lanes)
     res = assert_cycles_match(project, tol=0.0, inputs=3)
     assert res.bit_exact == 3
+
+
+# ---- the op: reference, fast path, cost ---------------------------------------------------------------
+
+def zero_point_graph() -> Graph:
+    """[2, 5, 8] x [2, 8, 16] with B on uint8 at zero point 3, the accumulator out."""
+    a = TensorInfo((1, 2, 5, 8), IntType(8, True), np.array([0.1]), 0)
+    b = TensorInfo((1, 2, 8, 16), IntType(8, False), np.array([0.2]), 3)
+    return single_op("matmul", [a, b], {"relu": False, "requant": None, "acc_bits": 32})
+
+
+def sample() -> Graph:
+    return zero_point_graph()
+
+
+def test_reference_by_hand() -> None:
+    a = np.array([[[[1, 2], [3, 4]]]])         # one sample, [1, 2, 2]
+    b = np.array([[[[5, 6], [7, 8]]]])
+    np.testing.assert_array_equal(reference(a, b, 0, 0), [[[[19, 22], [43, 50]]]])
+    np.testing.assert_array_equal(reference(a, b, 1, 5), [[[[2, 3], [6, 11]]]])   # (a - 1) @ (b - 5)
+    rq = {"mantissa": np.array([1]), "shift": np.array([2]), "zero_point": 1, "qtype": IntType(4, False),
+          "scale": np.array([1.0]), "rounding": "HALF_EVEN"}
+    # 19/4 = 4.75 -> 5, 22/4 = 5.5 -> 6, 43/4 -> 11, 50/4 = 12.5 -> 12; + 1; saturated at 15
+    np.testing.assert_array_equal(reference(a, b, 0, 0, requant=rq), [[[[6, 7], [12, 13]]]])
+    np.testing.assert_array_equal(reference(-a, b, 0, 0, relu=True, requant=rq), [[[[1, 1], [1, 1]]]])
+
+
+def test_views_read_and_write_as_defined() -> None:
+    """a_view reads rows of a [1, 4] input as [2, 2] (stride 2); out_view writes the product transposed."""
+    a = np.array([[[1, 2, 3, 4]]])
+    b = np.eye(2, dtype=np.int64)[None, None]
+    view = {"shape": [1, 2, 2], "strides": [0, 2, 1], "base": 0}
+    np.testing.assert_array_equal(reference(a, b, 0, 0, a_view=view), [[[[1, 2], [3, 4]]]])
+    out_view = {"shape": [1, 2, 2], "strides": [0, 1, 2], "base": 0}
+    np.testing.assert_array_equal(reference(a, b, 0, 0, a_view=view, out_view=out_view), [[[[1, 3], [2, 4]]]])
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS) + ["zero_point"])
+def test_fast_path_equals_reference(rng: np.random.Generator, name: str) -> None:
+    assert_fast_equals_reference(zero_point_graph() if name == "zero_point" else GRAPHS[name](), rng, count=12)
+
+
+def test_exact_against_numpy(rng: np.random.Generator) -> None:
+    g = zero_point_graph()
+    xa, xb = int_inputs(g, rng, 10)
+    got = Simulator(g).run_int([xa, xb]).outputs[0]
+    np.testing.assert_array_equal(got, np.matmul(xa.astype(np.int64), xb.astype(np.int64) - 3))
+
+
+def test_cost_monotone_in_parallelism() -> None:
+    # dimensions are multiples of every knob value, so no setting pays for padding
+    node = zero_point_graph().nodes[0]
+    unit = get_unit("matmul")
+    board = get_board("zcu102")
+    ks = unit.knobs(node)
+    for simd in ks["simd"]:
+        costs = [unit.cost(node, {"pe": pe, "simd": simd}, board) for pe in ks["pe"]]
+        assert all(a.cycles >= b.cycles and a.dsp <= b.dsp for a, b in zip(costs, costs[1:], strict=False))
+
+
+@pytest.mark.cxx
+def test_cxx_zero_point_operand(tmp_path) -> None:
+    g = zero_point_graph()
+    csim_matches(g, tmp_path / "p", count=10)
+    csim_matches(g, tmp_path / "q", count=5, pick="min")

@@ -1,14 +1,19 @@
+"""softmax: inference, the reference on a hand-checked case, the fast path = the reference, closeness to the
+float softmax, the unit's cost (monotone in lanes, equal to the C-simulation's counters) and the C++ = the
+reference."""
+
 import numpy as np
 import pytest
 
 from tests.helpers import assert_cycles_match
-from tests.ops.opgraph import int_inputs, single_op
+from tests.ops.opgraph import assert_fast_equals_reference, int_inputs, single_op
 from vaqf.backend.emit import write_project
 from vaqf.dse.search import design_for_knobs
+from vaqf.errors import VaqfError
 from vaqf.hw.board import get_board
 from vaqf.hw.layout import LANE_CHOICES
 from vaqf.ir import IntType, TensorInfo
-from vaqf.ops.softmax import softmax_attrs
+from vaqf.ops.softmax import reference, softmax_attrs
 from vaqf.sim.simulator import Simulator
 from vaqf.units import get_unit
 from vaqf.units.rowpipe import row_pipeline_cycles, row_pipeline_cycles_loop
@@ -94,3 +99,34 @@ def test_softmax_cost_monotone_in_lanes():
     costs = [spec.cost(node, {"lanes": lanes}, board) for lanes in LANE_CHOICES if lanes <= 64]
     assert all(a.cycles >= b.cycles for a, b in zip(costs, costs[1:], strict=False))
     assert all(a.lut <= b.lut for a, b in zip(costs, costs[1:], strict=False))
+
+
+# ---- the op: inference, reference, fast path --------------------------------------------------------
+
+def sample():
+    return _graph(0.0123, 8, n=17, in_bits=9)
+
+
+def test_infer_gives_unsigned_b_bit_probabilities() -> None:
+    out = sample().outputs[0].info
+    assert out.qtype == IntType(8, signed=False) and float(out.scale[0]) == 2.0**-8 and out.shape == (1, 2, 5, 17)
+    with pytest.raises(VaqfError, match="op: softmax needs a per-tensor input scale"):
+        single_op("softmax", [TensorInfo((1, 4), IntType(8, True), np.array([0.1, 0.2, 0.1, 0.1]))],
+                  softmax_attrs(0.1, 8))
+
+
+def test_reference_by_hand() -> None:
+    """Table E = [65536, 32768, 16384, 8192] (step ln 2), index = d (m / 2**sh = 1). Row [3, 2, 1, 3]: d =
+    [0, 1, 2, 0], e = [65536, 32768, 16384, 65536], sum 180224, R = floor(2**32 / 180224) = 23831; outputs at
+    4 bits: round(e * R / 2**28) = [5.818.. -> 6, 2.909.. -> 3, 1.454.. -> 1, 6]."""
+    table = np.array([65536, 32768, 16384, 8192])
+    got = reference(np.array([[3, 2, 1, 3]]), table, 1, 0, 4)
+    np.testing.assert_array_equal(got, [[6, 3, 1, 6]])
+    # a row far below its maximum reads the last entry, and a single dominant entry saturates at 2**b - 1
+    np.testing.assert_array_equal(reference(np.array([[100, 0]]), np.array([65536, 0]), 1, 0, 4), [[15, 0]])
+
+
+@pytest.mark.parametrize("scale", [2.0**-4, 0.0123, 0.3])
+@pytest.mark.parametrize("bits", [4, 8, 16])
+def test_fast_path_equals_reference(rng, scale, bits):
+    assert_fast_equals_reference(_graph(scale, bits, n=33, in_bits=8), rng, count=20)

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from tests.sim.test_qarith import ref_round
 from vaqf.ir import Graph, IntType, TensorInfo
+from vaqf.ir.qarith import Rounding, round_div, rshift_round
 from vaqf.ops import get_spec
 from vaqf.sim import loops as K
 from vaqf.sim.plans import Scratch, storage_dtype
-from vaqf.sim.qarith import Rounding, round_div, rshift_round
 from vaqf.sim.simulator import Simulator
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -166,7 +166,8 @@ def _softmax_numpy(x, table, mant, shift, out_bits):
 
 @pytest.mark.parametrize("bits", [4, 8, 16])
 def test_softmax_kernel_matches_numpy_definition(bits):
-    from vaqf.ops.softmax import softmax_attrs, softmax_reference
+    from vaqf.ops.softmax import softmax_attrs
+    from vaqf.sim.fast import softmax_fast
 
     rng = np.random.default_rng(bits)
     for scale in (0.002, 0.05, 0.4):
@@ -175,13 +176,13 @@ def test_softmax_kernel_matches_numpy_definition(bits):
         x[0, 0] = 5  # a constant row
         x[0, 1] = [-128] * 32 + [127]  # one dominant entry
         want = _softmax_numpy(x, a["table"], a["idx_mantissa"], a["idx_shift"], bits)
-        got = softmax_reference(x.astype(np.int8), a["table"], a["idx_mantissa"], a["idx_shift"], bits)
+        got = softmax_fast(x.astype(np.int8), a["table"], a["idx_mantissa"], a["idx_shift"], bits)
         np.testing.assert_array_equal(got, want)
 
 
 def _layernorm_numpy(x, a):
+    from vaqf.ir.qarith import saturate
     from vaqf.ops.layernorm import F_BITS, FG_BITS, isqrt_array
-    from vaqf.sim.qarith import saturate
 
     xi = np.asarray(x, dtype=np.int64)
     d = xi.shape[-1]
@@ -195,7 +196,8 @@ def _layernorm_numpy(x, a):
 
 @pytest.mark.parametrize("in_bits", [8, 16])
 def test_layernorm_kernel_matches_numpy_definition(in_bits):
-    from vaqf.ops.layernorm import layernorm_attrs, layernorm_reference
+    from vaqf.ops.layernorm import layernorm_attrs
+    from vaqf.sim.fast import layernorm_fast
 
     rng = np.random.default_rng(in_bits)
     d = 48
@@ -207,12 +209,12 @@ def test_layernorm_kernel_matches_numpy_definition(in_bits):
         x[0, 1] = [-hi, hi - 1] * (d // 2)  # extreme
         x[0, 2] = 0
         x[0, 2, 0] = hi - 1  # one outlier
-        np.testing.assert_array_equal(layernorm_reference(x, a), _layernorm_numpy(x, a))
+        np.testing.assert_array_equal(layernorm_fast(x, a), _layernorm_numpy(x, a))
 
 
 def test_add_lut_requant_kernels_match_numpy():
+    from vaqf.ir.qarith import requantize, saturate
     from vaqf.ops.add import add_attrs
-    from vaqf.sim.qarith import requantize, saturate
 
     rng = np.random.default_rng(3)
     at = add_attrs(0.03, 0.011, 0.02, IntType(8), -3, "t")
@@ -241,7 +243,7 @@ def test_add_lut_requant_kernels_match_numpy():
 
 
 def test_quantize_and_finish_match_numpy():
-    from vaqf.sim.qarith import round_real, saturate
+    from vaqf.ir.qarith import round_real, saturate
 
     x = np.array([0.0, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999999994, -0.49999999999999994, 1e300, -1e300,
                   np.inf, -np.inf, np.nan, 127.4, 127.6, -128.5, 9.2e18, -9.3e18, 1e-300])
@@ -299,7 +301,7 @@ def _dense_graph(bound_bits: int, zp: int, relu: bool, requant: bool, force_boun
 @pytest.mark.parametrize(("zp", "relu", "requant"), [(0, False, False), (128, True, True), (3, False, True)])
 def test_dense_paths_agree(monkeypatch, bound_bits, force_bound, zp, relu, requant):
     """The integer kernel (small problems) and the BLAS path give the same integers as int64 numpy."""
-    import vaqf.ops.dense as dense
+    from vaqf.sim import fast
 
     g = _dense_graph(bound_bits, zp, relu, requant, force_bound)
     node = next(iter(g.topo()))
@@ -309,17 +311,18 @@ def test_dense_paths_agree(monkeypatch, bound_bits, force_bound, zp, relu, requa
         acc = np.maximum(acc, 0)
     want = acc
     if requant:
-        from vaqf.sim.qarith import requantize
+        from vaqf.ir.qarith import requantize
 
         rq = node.attrs["requant"]
         want = requantize(acc, rq["mantissa"], rq["shift"], rq["zero_point"], rq["qtype"].min, rq["qtype"].max)
     results = []
     for small in (0, 1 << 40):  # BLAS (or int64 beyond 2**53), then always the integer kernel
-        monkeypatch.setattr(dense, "SMALL_GEMM", small)
-        got = get_spec("dense").reference(node, [x])[0]
+        monkeypatch.setattr(fast, "SMALL_GEMM", small)
+        got = fast.run_fast(node, [x])[0]
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, want)
-        plan = get_spec("dense").sim_plan(node, Scratch())
+        np.testing.assert_array_equal(get_spec("dense").reference(node, [x])[0], want)
+        plan = fast.dense_plan(node, Scratch())
         out = plan([x.astype(np.uint8)])[0]
         assert out.dtype == (storage_dtype(node.attrs["requant"]["qtype"]) if requant else np.int64)
         results.append(out)
@@ -405,8 +408,7 @@ def test_int_gemm_exact(kind, wlo, whi, zp):
 def test_dense_int_gemm_equals_float_gemm(monkeypatch, zp, relu, requant, signed):
     """A dense layer on uint8 or int8 activations (these as uint8 x + 128) gives the same integers through the
     integer GEMM as through the float GEMM (INT_GEMM off) and the int64 kernel."""
-    import vaqf.ops.dense as dense
-    from vaqf.sim import gemm
+    from vaqf.sim import fast, gemm
 
     g = _dense_graph(8, zp, relu, requant, None, signed)
     node = next(iter(g.topo()))
@@ -420,8 +422,8 @@ def test_dense_int_gemm_equals_float_gemm(monkeypatch, zp, relu, requant, signed
     results = []
     for on, small in ((True, 0), (False, 0), (False, 1 << 40)):
         monkeypatch.setattr(gemm, "INT_GEMM", on)
-        monkeypatch.setattr(dense, "SMALL_GEMM", small)
-        results.append(get_spec("dense").sim_plan(node, Scratch())([x])[0])
+        monkeypatch.setattr(fast, "SMALL_GEMM", small)
+        results.append(fast.dense_plan(node, Scratch())([x])[0])
     if gemm._int_session("u8u8") is not None:
         assert calls == [np.dtype(np.uint8)]  # the first run went through the integer GEMM, on uint8
     for r in results[1:]:

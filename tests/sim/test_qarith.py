@@ -1,4 +1,4 @@
-"""vaqf.sim.qarith against exact rational arithmetic (fractions.Fraction), for every mode."""
+"""vaqf.ir.qarith against exact rational arithmetic (fractions.Fraction), for every mode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from vaqf.sim.qarith import Dyadic, Overflow, Rounding, requantize, round_div, round_real, rshift_round, saturate
+from vaqf.ir.qarith import Dyadic, Overflow, Rounding, requantize, round_div, round_real, rshift_round, saturate
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ALL_ROUNDINGS = list(Rounding)

@@ -6,7 +6,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import BinaryType, IntType, QType
-from vaqf.sim.qarith import Rounding, round_real
+from vaqf.ir.qarith import Rounding, round_real
 
 WEIGHT_MODES = ("keep", "binary", "int8", "int4")
 

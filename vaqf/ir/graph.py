@@ -15,6 +15,7 @@ from typing import Any
 import networkx as nx
 
 from vaqf.errors import IRError
+from vaqf.ir.opset import op_definition
 from vaqf.ir.tensor import TensorInfo
 
 
@@ -213,9 +214,8 @@ class Graph:
 
     # ---- checks ---------------------------------------------------------------------------------
     def verify(self) -> None:
-        """Check structure and that every node's stored output types match its op's inference."""
-        from vaqf.ops import get_spec
-
+        """Check structure, every node's attributes against its op's attribute record, and that every node's
+        stored output types match its op's inference (ops are looked up in :mod:`vaqf.ir.opset`)."""
         defined = {v.name for v in self.inputs}
         for v in self.inputs:
             if v.name in self._producer:
@@ -228,7 +228,8 @@ class Graph:
                     raise IRError(f"{node.name} reads {v.name}, which is not defined before it")
                 if self._values.get(v.name) is not v:
                     raise IRError(f"{node.name} reads a value {v.name} that is not in the graph")
-            spec = get_spec(node.op)
+            spec = op_definition(node.op)
+            spec.check_attrs(node)
             inferred = spec.infer(node, [v.info for v in node.inputs])
             if len(inferred) != len(node.outputs):
                 raise IRError(f"{node.name}: {len(node.outputs)} outputs, op infers {len(inferred)}")

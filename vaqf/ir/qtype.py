@@ -85,7 +85,7 @@ class FixedType:
     """A fixed-point number: ``bits`` total, ``int_bits`` before the binary point (ap_fixed<W, I>).
 
     The integer stored is ``value * 2**(bits - int_bits)``; ``rounding`` and ``overflow`` name the
-    modes of ``vaqf.sim.qarith`` used when a wider value is narrowed to this type.
+    modes of ``vaqf.ir.qarith`` used when a wider value is narrowed to this type.
     """
 
     bits: int

@@ -13,6 +13,7 @@ import numpy as np
 
 from vaqf.errors import IRError, VaqfError
 from vaqf.ir.graph import Graph
+from vaqf.ir.opset import known_ops
 from vaqf.ir.qtype import BinaryType, FixedType, IntType, qtype_from_json
 from vaqf.ir.tensor import TensorInfo
 
@@ -232,9 +233,8 @@ def _decode_checked(obj: Any, arrays: dict[str, np.ndarray], what: str, depth: i
 
 
 def _build(data: dict, arrays: dict[str, np.ndarray]) -> Graph:
-    from vaqf.ops import registered_ops
-
-    known_ops = set(registered_ops())
+    known = set(known_ops())
+    _need(bool(known), "no op is registered (import vaqf.ops, which registers the built-in ops, before loading)")
     g = Graph(_str(data.get("name"), "name"))
     names: set[str] = set()
     for i, v in enumerate(_list(data.get("inputs"), "inputs")):
@@ -251,7 +251,7 @@ def _build(data: dict, arrays: dict[str, np.ndarray]) -> Graph:
         _need(name not in node_names, f"{where} appears twice")
         node_names.add(name)
         op = _str(nd.get("op"), f"{where} op")
-        _need(op in known_ops, f"{where} has op {op[:40]!r}, which this vaqf does not know")
+        _need(op in known, f"{where} has op {op[:40]!r}, which this vaqf does not know")
         ins = []
         for ref in _list(nd.get("inputs"), f"{where} inputs"):
             _str(ref, f"{where} input")

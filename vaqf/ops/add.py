@@ -8,18 +8,15 @@ Inputs broadcast NumPy-style over leading axes (a constant position embedding ov
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import IntType, Node, TensorInfo
+from vaqf.ir.qarith import Rounding, round_real, rshift_round, saturate
+from vaqf.ops.attrs import Attr, array, integer, qtype
 from vaqf.ops.base import OpSpec, register
-from vaqf.sim.qarith import round_real
-
-if TYPE_CHECKING:
-    from vaqf.sim.plans import Scratch
 
 
 def add_attrs(sa: float, sb: float, out_scale: float, out_qtype: IntType, out_zp: int, where: str) -> dict[str, Any]:
@@ -33,11 +30,27 @@ def add_attrs(sa: float, sb: float, out_scale: float, out_qtype: IntType, out_zp
             "zero_point": int(out_zp)}
 
 
+def reference(a: np.ndarray, b: np.ndarray, zp_a: int, zp_b: int, ma: int, mb: int, shift: int, zero_point: int,
+              lo: int, hi: int) -> np.ndarray:
+    """``saturate(round(((a - zp_a) * ma + (b - zp_b) * mb) / 2**shift) + zero_point, lo, hi)``, half to even,
+    in int64 (exact: inputs of at most 30 bits times multipliers below 2**31); NumPy broadcasting."""
+    s = (np.asarray(a, dtype=np.int64) - int(zp_a)) * int(ma) + (np.asarray(b, dtype=np.int64) - int(zp_b)) * int(mb)
+    return saturate(rshift_round(s, int(shift), Rounding.HALF_EVEN) + int(zero_point), int(lo), int(hi))
+
+
 @register
 class Add(OpSpec):
     name = "add"
     unit_kind = "eltwise"  # vaqf/units/eltwise.py
     elementwise = True
+    attributes = (
+        Attr("ma", integer(lo=0, hi=2**31 - 1), "m_a = round(s_a / s_out * 2**S)"),
+        Attr("mb", integer(lo=0, hi=2**31 - 1), "m_b = round(s_b / s_out * 2**S)"),
+        Attr("shift", integer(lo=0, hi=62), "S"),
+        Attr("qtype", qtype(IntType), "the output's integer type"),
+        Attr("scale", array("float", 1), "the output's scale, [1]"),
+        Attr("zero_point", integer(), "the output's zero point"),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         a, b = inputs
@@ -52,32 +65,6 @@ class Add(OpSpec):
         return [TensorInfo(a.shape, at["qtype"], at["scale"], at["zero_point"])]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
-
-        return reference_of(self.sim_plan(node), inputs)
-
-    def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        """One compiled pass (:func:`vaqf.sim.loops.add_scaled`); a single-sample input (a constant)
-        broadcasts over the samples."""
-        from vaqf.sim.loops import add_scaled
-        from vaqf.sim.plans import Scratch, storage_dtype
-
-        scratch = scratch if scratch is not None else Scratch()
         at = node.attrs
-        zpa, zpb = int(node.inputs[0].info.zero_point), int(node.inputs[1].info.zero_point)
-        ma, mb, shift, zp = int(at["ma"]), int(at["mb"]), int(at["shift"]), int(at["zero_point"])
-        lo, hi = int(at["qtype"].min), int(at["qtype"].max)
-        out_dt = storage_dtype(at["qtype"])
-
-        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            a, b = (np.asarray(x) for x in inputs)
-            shape = np.broadcast_shapes(a.shape, b.shape)
-            if a.shape[1:] != shape[1:] or b.shape[1:] != shape[1:]:  # only the sample axis broadcasts cheaply
-                a, b = np.broadcast_to(a, shape).copy(), np.broadcast_to(b, shape).copy()
-            out = scratch.new(shape, out_dt)
-            rows = shape[0]
-            add_scaled(np.ascontiguousarray(a).reshape(a.shape[0], -1), np.ascontiguousarray(b).reshape(b.shape[0], -1),
-                       zpa, zpb, ma, mb, shift, zp, lo, hi, out.reshape(rows, -1))
-            return [out]
-
-        return run
+        return [reference(inputs[0], inputs[1], node.inputs[0].info.zero_point, node.inputs[1].info.zero_point,
+                          at["ma"], at["mb"], at["shift"], at["zero_point"], at["qtype"].min, at["qtype"].max)]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from vaqf.errors import IRError
-
-if TYPE_CHECKING:
-    from vaqf.ir import Node, TensorInfo
+from vaqf.ir import Graph, Node, TensorInfo, Value
+from vaqf.ir.opset import known_ops, op_definition, register_op
+from vaqf.ops.attrs import Attr, check_record
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,18 @@ class Epilogue:
 class OpSpec:
     """What an op kind means: shapes and types, integer semantics, the questions passes ask. How the engine
     runs it is its unit's (``unit_kind`` names it in :mod:`vaqf.units`; None: the op only relabels its input
-    and runs on no unit)."""
+    and runs on no unit).
+
+    Each op module keeps, beside its spec, a module-level ``reference`` function: the readable numpy
+    definition of the op's integer semantics (stated rounding and saturation), which the spec's
+    ``reference`` method calls. The simulator's fast path for the op (if it has one) lives in
+    :mod:`vaqf.sim.fast` and is tested equal to it.
+    """
 
     name: ClassVar[str]
     unit_kind: ClassVar[str | None]
+    #: the op's attribute record: every key its nodes' ``attrs`` may hold (checked by Graph.verify)
+    attributes: ClassVar[tuple[Attr, ...]] = ()
     #: the op only relabels its input (same data, new shape): it shares the input's buffer, no kernel
     aliases_input: ClassVar[bool] = False
     #: the op only reorders elements (every input element lands in exactly one output place, same meaning)
@@ -44,6 +52,46 @@ class OpSpec:
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         raise NotImplementedError
+
+    # ---- attributes ----
+    def derive(self, node: Node) -> dict[str, Any]:
+        """The derived attributes (``Attr.derived``) as the node's inputs' types give them (see finalize)."""
+        return {}
+
+    def finalize(self, node: Node) -> None:
+        """Set the derived attributes from the node's inputs' types (after creating or retyping the node)."""
+        node.attrs.update(self.derive(node))
+
+    def check_attrs(self, node: Node) -> None:
+        """IRError naming the node, the op and the attribute when ``node.attrs`` breaks the op's record: an
+        unknown or missing key, a value of the wrong type, or a derived value its input no longer gives."""
+        why = check_record(node.attrs, self.attributes)
+        if why is None:
+            derived = [a.name for a in self.attributes if a.derived]
+            if derived:
+                want = self.derive(node)
+                for key in derived:
+                    if key in node.attrs and not _same(node.attrs[key], want[key]):
+                        why = (f"attribute '{key}' is {node.attrs[key]!r} but its input gives {want[key]!r} "
+                               "(a pass retyped the input without re-deriving it: call the op's finalize)")
+                        break
+        if why is not None:
+            raise IRError(f"node {node.name} ({node.op}): {why}")
+
+    @classmethod
+    def make(cls, graph: Graph, inputs: list[Value], attrs: dict[str, Any], name: str | None = None,
+             source: str = "", out_name: str | None = None) -> Node:
+        """Add a node of this op reading ``inputs``: its derived attributes filled in, its attributes checked
+        against the record and its output value typed by ``infer`` (the constructor the frontend and passes
+        build nodes with)."""
+        spec = get_spec(cls.name)
+        placeholder = inputs[0].info if inputs else attrs["info"]
+        out = graph.new_value(out_name or name or cls.name, placeholder)
+        node = graph.add_node(cls.name, inputs, [out], attrs, name=name, source=source)
+        spec.finalize(node)
+        spec.check_attrs(node)
+        (out.info,) = spec.infer(node, [v.info for v in inputs])
+        return node
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Bit-accurate integer semantics; arrays carry a leading batch axis in place of the IR's 1."""
@@ -144,22 +192,24 @@ class Known:
     values: np.ndarray
 
 
-_REGISTRY: dict[str, OpSpec] = {}
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b))
+    return a == b
 
 
 def register(cls: type[OpSpec]) -> type[OpSpec]:
-    if cls.name in _REGISTRY:
-        raise IRError(f"op {cls.name} registered twice")
-    _REGISTRY[cls.name] = cls()
+    """Register an op kind with the IR (:mod:`vaqf.ir.opset`), which looks it up by name."""
+    register_op(cls())
     return cls
 
 
 def get_spec(op: str) -> OpSpec:
-    try:
-        return _REGISTRY[op]
-    except KeyError:
-        raise IRError(f"no OpSpec registered for op {op!r}") from None
+    spec = op_definition(op)
+    if not isinstance(spec, OpSpec):
+        raise IRError(f"op {op!r} is registered by something other than an OpSpec")
+    return spec
 
 
 def registered_ops() -> list[str]:
-    return sorted(_REGISTRY)
+    return known_ops()

@@ -6,7 +6,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import IntType, TensorInfo
-from vaqf.sim.qarith import Dyadic
+from vaqf.ir.qarith import Dyadic
 
 MANTISSA_BITS = 24
 

@@ -6,13 +6,22 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, integer
 from vaqf.ops.base import OpSpec, register
+
+
+def reference(inputs: list[np.ndarray], axis: int) -> np.ndarray:
+    """The inputs joined along IR axis ``axis`` (array axis ``axis + 1``: the samples come first); a constant
+    (one sample) broadcasts over the samples."""
+    b = max(a.shape[0] for a in inputs)
+    return np.concatenate([np.broadcast_to(a, (b,) + a.shape[1:]) for a in inputs], axis=int(axis) + 1)
 
 
 @register
 class Concat(OpSpec):
     name = "concat"
     unit_kind = "mover"  # vaqf/units/mover.py
+    attributes = (Attr("axis", integer(lo=0), "the IR axis joined along"),)
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         axis = int(node.attrs["axis"])
@@ -30,6 +39,4 @@ class Concat(OpSpec):
         return [TensorInfo(tuple(shape), first.qtype, first.scale, first.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        b = max(a.shape[0] for a in inputs)  # constants carry a single sample
-        arrays = [np.broadcast_to(a, (b,) + a.shape[1:]) for a in inputs]
-        return [np.concatenate(arrays, axis=int(node.attrs["axis"]) + 1)]
+        return [reference(inputs, node.attrs["axis"])]

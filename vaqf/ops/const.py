@@ -9,13 +9,23 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, array, tensor_info
 from vaqf.ops.base import OpSpec, register
+
+
+def reference(data: np.ndarray) -> np.ndarray:
+    """The constant's integers as one sample [1, *shape] (int64); consumers broadcast it over the samples."""
+    return np.asarray(data, dtype=np.int64)[None]
 
 
 @register
 class Const(OpSpec):
     name = "const"
     unit_kind = "mover"  # vaqf/units/mover.py
+    attributes = (
+        Attr("data", array("int"), "the constant's integers, shaped as info says"),
+        Attr("info", tensor_info, "the constant's shape, type, scale and zero point"),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         if inputs:
@@ -27,5 +37,4 @@ class Const(OpSpec):
         return [TensorInfo(info.shape, info.qtype, info.scale, info.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        data = np.asarray(node.attrs["data"], dtype=np.int64)
-        return [data[None]]  # one copy, broadcast over the samples by consumers
+        return [reference(node.attrs["data"])]

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import BinaryType, IntType, Node, TensorInfo, int_type_for_range
+from vaqf.ir.qarith import Rounding, requantize
+from vaqf.ops.attrs import REQUANT, Attr, array, boolean, integer, maybe, qtype, record
 from vaqf.ops.base import Epilogue, Known, OpSpec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
-from vaqf.sim.qarith import Rounding
-
-if TYPE_CHECKING:
-    from vaqf.sim.plans import Scratch
 
 log = logging.getLogger(__name__)
 
@@ -54,114 +52,34 @@ def _in_max_abs(x: TensorInfo) -> int:
     return max_abs(int(x.qtype.min), int(x.qtype.max), x.zero_point)
 
 
-#: multiply-accumulates per call below which the integer kernel beats float conversions and a BLAS call
-SMALL_GEMM = 1 << 15
+def reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, relu: bool = False,
+              requant: dict[str, Any] | None = None) -> np.ndarray:
+    """The dense layer's integer semantics, in int64 (exact while the accumulator bound ``acc_bound`` is below
+    2**63, as for the C++ accumulator of ``acc_bits``; the requantization product is checked to fit 64 bits):
 
+      acc[..., n] = sum_k (x[..., k] - zp_in) * weight[n, k] + bias[n]
+      acc         = max(acc, 0)                                        (relu)
+      y           = saturate(round(acc * m[n] / 2**s[n]) + zp_out)     (requant; rounding as it names it)
 
-def dense_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, bound: int) -> np.ndarray:
-    """Exact integer GEMM plus bias (int64 accumulators [..., N]); see :func:`dense_plan` for how."""
-    from vaqf.sim.loops import epilogue_columns, epilogue_params, gemm_epilogue
-
-    xs = np.asarray(x)
-    acc = _accumulate(xs.reshape(-1, xs.shape[-1]), weight, zp_in, bound, None)
-    out = np.empty(acc.shape, np.int64)
-    gemm_epilogue(acc, epilogue_columns(bias, 1, 0, acc.shape[1]), epilogue_params(False, False, 0, 0, 0, 0), out)
-    return out.reshape(xs.shape[:-1] + (weight.shape[0],))
-
-
-def _accumulate(rows: np.ndarray, weight: np.ndarray, zp_in: int, bound: int,
-                w_t: np.ndarray | None, scratch: Scratch | None = None) -> np.ndarray:
-    """sum_k (rows[i, k] - zp_in) * weight[n, k], exactly: in int64 for small problems and beyond 2**53 (the
-    compiled kernel), else as a float product (:func:`vaqf.sim.gemm.matmul_into`) in float32 when every
-    partial sum provably fits its 24-bit mantissa, float64 below 2**53. ``w_t``: the weights transposed
-    [K, N], contiguous, in that float type (converted here when None). Returns a float or int64 array of
-    integers [rows, N] (a scratch buffer when ``scratch`` is given)."""
-    from vaqf.sim.gemm import matmul_into
-    from vaqf.sim.loops import int_gemm
-    from vaqf.sim.plans import Scratch
-
-    n_out, k = weight.shape
-    if rows.shape[0] * k * n_out <= SMALL_GEMM or bound >= 2**53:
-        acc = np.empty((rows.shape[0], n_out), np.int64)
-        int_gemm(np.ascontiguousarray(rows), np.int64(zp_in), weight, acc)
+    Without requantization the (rectified) accumulator is the output.
+    """
+    acc = (np.asarray(x, dtype=np.int64) - int(zp_in)) @ np.asarray(weight, dtype=np.int64).T
+    acc = acc + np.asarray(bias, dtype=np.int64)
+    if relu:
+        acc = np.maximum(acc, 0)
+    if requant is None:
         return acc
-    scratch = scratch if scratch is not None else Scratch()
-    dt = np.float32 if bound < 2**24 else np.float64
-    xf = scratch.get("gemm_a", rows.shape, dt)
-    np.copyto(xf, rows, casting="unsafe")  # exact: |x| < 2**24
-    if zp_in:
-        xf -= dt(zp_in)
-    if w_t is None or w_t.dtype != dt:
-        w_t = np.ascontiguousarray(weight.T.astype(dt))
-    return matmul_into(xf, w_t, scratch.get("gemm_acc", (rows.shape[0], n_out), dt))  # one 2-D GEMM
+    qt = requant["qtype"]
+    return requantize(acc, requant["mantissa"], requant["shift"], int(requant["zero_point"]), int(qt.min),
+                      int(qt.max), Rounding(requant["rounding"]))
 
 
-def dense_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """The node as one function of its input: GEMM (see :func:`_accumulate`; on 8-bit activations, large
-    problems run on MLAS's integer kernels, :class:`vaqf.sim.gemm.IntGemm`, int32 accumulators, no float
-    conversion), then bias, ReLU and requantization fused in one compiled pass writing the output's storage
-    dtype."""
-    from vaqf.sim import gemm
-    from vaqf.sim.loops import OutputStage, dense_int
-    from vaqf.sim.plans import Scratch, storage_dtype
-
-    weight = np.ascontiguousarray(node.attrs["weight"])
-    n_out, k = weight.shape
-    zp = int(node.attrs["zp_in"])
-    bound = int(node.attrs["acc_bound"])
-    relu = bool(node.attrs.get("relu"))
-    rq = node.attrs.get("requant")
-    if rq is not None:
-        out_dt = storage_dtype(rq["qtype"])
-        epi = OutputStage(n_out, node.attrs["bias"], relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]),
-                       int(rq["qtype"].min), int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, zp, bound)
-    else:  # the accumulator itself: int64, which holds whatever the inputs are
-        out_dt = np.dtype(np.int64)
-        epi = OutputStage(n_out, node.attrs["bias"], relu, False, zp_in=zp)
-    cols, params = epi.cols, epi.params
-    w_float: list[np.ndarray] = []  # converted on first use by a large batch, then kept
-    scratch = scratch if scratch is not None else Scratch()
-    small = SMALL_GEMM // (k * n_out) if bound < 2**53 else -1  # rows up to which the integer kernel runs
-    fdt = np.float32 if bound < 2**24 else np.float64
-    new = scratch.new
-
-    igemm: dict[bool, gemm.IntGemm | None] = {}  # 8-bit activations (signed?): MLAS's integer GEMM, made once
-    int_rows = gemm.INT_MIN_MACS // (k * n_out) if bound < 2**31 else -1
-
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x = inputs[0]
-        r = x.size // k
-        if r <= small:
-            if not x.flags.c_contiguous:
-                x = np.ascontiguousarray(x)
-            out = np.empty(x.shape[:-1] + (n_out,), out_dt)
-            dense_int(x, weight, cols, params, out)
-            return [out]
-        rows = x.reshape(-1, k)
-        if (x.dtype == np.uint8 or x.dtype == np.int8) and 0 <= int_rows <= r:
-            signed = x.dtype == np.int8
-            if signed not in igemm:  # int8 activations go in as uint8 x + 128 (= x ^ 0x80), zero point zp + 128
-                igemm[signed] = gemm.IntGemm.make(weight, zp + 128 * signed, bound) if gemm.INT_GEMM else None
-            ig = igemm[signed]
-            if ig is not None:
-                if signed:
-                    xu = scratch.get("gemm_a", rows.shape, np.uint8)
-                    np.bitwise_xor(rows.view(np.uint8), np.uint8(0x80), out=xu)
-                    rows = xu
-                out = new((r, n_out), out_dt)
-                epi(ig(rows, scratch.get("gemm_acc", (r, n_out), np.int32)), out)
-                return [out.reshape(x.shape[:-1] + (n_out,))]
-        if small < 0:
-            out = new((r, n_out), out_dt)
-            dense_int(np.ascontiguousarray(rows), weight, cols, params, out)
-        else:
-            if not w_float:
-                w_float.append(np.ascontiguousarray(weight.T.astype(fdt)))
-            out = new((r, n_out), out_dt)
-            epi(_accumulate(rows, weight, zp, bound, w_float[0], scratch), out)
-        return [out.reshape(x.shape[:-1] + (n_out,))]
-
-    return run
+BLOCKS = record(
+    Attr("rows", array("int", 1), "the rows of every block, block after block"),
+    Attr("cols", array("int", 1), "the input columns of every block, block after block, increasing in each"),
+    Attr("shape", array("int", 2), "[blocks, 2]: each block's row and column counts"),
+    Attr("steps", array("int", 2), "[blocks, len(SIMD_CHOICES)]: each block's MAC steps at every lane count"),
+)
 
 
 @register
@@ -169,6 +87,23 @@ class Dense(OpSpec):
     name = "dense"
     unit_kind = "gemm"  # vaqf/units/gemm.py
     precision_inputs = True
+    attributes = (
+        Attr("weight", array("int", 2), "[N, K] integer weights (+1/-1 when bipolar)"),
+        Attr("w_type", qtype(), "the weights' type: IntType, or BinaryType for bipolar weights"),
+        Attr("w_scale", array("float", 1), "[N] per-output-channel weight scales"),
+        Attr("bias", array("int", 1), "[N] bias on the accumulator's grid (input scale x weight scale)"),
+        Attr("relu", boolean, "a fused relu on the accumulator"),
+        Attr("requant", maybe(REQUANT), "a fused requantization of the accumulator (None: output it)"),
+        Attr("zp_in", integer(), "the input's zero point", derived=True),
+        Attr("in_bits", integer(lo=1), "the input's bits as a signed operand", derived=True),
+        Attr("acc_bits", integer(lo=1), "bits of the narrowest accumulator holding every partial sum",
+             derived=True),
+        Attr("acc_bound", integer(lo=0), "the largest |partial sum| the input type allows", derived=True),
+        Attr("rows", integer(lo=1), "input rows sharing the weights (tokens)", derived=True),
+        Attr("blocks", maybe(BLOCKS), "dense blocks of sparse weights (passes.sparsity.FindDenseBlocks)",
+             required=False),
+        Attr("k_full", integer(lo=1), "the input width before unused columns were dropped", required=False),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -190,12 +125,14 @@ class Dense(OpSpec):
         return [TensorInfo(shape, at, x.scale[0] * np.asarray(node.attrs["w_scale"], dtype=np.float64), 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
+        a = node.attrs
+        return [reference(inputs[0], a["weight"], a["bias"], a["zp_in"], bool(a.get("relu")), a.get("requant"))]
 
-        return reference_of(dense_plan(node), inputs)
+    def derive(self, node: Node) -> dict[str, Any]:
+        return derived_dense_attrs(node, node.inputs[0].info)
 
-    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        return dense_plan(node, scratch)
+    def finalize(self, node: Node) -> None:
+        finalize_dense_attrs(node, node.inputs[0].info)
 
     def macs(self, node: Node) -> int:
         return int(node.attrs["rows"]) * int(node.attrs["weight"].size)
@@ -309,12 +246,29 @@ class Dense(OpSpec):
         return attrs
 
 
-def nonzero_rows(w: np.ndarray) -> np.ndarray:
-    """Whether each row of a 2-D weight array holds a non-zero (``np.any(w != 0, axis=1)``), compiled
-    (:func:`vaqf.hw.weight_scan.nonzero_rows`): the cost model asks for every knob combination."""
-    from vaqf.hw.weight_scan import nonzero_rows as compiled  # numba loads on first use, not on import
+def _nonzero_rows_loop(w):  # noqa: ANN001, ANN202
+    n, k = w.shape
+    out = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        for j in range(k):
+            if w[i, j] != 0:
+                out[i] = True
+                break
+    return out
 
-    return compiled(w)
+
+_compiled_scan: list[Callable[[np.ndarray], np.ndarray]] = []
+
+
+def nonzero_rows(w: np.ndarray) -> np.ndarray:
+    """Whether each row of a 2-D weight array holds a non-zero (``np.any(w != 0, axis=1)``), compiled and
+    stopping at a row's first non-zero (an unpruned row ends at once): the cost model asks for every knob
+    combination. numba loads on the first call, not when the ops are imported (start-up stays fast)."""
+    if not _compiled_scan:
+        from vaqf.jit import jit
+
+        _compiled_scan.append(jit(_nonzero_rows_loop))
+    return _compiled_scan[0](w)
 
 
 # ---- block-sparse layers ------------------------------------------------------------------------
@@ -393,13 +347,32 @@ def _same_blocks(a: dict | None, b: dict | None) -> bool:
     return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in ("rows", "cols", "shape", "steps"))
 
 
+def dense_attrs(weight: np.ndarray, w_type: IntType | BinaryType, w_scale: np.ndarray | float,
+                bias: np.ndarray | None = None, relu: bool = False,
+                requant: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The attributes of a dense layer from its integer weights [N, K] (stored in int8, or int16 beyond 8 bits),
+    their type and per-channel scales, and its bias on the accumulator's grid (zeros when None); the derived
+    ones follow from the input when the node is made (``Dense.make(graph, [x], dense_attrs(...))``)."""
+    n_out = np.shape(weight)[0]
+    narrow = isinstance(w_type, BinaryType) or w_type.bits <= 8
+    return {"weight": np.asarray(weight).astype(np.int8 if narrow else np.int16),
+            "w_type": w_type,
+            # float32-rounded (exact 24-bit dyadic scales), held as float64 as every scale is
+            "w_scale": np.broadcast_to(np.asarray(w_scale, dtype=np.float32), (n_out,)).astype(np.float64),
+            "bias": np.zeros(n_out, np.int64) if bias is None else np.asarray(bias, dtype=np.int64),
+            "relu": bool(relu), "requant": requant}
+
+
+def derived_dense_attrs(node: Node, x: TensorInfo) -> dict[str, Any]:
+    """The attributes that depend on the input type: its zero point, its bits as a signed operand, the
+    accumulator's bits and bound (:func:`acc_type`) and the rows sharing the weights."""
+    at = acc_type(node, x)
+    return {"zp_in": int(x.zero_point), "in_bits": int(x.qtype.bits) + (0 if x.qtype.signed else 1),
+            "acc_bits": at.bits, "acc_bound": int(at.max), "rows": int(np.prod(x.shape[:-1], dtype=np.int64))}
+
+
 def finalize_dense_attrs(node: Node, x: TensorInfo) -> None:
     """Derive the attributes that depend on the input type (call after creating or retyping a dense)."""
-    at = acc_type(node, x)
-    node.attrs["zp_in"] = x.zero_point
-    node.attrs["in_bits"] = int(x.qtype.bits) + (0 if x.qtype.signed else 1)
-    node.attrs["acc_bits"] = at.bits
-    node.attrs["acc_bound"] = at.max
-    node.attrs["rows"] = int(np.prod(x.shape[:-1], dtype=np.int64))
+    node.attrs.update(derived_dense_attrs(node, x))
     if _in_max_abs(x) == 0:
         raise VaqfError(f"{node.name}: input type {x.qtype} holds a single value")

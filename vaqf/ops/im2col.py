@@ -18,6 +18,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, array, int_list, maybe
 from vaqf.ops.base import Known, OpSpec, register
 
 
@@ -36,7 +37,19 @@ def conv_geometry(shape: tuple[int, ...], attrs: dict[str, Any]) -> tuple[int, i
     return c, h, w, ho, wo
 
 
+def reference(x: np.ndarray, kernel: list[int], stride: list[int], pads: list[int], zero_point: int,
+              channels: np.ndarray | None = None) -> np.ndarray:
+    """The patches of x [B, 1, C, H, W] as rows [B, 1, Ho*Wo, C'*kh*kw]: row (ho, wo), column (c, i, j) holds
+    x[c, ho*sh + i - pt, wo*sw + j - pl], or ``zero_point`` where that lies in the padding; C' sweeps
+    ``channels`` (all channels when None)."""
+    x = np.asarray(x)
+    if channels is not None:
+        x = x[:, :, np.asarray(channels, dtype=np.int64)]
+    return im2col_reference(x, {"kernel": kernel, "stride": stride, "pads": pads}, zero_point)
+
+
 def im2col_reference(x: np.ndarray, attrs: dict[str, Any], zero_point: int) -> np.ndarray:
+    """:func:`reference` on already selected channels, the geometry read from ``attrs``."""
     kh, kw = attrs["kernel"]
     sh, sw = attrs["stride"]
     pt, pl, pb, pr = attrs["pads"]
@@ -52,6 +65,13 @@ def im2col_reference(x: np.ndarray, attrs: dict[str, Any], zero_point: int) -> n
 class Im2Col(OpSpec):
     name = "im2col"
     unit_kind = "mover"  # vaqf/units/mover.py
+    attributes = (
+        Attr("kernel", int_list(2, lo=1), "[kh, kw]"),
+        Attr("stride", int_list(2, lo=1), "[sh, sw]"),
+        Attr("pads", int_list(4, lo=0), "[top, left, bottom, right], read as the input's zero point"),
+        Attr("channels", maybe(array("int", 1)), "the input channels swept, increasing (passes.sparsity)",
+             required=False),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -68,7 +88,9 @@ class Im2Col(OpSpec):
         return [TensorInfo((1, ho * wo, c * kh * kw), x.qtype, x.scale, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return [im2col_reference(_selected(node, inputs[0]), node.attrs, node.inputs[0].info.zero_point)]
+        a = node.attrs
+        return [reference(inputs[0], a["kernel"], a["stride"], a["pads"], node.inputs[0].info.zero_point,
+                          a.get("channels"))]
 
     def known_outputs(self, node: Node, known: list[Known | None]) -> list[Known | None]:
         """Each patch element is one input element, or the zero point (known) in the padding."""

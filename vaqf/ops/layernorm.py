@@ -19,18 +19,15 @@ The unit that runs it (depths, widths, cycles, resources, descriptor, DDR layout
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import IntType, Node, TensorInfo
+from vaqf.ir.qarith import Rounding, round_div, round_real, rshift_round, saturate
+from vaqf.ops.attrs import Attr, array, integer, qtype, real
 from vaqf.ops.base import OpSpec, register
-from vaqf.sim.qarith import round_real
-
-if TYPE_CHECKING:
-    from vaqf.sim.plans import Scratch
 
 F_BITS = 10
 FG_BITS = 24
@@ -58,42 +55,38 @@ def isqrt_array(v: np.ndarray) -> np.ndarray:
     return r
 
 
-def layernorm_reference(x: np.ndarray, a: dict[str, Any], out: np.ndarray | None = None) -> np.ndarray:
-    """LayerNorm over the last axis (compiled, :func:`vaqf.sim.loops.layernorm_rows`); int64 unless ``out``
-    (an array of x's shape in a dtype holding the output type) is given."""
-    from vaqf.sim.loops import layernorm_rows
+def reference(x: np.ndarray, gamma_q: np.ndarray, beta_q: np.ndarray, eps_q: int, zero_point: int, lo: int,
+              hi: int) -> np.ndarray:
+    """LayerNorm over the last axis, as the module docstring defines it (int64; roundings half to even;
+    S is at least 1, so a constant row divides by 1 and normalizes to 0):
 
-    xi = np.asarray(x)
-    if out is None:
-        out = np.empty(xi.shape, np.int64)
-    d = xi.shape[-1]
-    qt = a["qtype"]
-    layernorm_rows(np.ascontiguousarray(xi).reshape(-1, d), np.asarray(a["gamma_q"], dtype=np.int64),
-                   np.asarray(a["beta_q"], dtype=np.int64), int(a["eps_q"]), F_BITS, FG_BITS, int(a["zero_point"]),
-                   int(qt.min), int(qt.max), out.reshape(-1, d))
-    return out
-
-
-def layernorm_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    from vaqf.sim.plans import Scratch, storage_dtype
-
-    scratch = scratch if scratch is not None else Scratch()
-    a = dict(node.attrs)
-    a["gamma_q"] = np.asarray(a["gamma_q"], dtype=np.int64)
-    a["beta_q"] = np.asarray(a["beta_q"], dtype=np.int64)
-    out_dt = storage_dtype(a["qtype"])
-
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x = inputs[0]
-        return [layernorm_reference(x, a, scratch.new(x.shape, out_dt))]
-
-    return run
+      y = D*x - sum(x);  V = sum(y**2);  S = max(isqrt(V // D + E), 1)
+      n = round(y * 2**F / S);  q = saturate(round((n * G + B) / 2**FG) + zp_out, lo, hi)
+    """
+    x = np.asarray(x, dtype=np.int64)
+    d = x.shape[-1]
+    y = d * x - x.sum(axis=-1, keepdims=True)
+    v = (y * y).sum(axis=-1, keepdims=True)
+    s = np.maximum(isqrt_array(v // d + int(eps_q)), 1)
+    n = round_div(y << F_BITS, s, Rounding.HALF_EVEN)
+    q = rshift_round(n * np.asarray(gamma_q, dtype=np.int64) + np.asarray(beta_q, dtype=np.int64), FG_BITS,
+                     Rounding.HALF_EVEN) + int(zero_point)
+    return saturate(q, int(lo), int(hi))
 
 
 @register
 class LayerNorm(OpSpec):
     name = "layernorm"
     unit_kind = "layernorm"  # vaqf/units/layernorm.py
+    attributes = (
+        Attr("gamma_q", array("int", 1), "[D] G_i = round(gamma_i / s_out * 2**(FG - F)), below 2**31"),
+        Attr("beta_q", array("int", 1), "[D] B_i = round(beta_i / s_out * 2**FG), below 2**31"),
+        Attr("eps_q", integer(lo=0), "E = round(eps * D**2 / s_in**2)"),
+        Attr("qtype", qtype(IntType), "the output's integer type"),
+        Attr("scale", array("float", 1), "the output's scale, [1]"),
+        Attr("zero_point", integer(), "the output's zero point"),
+        Attr("eps", real(), "the model's epsilon (documents eps_q)"),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -109,9 +102,6 @@ class LayerNorm(OpSpec):
         return [TensorInfo(x.shape, node.attrs["qtype"], node.attrs["scale"], node.attrs["zero_point"])]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
-
-        return reference_of(layernorm_plan(node), inputs)
-
-    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        return layernorm_plan(node, scratch)
+        a = node.attrs
+        return [reference(inputs[0], a["gamma_q"], a["beta_q"], a["eps_q"], a["zero_point"], a["qtype"].min,
+                          a["qtype"].max)]

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import IntType, Node, TensorInfo
+from vaqf.ir.qarith import round_real, saturate
+from vaqf.ops.attrs import Attr, array, choice, integer, qtype
 from vaqf.ops.base import OpSpec, register
-from vaqf.sim.qarith import round_real, saturate
-
-if TYPE_CHECKING:
-    from vaqf.sim.plans import Scratch
 
 MAX_INPUT_BITS = 12
 
@@ -45,11 +43,27 @@ def lut_attrs(fn: str, in_info: TensorInfo, out_qtype: IntType, out_scale: float
             "zero_point": int(out_zp)}
 
 
+def reference(x: np.ndarray, table: np.ndarray, in_min: int) -> np.ndarray:
+    """``table[x - in_min]`` (int64); an input outside the table is an IndexError, as in the compiled lookup."""
+    k = np.asarray(x, dtype=np.int64) - int(in_min)
+    if k.size and (k.min() < 0 or k.max() >= np.size(table)):
+        raise IndexError("table input out of range")
+    return np.asarray(table, dtype=np.int64)[k]
+
+
 @register
 class Lut(OpSpec):
     name = "lut"
     unit_kind = "lut"  # vaqf/units/lut.py
     elementwise = True
+    attributes = (
+        Attr("fn", choice(*FUNCTIONS), "the function tabulated (documents the table)"),
+        Attr("table", array("int", 1), "the requantized output for every input integer from in_min up"),
+        Attr("in_min", integer(), "the input type's smallest integer (table entry 0)"),
+        Attr("qtype", qtype(IntType), "the output's integer type"),
+        Attr("scale", array("float", 1), "the output's scale, [1]"),
+        Attr("zero_point", integer(), "the output's zero point"),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -59,23 +73,4 @@ class Lut(OpSpec):
         return [TensorInfo(x.shape, a["qtype"], a["scale"], a["zero_point"])]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
-
-        return reference_of(self.sim_plan(node), inputs)
-
-    def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        """One compiled pass (:func:`vaqf.sim.loops.table_lookup`)."""
-        from vaqf.sim.loops import table_lookup
-        from vaqf.sim.plans import Scratch, storage_dtype
-
-        scratch = scratch if scratch is not None else Scratch()
-        a = node.attrs
-        table, in_min, out_dt = np.asarray(a["table"], dtype=np.int64), int(a["in_min"]), storage_dtype(a["qtype"])
-
-        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            x = np.asarray(inputs[0])
-            out = scratch.new(x.shape, out_dt)
-            table_lookup(np.ascontiguousarray(x).reshape(-1), table, in_min, out.reshape(-1))
-            return [out]
-
-        return run
+        return [reference(inputs[0], node.attrs["table"], node.attrs["in_min"])]

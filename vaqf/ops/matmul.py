@@ -7,19 +7,17 @@ that runs it (walks, modes, cycles, resources, descriptor) is the matmul unit, v
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import IntType, Node, TensorInfo, int_type_for_range
-from vaqf.ops.base import Epilogue, OpSpec, register
+from vaqf.ir.qarith import Rounding, requantize
+from vaqf.ops.attrs import REQUANT, VIEW, Attr, boolean, integer, maybe
+from vaqf.ops.base import Epilogue, OpSpec, get_spec, register
 from vaqf.ops.common import absorb_gemm_epilogue, max_abs, requant_out_info
-from vaqf.sim.qarith import Rounding
-
-if TYPE_CHECKING:
-    from vaqf.sim.plans import Scratch
+from vaqf.ops.strided_copy import source_index
 
 
 def operand_info(node: Node, i: int, info: TensorInfo) -> TensorInfo:
@@ -32,74 +30,52 @@ def operand_info(node: Node, i: int, info: TensorInfo) -> TensorInfo:
                       info.zero_point)
 
 
-def operand(node: Node, i: int, x: np.ndarray) -> np.ndarray:
-    view = node.attrs.get(("a_view", "b_view")[i])
-    if view is None:
-        return x
-    from vaqf.ops.strided_copy import source_index
-
-    idx = source_index(tuple(view["shape"]), view["strides"], int(view["base"]))
-    return x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + tuple(view["shape"]))
-
-
 def _bound(a: TensorInfo, b: TensorInfo) -> int:
     k = a.shape[-1]
     return k * max_abs(int(a.qtype.min), int(a.qtype.max), a.zero_point) * \
         max_abs(int(b.qtype.min), int(b.qtype.max), b.zero_point)
 
 
-def matmul_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """The node as one function of its inputs: both operands read through their views (zero-copy strided
-    views) into float buffers, one batched BLAS product (exact: float32 when every partial sum fits the
-    24-bit mantissa, float64 below 2**53, int64 beyond), then ReLU and requantization in one compiled pass
-    writing the output's storage dtype, placed through ``out_view``."""
-    from vaqf.sim.gemm import matmul_into
-    from vaqf.sim.loops import OutputStage
-    from vaqf.sim.plans import Scratch, scatter_strided, storage_dtype, strided_view
-
-    scratch = scratch if scratch is not None else Scratch()
+def accumulator_bound(node: Node) -> int:
+    """The largest |partial sum| of the product: K * max|a - zp_a| * max|b - zp_b| over the operands' types."""
     a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
-    views = [node.attrs.get("a_view"), node.attrs.get("b_view")]
-    zps = (int(a.zero_point), int(b.zero_point))
-    bound = _bound(a, b)
-    dt = np.float32 if bound < 2**24 else np.float64 if bound < 2**53 else np.int64
-    n = b.shape[-1]
-    relu = bool(node.attrs.get("relu"))
-    rq = node.attrs.get("requant")
-    if rq is not None:
-        out_dt = storage_dtype(rq["qtype"])
-        epi = OutputStage(n, 0, relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]), int(rq["qtype"].min),
-                       int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, bound=bound)
-    else:
-        out_dt = np.dtype(np.int64)
-        epi = OutputStage(n, 0, relu, False)
-    out_view = node.attrs.get("out_view")
+    return _bound(a, b)
 
-    def operand_array(i: int, x: np.ndarray, role: str) -> np.ndarray:
-        view = views[i]
-        if view is not None:
-            x = strided_view(x, tuple(view["shape"]), list(view["strides"]), int(view["base"]))
-        buf = scratch.get(role, x.shape, dt)
-        np.copyto(buf, x, casting="unsafe")  # exact: |x| < 2**24
-        if zps[i]:
-            buf -= zps[i]
-        return buf
 
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        xa = operand_array(0, inputs[0], "gemm_a")
-        xb = operand_array(1, inputs[1], "gemm_b")
-        acc_shape = np.broadcast_shapes(xa.shape[:-2], xb.shape[:-2]) + (xa.shape[-2], n)
-        acc = matmul_into(xa, xb, scratch.get("gemm_acc", acc_shape, dt))
-        if out_view is None:
-            out = scratch.new(acc_shape, out_dt)
-            epi(acc.reshape(-1, n), out.reshape(-1, n))
-            return [out]
-        tmp = scratch.get("epilogue", acc_shape, out_dt)
-        epi(acc.reshape(-1, n), tmp.reshape(-1, n))
-        return [scatter_strided(tmp, tuple(out_view["shape"]), list(out_view["strides"]), int(out_view["base"]),
-                                scratch)]
+def _read(x: np.ndarray, view: dict[str, Any] | None) -> np.ndarray:
+    """An operand through its strided view: out[b, o...] = x[b].flat[base + sum(o_k * strides_k)]."""
+    if view is None:
+        return x
+    idx = source_index(tuple(view["shape"]), view["strides"], int(view["base"]))
+    return x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + tuple(view["shape"]))
 
-    return run
+
+def reference(a: np.ndarray, b: np.ndarray, zp_a: int, zp_b: int, relu: bool = False,
+              requant: dict[str, Any] | None = None, a_view: dict[str, Any] | None = None,
+              b_view: dict[str, Any] | None = None, out_view: dict[str, Any] | None = None) -> np.ndarray:
+    """The product's integer semantics, in int64 (exact while the bound K * max|a| * max|b| < 2**63):
+
+      A, B = the operands read through a_view / b_view (strided views of the inputs, or the inputs)
+      acc  = (A - zp_a) @ (B - zp_b)                      (batched over the leading axes)
+      acc  = max(acc, 0)                                  (relu)
+      y    = saturate(round(acc * m / 2**s) + zp_out)     (requant, one multiplier; rounding as it names it)
+      out.flat[base + sum(i_k * strides_k)] = y[i...]     (out_view: the product written into a permuted layout)
+    """
+    acc = np.matmul(_read(np.asarray(a, dtype=np.int64), a_view) - int(zp_a),
+                    _read(np.asarray(b, dtype=np.int64), b_view) - int(zp_b))
+    if relu:
+        acc = np.maximum(acc, 0)
+    if requant is not None:
+        qt = requant["qtype"]
+        acc = requantize(acc, requant["mantissa"], requant["shift"], int(requant["zero_point"]), int(qt.min),
+                         int(qt.max), Rounding(requant["rounding"]))
+    if out_view is None:
+        return acc
+    batch = acc.shape[0]
+    out = np.zeros((batch, int(np.prod(out_view["shape"], dtype=np.int64))), dtype=np.int64)
+    pos = source_index(acc.shape[1:], out_view["strides"], int(out_view["base"])).reshape(-1)
+    out[:, pos] = acc.reshape(batch, -1)
+    return out.reshape((batch,) + tuple(out_view["shape"]))
 
 
 @register
@@ -108,6 +84,17 @@ class MatMul(OpSpec):
     accepts_operand_views = True
     precision_inputs = True
     unit_kind = "matmul"  # vaqf/units/matmul.py
+    attributes = (
+        Attr("relu", boolean, "a fused relu on the accumulator"),
+        Attr("requant", maybe(REQUANT), "a fused requantization (one multiplier; None: output the accumulator)"),
+        Attr("acc_bits", integer(lo=1), "bits of the narrowest accumulator holding every partial sum",
+             derived=True),
+        Attr("a_view", maybe(VIEW), "input 0 read through a strided view (passes.simplify.FoldOperandViews)",
+             required=False),
+        Attr("b_view", maybe(VIEW), "input 1 read through a strided view", required=False),
+        Attr("out_view", maybe(VIEW), "the product written into a permuted layout (shape: the output's)",
+             required=False),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         a, b = (operand_info(node, i, x) for i, x in enumerate(inputs))
@@ -127,12 +114,13 @@ class MatMul(OpSpec):
         return [TensorInfo(shape, int_type_for_range(-bound, bound), a.scale * b.scale, 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
+        a = node.attrs
+        return [reference(inputs[0], inputs[1], node.inputs[0].info.zero_point, node.inputs[1].info.zero_point,
+                          bool(a.get("relu")), a.get("requant"), a.get("a_view"), a.get("b_view"), a.get("out_view"))]
 
-        return reference_of(matmul_plan(node), inputs)
-
-    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        return matmul_plan(node, scratch)
+    def derive(self, node: Node) -> dict[str, Any]:
+        bound = accumulator_bound(node)
+        return {"acc_bits": int_type_for_range(-bound, bound).bits}
 
     def macs(self, node: Node) -> int:
         a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
@@ -145,5 +133,5 @@ class MatMul(OpSpec):
 
 
 def finalize_matmul_attrs(node: Node) -> None:
-    a, b = (operand_info(node, i, v.info) for i, v in enumerate(node.inputs))
-    node.attrs["acc_bits"] = int_type_for_range(-_bound(a, b), _bound(a, b)).bits
+    """Derive the accumulator width from the operands' types (after creating or retyping a matmul)."""
+    node.attrs.update(get_spec("matmul").derive(node))

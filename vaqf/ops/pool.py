@@ -11,9 +11,10 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ir.qarith import Dyadic, Rounding, rshift_round, saturate
+from vaqf.ops.attrs import Attr, choice, int_list, integer
 from vaqf.ops.base import Known, OpSpec, register
 from vaqf.ops.im2col import conv_geometry
-from vaqf.sim.qarith import Dyadic, Rounding, rshift_round, saturate
 
 
 def pool_attrs(kind: str, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]) -> dict:
@@ -28,10 +29,39 @@ def pool_attrs(kind: str, kernel: tuple[int, int], stride: tuple[int, int], pads
     return attrs
 
 
+def reference(x: np.ndarray, kind: str, kernel: list[int], stride: list[int], pads: list[int], zero_point: int,
+              lo: int, hi: int, mantissa: int = 0, shift: int = 0) -> np.ndarray:
+    """Pooling of x [B, 1, C, H, W] over kh x kw windows at stride (sh, sw), in int64.
+
+    max: the largest in-bounds element (the padding reads ``lo``, which never beats an in-bounds element).
+    avg (no padding): saturate(round(sum(x - zp) * mantissa / 2**shift) + zp, lo, hi), half to even.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    kh, kw = kernel
+    sh, sw = stride
+    pt, pl, pb, pr = pads
+    if kind == "max":
+        xp = np.pad(x, ((0, 0), (0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=int(lo))
+        win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(3, 4))[:, :, :, ::sh, ::sw]
+        return win.max(axis=(-2, -1))
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(3, 4))[:, :, :, ::sh, ::sw]
+    s = (win - int(zero_point)).sum(axis=(-2, -1))
+    q = rshift_round(s * int(mantissa), int(shift), Rounding.HALF_EVEN) + int(zero_point)
+    return saturate(q, int(lo), int(hi))
+
+
 @register
 class Pool(OpSpec):
     name = "pool"
     unit_kind = "pool"  # vaqf/units/pool.py
+    attributes = (
+        Attr("kind", choice("max", "avg"), "max or average pooling"),
+        Attr("kernel", int_list(2, lo=1), "[kh, kw]"),
+        Attr("stride", int_list(2, lo=1), "[sh, sw]"),
+        Attr("pads", int_list(4, lo=0), "[top, left, bottom, right] (max pooling only)"),
+        Attr("mantissa", integer(lo=0), "average pooling: m of the dyadic 1 / (kh * kw)", required=False),
+        Attr("shift", integer(lo=0, hi=62), "average pooling: s of the dyadic 1 / (kh * kw)", required=False),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -42,20 +72,9 @@ class Pool(OpSpec):
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
         a = node.attrs
-        x = np.asarray(inputs[0], dtype=np.int64)
         info = node.inputs[0].info
-        kh, kw = a["kernel"]
-        sh, sw = a["stride"]
-        pt, pl, pb, pr = a["pads"]
-        if a["kind"] == "max":
-            pad = int(info.qtype.min)  # never wins against an in-bounds element
-            xp = np.pad(x, ((0, 0), (0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad)
-            win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(3, 4))[:, :, :, ::sh, ::sw]
-            return [win.max(axis=(-2, -1))]
-        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(3, 4))[:, :, :, ::sh, ::sw]
-        s = (win - info.zero_point).sum(axis=(-2, -1))
-        q = rshift_round(s * int(a["mantissa"]), int(a["shift"]), Rounding.HALF_EVEN) + info.zero_point
-        return [saturate(q, int(info.qtype.min), int(info.qtype.max))]
+        return [reference(inputs[0], a["kind"], a["kernel"], a["stride"], a["pads"], info.zero_point,
+                          int(info.qtype.min), int(info.qtype.max), a.get("mantissa", 0), a.get("shift", 0))]
 
     def known_outputs(self, node: Node, known: list[Known | None]) -> list[Known | None]:
         """An output is known when every in-bounds element of its window is (max pooling's padding never

@@ -8,6 +8,11 @@ from vaqf.ir import Node, TensorInfo
 from vaqf.ops.base import Epilogue, OpSpec, register
 
 
+def reference(x: np.ndarray, zero_point: int) -> np.ndarray:
+    """``max(x, zero_point)``: the real zero is the zero point."""
+    return np.maximum(x, int(zero_point))
+
+
 @register
 class Relu(OpSpec):
     name = "relu"
@@ -19,7 +24,7 @@ class Relu(OpSpec):
         return [TensorInfo(x.shape, x.qtype, x.scale, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return [np.maximum(inputs[0], node.inputs[0].info.zero_point)]
+        return [reference(inputs[0], node.inputs[0].info.zero_point)]
 
     def as_epilogue(self, node: Node) -> Epilogue | None:
         return Epilogue("relu")

@@ -5,18 +5,22 @@ Rescales an integer tensor to a new scale and bit width with a per-channel dyadi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from vaqf.ir import Node, TensorInfo
+from vaqf.ir.qarith import Rounding, requantize
+from vaqf.ops.attrs import requant_fields
 from vaqf.ops.base import Epilogue, OpSpec, register
 from vaqf.ops.common import check_product_fits, requant_out_info
-from vaqf.sim.qarith import Rounding
 
-if TYPE_CHECKING:
-    from vaqf.sim.plans import Scratch
+
+def reference(x: np.ndarray, zp_in: int, mantissa: np.ndarray, shift: np.ndarray, zero_point: int, lo: int, hi: int,
+              rounding: str) -> np.ndarray:
+    """``saturate(round((x - zp_in) * m[c] / 2**s[c]) + zero_point, lo, hi)`` with c the last axis (one
+    multiplier broadcasts), rounding as named (vaqf.ir.qarith.Rounding), in int64 (the product is checked to
+    fit 64 bits when the node is typed)."""
+    return requantize(np.asarray(x, dtype=np.int64) - int(zp_in), mantissa, shift, int(zero_point), int(lo), int(hi),
+                      Rounding(rounding))
 
 
 @register
@@ -24,6 +28,7 @@ class Requant(OpSpec):
     name = "requant"
     unit_kind = "eltwise"  # vaqf/units/eltwise.py
     elementwise = True
+    attributes = requant_fields()
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -31,30 +36,9 @@ class Requant(OpSpec):
         return [requant_out_info(x.shape, node.attrs)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
-
-        return reference_of(self.sim_plan(node), inputs)
-
-    def sim_plan(self, node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        """The GEMM epilogue kernel on the input minus its zero point (the "bias"), channels on the last axis."""
-        from vaqf.sim.loops import epilogue_columns, epilogue_params, gemm_epilogue
-        from vaqf.sim.plans import Scratch, storage_dtype
-
-        scratch = scratch if scratch is not None else Scratch()
         a = node.attrs
-        c = int(node.inputs[0].info.shape[-1]) if node.inputs[0].info.shape else 1
-        cols = epilogue_columns(-int(node.inputs[0].info.zero_point), a["mantissa"], a["shift"], c)
-        zp, lo, hi = int(a["zero_point"]), int(a["qtype"].min), int(a["qtype"].max)
-        mode, out_dt = Rounding(a["rounding"]).cpp_id, storage_dtype(a["qtype"])
-        params = epilogue_params(False, True, zp, lo, hi, mode)
-
-        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            x = np.asarray(inputs[0])
-            out = scratch.new(x.shape, out_dt)
-            gemm_epilogue(np.ascontiguousarray(x).reshape(-1, c), cols, params, out.reshape(-1, c))
-            return [out]
-
-        return run
+        return [reference(inputs[0], node.inputs[0].info.zero_point, a["mantissa"], a["shift"], a["zero_point"],
+                          a["qtype"].min, a["qtype"].max, a["rounding"])]
 
     def is_identity(self, node: Node) -> bool:
         x = node.inputs[0].info

@@ -11,7 +11,13 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, real
 from vaqf.ops.base import OpSpec, register
+
+
+def reference(x: np.ndarray) -> np.ndarray:
+    """The same integers (only the scale, a compile-time number, changes)."""
+    return x
 
 
 @register
@@ -19,6 +25,7 @@ class Rescale(OpSpec):
     name = "rescale"
     unit_kind = None  # no unit: no call, no cycle, no hardware (only the scale, a compile-time number, changes)
     aliases_input = True
+    attributes = (Attr("factor", real(positive=True), "the scale is multiplied by it"),)
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -28,7 +35,7 @@ class Rescale(OpSpec):
         return [TensorInfo(x.shape, x.qtype, x.scale * f, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return [inputs[0]]
+        return [reference(inputs[0])]
 
     def is_identity(self, node: Node) -> bool:
         return float(node.attrs["factor"]) == 1.0

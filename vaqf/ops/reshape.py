@@ -14,7 +14,13 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, int_list
 from vaqf.ops.base import OpSpec, register
+
+
+def reference(x: np.ndarray, shape: list[int]) -> np.ndarray:
+    """The same integers in row-major order under the IR shape ``shape`` (per sample)."""
+    return x.reshape((x.shape[0],) + tuple(int(d) for d in shape))
 
 
 @register
@@ -24,6 +30,7 @@ class Reshape(OpSpec):
     moves_elements = True
     aliases_input = True
     permutes_elements = True
+    attributes = (Attr("shape", int_list(lo=1), "the output's IR shape"),)
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -35,8 +42,7 @@ class Reshape(OpSpec):
         return [TensorInfo(shape, x.qtype, x.scale, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x = inputs[0]
-        return [x.reshape((x.shape[0],) + tuple(node.attrs["shape"]))]
+        return [reference(inputs[0], node.attrs["shape"])]
 
     def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
         if consumer.op != node.op:

@@ -6,6 +6,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, int_list
 from vaqf.ops.base import OpSpec, register
 
 
@@ -18,11 +19,26 @@ def slice_ranges(node: Node, shape: tuple[int, ...]) -> list[range]:
     return rs
 
 
+def reference(x: np.ndarray, axes: list[int], starts: list[int], ends: list[int], steps: list[int]) -> np.ndarray:
+    """x[start:end:step] along each IR axis of ``axes`` (array axis + 1: the samples come first), others whole;
+    starts/ends/steps are normalized (non-negative, inside the shape, steps positive)."""
+    idx = [slice(None)] * x.ndim
+    for a, s, e, st in zip(axes, starts, ends, steps, strict=True):
+        idx[int(a) + 1] = slice(int(s), int(e), int(st))
+    return np.ascontiguousarray(x[tuple(idx)])
+
+
 @register
 class Slice(OpSpec):
     name = "slice"
     unit_kind = "mover"  # vaqf/units/mover.py
     moves_elements = True
+    attributes = (
+        Attr("axes", int_list(lo=0), "the IR axes sliced"),
+        Attr("starts", int_list(lo=0), "per sliced axis, the first index"),
+        Attr("ends", int_list(), "per sliced axis, the end (exclusive)"),
+        Attr("steps", int_list(lo=1), "per sliced axis, the step"),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -35,6 +51,5 @@ class Slice(OpSpec):
         return [TensorInfo(tuple(len(r) for r in rs), x.qtype, x.scale, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        rs = slice_ranges(node, inputs[0].shape[1:])
-        idx = (slice(None),) + tuple(slice(r.start, r.stop, r.step) for r in rs)
-        return [np.ascontiguousarray(inputs[0][idx])]
+        a = node.attrs
+        return [reference(inputs[0], a["axes"], a["starts"], a["ends"], a["steps"])]

@@ -13,18 +13,15 @@ step adds a relative error of at most s_t / 2 to each exponential; the output st
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import IntType, Node, TensorInfo
+from vaqf.ir.qarith import Dyadic, Rounding, rshift_round
+from vaqf.ops.attrs import Attr, array, integer, real
 from vaqf.ops.base import OpSpec, register
-from vaqf.sim.qarith import Dyadic
-
-if TYPE_CHECKING:
-    from vaqf.sim.plans import Scratch
 
 TABLE_SIZE = 1024
 EXP_RANGE = 12.0   # exp(-12) * 2**16 < 0.5: entries beyond are zero
@@ -44,41 +41,32 @@ def softmax_attrs(in_scale: float, out_bits: int) -> dict[str, Any]:
             "step": step}
 
 
-def softmax_reference(x: np.ndarray, table: np.ndarray, mant: int, shift: int, out_bits: int,
-                      out: np.ndarray | None = None) -> np.ndarray:
-    """Softmax over the last axis (compiled, :func:`vaqf.sim.loops.softmax_rows`); int64 unless ``out``
-    (an array of x's shape, any integer dtype holding b bits) is given."""
-    from vaqf.sim.loops import softmax_rows
+def reference(x: np.ndarray, table: np.ndarray, idx_mantissa: int, idx_shift: int, out_bits: int) -> np.ndarray:
+    """Softmax over the last axis, as the module docstring defines it (int64; roundings half to even):
 
-    xi = np.asarray(x)
-    if out is None:
-        out = np.empty(xi.shape, np.int64)
-    n = xi.shape[-1]
-    softmax_rows(np.ascontiguousarray(xi).reshape(-1, n), np.asarray(table, dtype=np.int64), int(mant), int(shift),
-                 int(out_bits), out.reshape(-1, n))
-    return out
-
-
-def softmax_plan(node: Node, scratch: Scratch | None = None) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    from vaqf.sim.plans import Scratch, storage_dtype
-
-    scratch = scratch if scratch is not None else Scratch()
-    a = node.attrs
-    table, mant, shift, bits = np.asarray(a["table"], dtype=np.int64), int(a["idx_mantissa"]), int(a["idx_shift"]), \
-        int(a["out_bits"])
-    out_dt = storage_dtype(IntType(bits, signed=False))
-
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x = inputs[0]
-        return [softmax_reference(x, table, mant, shift, bits, scratch.new(x.shape, out_dt))]
-
-    return run
+      d   = max(row) - x;   idx = min(round(d * m / 2**sh), T - 1);   e = table[idx]
+      R   = floor(2**32 / sum(e));   y = min(round(e * R / 2**(32 - b)), 2**b - 1)
+    """
+    x = np.asarray(x, dtype=np.int64)
+    table = np.asarray(table, dtype=np.int64)
+    d = x.max(axis=-1, keepdims=True) - x
+    idx = np.minimum(rshift_round(d * int(idx_mantissa), int(idx_shift), Rounding.HALF_EVEN), table.size - 1)
+    e = table[idx]
+    recip = (np.int64(1) << 32) // e.sum(axis=-1, keepdims=True)
+    return np.minimum(rshift_round(e * recip, 32 - int(out_bits), Rounding.HALF_EVEN), (1 << int(out_bits)) - 1)
 
 
 @register
 class Softmax(OpSpec):
     name = "softmax"
     unit_kind = "softmax"  # vaqf/units/softmax.py
+    attributes = (
+        Attr("table", array("int", 1), "E[i] = round(2**16 * exp(-i * step)), at most TABLE_SIZE entries"),
+        Attr("idx_mantissa", integer(lo=0), "m of the table index d * m / 2**sh (below 2**24)"),
+        Attr("idx_shift", integer(lo=0, hi=62), "sh of the table index"),
+        Attr("out_bits", integer(lo=1, hi=31), "b: unsigned b-bit outputs, scale 2**-b"),
+        Attr("step", real(positive=True), "the table's input step s_t (documents the table)"),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -97,9 +85,5 @@ class Softmax(OpSpec):
         return [TensorInfo(x.shape, IntType(b, signed=False), np.array([2.0**-b]), 0)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from vaqf.sim.plans import reference_of
-
-        return reference_of(softmax_plan(node), inputs)
-
-    def sim_plan(self, node: Node, scratch: Scratch) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-        return softmax_plan(node, scratch)
+        a = node.attrs
+        return [reference(inputs[0], a["table"], a["idx_mantissa"], a["idx_shift"], a["out_bits"])]

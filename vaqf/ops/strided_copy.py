@@ -11,6 +11,7 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, int_list, integer
 from vaqf.ops.base import OpSpec, register
 
 
@@ -23,11 +24,23 @@ def source_index(shape: tuple[int, ...], strides: list[int], base: int) -> np.nd
     return idx
 
 
+def reference(x: np.ndarray, shape: list[int], strides: list[int], base: int) -> np.ndarray:
+    """``out[b, o...] = x[b].flat[base + sum(o_k * strides_k)]`` over the output box ``shape``."""
+    shape_t = tuple(int(d) for d in shape)
+    idx = source_index(shape_t, strides, int(base))
+    return x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + shape_t)
+
+
 @register
 class StridedCopy(OpSpec):
     name = "strided_copy"
     unit_kind = "mover"  # vaqf/units/mover.py
     moves_elements = True
+    attributes = (
+        Attr("shape", int_list(lo=1), "the output box"),
+        Attr("strides", int_list(), "per output axis, the step over the input's flat elements"),
+        Attr("base", integer(lo=0), "the flat input index of output element [0, ..., 0]"),
+    )
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -40,7 +53,5 @@ class StridedCopy(OpSpec):
         return [TensorInfo(shape, x.qtype, x.scale, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        x = inputs[0]
-        shape = tuple(int(d) for d in node.attrs["shape"])
-        idx = source_index(shape, node.attrs["strides"], int(node.attrs["base"]))
-        return [x.reshape(x.shape[0], -1)[:, idx.reshape(-1)].reshape((x.shape[0],) + shape)]
+        a = node.attrs
+        return [reference(inputs[0], a["shape"], a["strides"], a["base"])]

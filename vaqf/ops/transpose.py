@@ -8,7 +8,13 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Node, TensorInfo
+from vaqf.ops.attrs import Attr, int_list
 from vaqf.ops.base import OpSpec, register
+
+
+def reference(x: np.ndarray, perm: list[int]) -> np.ndarray:
+    """Output IR axis i is input IR axis perm[i] (the samples' axis stays first)."""
+    return np.ascontiguousarray(np.transpose(x, [0] + [int(p) + 1 for p in perm]))
 
 
 @register
@@ -17,6 +23,7 @@ class Transpose(OpSpec):
     unit_kind = "mover"  # vaqf/units/mover.py
     moves_elements = True
     permutes_elements = True
+    attributes = (Attr("perm", int_list(lo=0), "output axis i is input axis perm[i]"),)
 
     def infer(self, node: Node, inputs: list[TensorInfo]) -> list[TensorInfo]:
         (x,) = inputs
@@ -28,8 +35,7 @@ class Transpose(OpSpec):
         return [TensorInfo(tuple(x.shape[p] for p in perm), x.qtype, x.scale, x.zero_point)]
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        perm = [int(p) for p in node.attrs["perm"]]
-        return [np.ascontiguousarray(np.transpose(inputs[0], [0] + [p + 1 for p in perm]))]
+        return [reference(inputs[0], node.attrs["perm"])]
 
     def merge_with_consumer(self, node: Node, consumer: Node) -> dict[str, Any] | None:
         if consumer.op != node.op:

@@ -1,7 +1,7 @@
 """Compiled integer kernels of the simulator (numba): each op's integer arithmetic fused into one pass.
 
 The op references (``vaqf/ops/*.py``) run these; the simulator calls them through per-node plans
-(:mod:`vaqf.sim.plans`). The scalar helpers are the elementwise definitions of :mod:`vaqf.sim.qarith`
+(:mod:`vaqf.sim.plans`). The scalar helpers are the elementwise definitions of :mod:`vaqf.ir.qarith`
 (``rshift_round``, ``round_div``, saturation), written once per element instead of once per array pass;
 ``tests/sim/test_loops.py`` checks them against qarith and against exact rational arithmetic.
 
@@ -26,7 +26,7 @@ HALF_EVEN, HALF_UP, HALF_DOWN, HALF_CEIL, CEIL, FLOOR, UP, DOWN = range(8)
 INT64_MIN = -(2**63)
 
 
-# ---- scalar arithmetic (the elementwise definitions of vaqf.sim.qarith) ------------------------------
+# ---- scalar arithmetic (the elementwise definitions of vaqf.ir.qarith) ------------------------------
 
 @jit
 def _round_inc(q, r, d, negative, mode):  # noqa: ANN001, ANN202

@@ -1,11 +1,11 @@
 """Helpers of the ops' simulation plans.
 
-An op that has a fast simulation path defines ``sim_plan(node, scratch)``: it returns a function of the
-input arrays (leading sample axis first, as ``OpSpec.reference`` takes them) that computes the node's
-outputs, with everything that depends only on the node (converted weights, per-column multipliers, strided
-views) worked out once, and its large arrays from ``scratch`` (:class:`Scratch`). The simulator builds one
-plan per node and calls it for every batch; the op's ``reference`` builds a plan and runs it, so there is
-one implementation of each op's arithmetic (:mod:`vaqf.sim.loops`).
+An op's fast simulation path (:mod:`vaqf.sim.fast`) is a plan builder ``(node, scratch) -> plan``: the plan
+is a function of the input arrays (leading sample axis first, as ``OpSpec.reference`` takes them) that
+computes the node's outputs, with everything that depends only on the node (converted weights, per-column
+multipliers, strided views) worked out once, and its large arrays from ``scratch`` (:class:`Scratch`). The
+simulator builds one plan per node and calls it for every batch; the tests hold every plan equal to the op's
+readable reference.
 
 Plans return integers in the narrowest numpy dtype holding the value's type (:func:`storage_dtype`), which
 is what makes the kernels memory-light; ``reference`` and the simulator's results convert to int64.
@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vaqf.ir import BinaryType, IntType
+from vaqf.ops.strided_copy import source_index
 
 Plan = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -129,8 +130,6 @@ def strided_view(x: np.ndarray, shape: tuple[int, ...], strides: list[int], base
         return np.lib.stride_tricks.as_strided(flat[:, base:], (flat.shape[0],) + tuple(shape),
                                                (flat.strides[0],) + tuple(s * isz for s in strides),
                                                writeable=False)
-    from vaqf.ops.strided_copy import source_index
-
     idx = source_index(tuple(shape), strides, base)
     return flat[:, idx.reshape(-1)].reshape((x.shape[0],) + tuple(shape))
 
@@ -139,8 +138,6 @@ def scatter_strided(acc: np.ndarray, shape: tuple[int, ...], strides: list[int],
                     scratch: Scratch | None = None) -> np.ndarray:
     """The inverse placement: an array [B, *shape] whose element at ``base + sum(i_k * strides_k)`` (flat, per
     sample) is ``acc[b, i...]``; positions nothing lands on are left as allocated (uninitialized)."""
-    from vaqf.ops.strided_copy import source_index
-
     b = acc.shape[0]
     size = int(np.prod(shape, dtype=np.int64))
     out = scratch.new((b, size), acc.dtype) if scratch is not None else np.empty((b, size), dtype=acc.dtype)

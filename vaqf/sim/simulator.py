@@ -1,6 +1,7 @@
 """Bit-accurate interpreter over the IR: the oracle for the generated C++.
 
-Shaped like torch.fx's Interpreter: ``run_node`` looks up the op's OpSpec and calls its ``reference``.
+Shaped like torch.fx's Interpreter: ``run_node`` runs the op's fast path (:mod:`vaqf.sim.fast`), or its
+OpSpec's ``reference`` where it has none.
 The IR describes one sample; the simulator runs many at once, so every array carries an extra leading
 axis (the samples) in front of the IR shape: an IR value of shape [1, N, D] is an array [B, 1, N, D].
 References therefore address axes from the end, or shift IR axes by one.
@@ -17,10 +18,11 @@ import numpy as np
 
 from vaqf.errors import VaqfError
 from vaqf.ir import Graph, Node, Value
+from vaqf.ir.qarith import Rounding, round_real
+from vaqf.ir.qarith import saturate as saturate_ints
 from vaqf.ops import get_spec
+from vaqf.sim.fast import fast_plan
 from vaqf.sim.plans import Scratch, root
-from vaqf.sim.qarith import Rounding, round_real
-from vaqf.sim.qarith import saturate as saturate_ints
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +151,18 @@ def _finisher(value: Value) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarr
 class Simulator:
     """Runs a graph on batches of inputs.
 
-    Each node runs through a plan built once per simulator (the op's ``sim_plan``, see vaqf.sim.plans; ops
-    without one run their ``reference``). Values between nodes are held in their narrowest integer dtype and,
-    when large, in buffers recycled once no later node reads them; results and traces are int64. A simulator
-    keeps those buffers between runs of the same batch size; it is not thread-safe (one per thread).
+    Each node runs through a plan built once per simulator (the op's fast path, :mod:`vaqf.sim.fast`; ops
+    without one, and every op when ``fast`` is False, run their ``reference``). Values between nodes are held
+    in their narrowest integer dtype and, when large, in buffers recycled once no later node reads them;
+    results and traces are int64. A simulator keeps those buffers between runs of the same batch size; it is
+    not thread-safe (one per thread).
     """
 
-    def __init__(self, graph: Graph, saturate: bool = False) -> None:
+    def __init__(self, graph: Graph, saturate: bool = False, fast: bool = True) -> None:
         self.graph = graph
         self._saturate = saturate
+        # False: every node runs its op's readable reference (slow; the oracle the fast paths are held to)
+        self.fast = fast
         self.order: list[Node] = list(graph.topo())
         self._plans: dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]] = {}
         self._scratch = Scratch()
@@ -250,11 +255,9 @@ class Simulator:
         """The function that runs ``node`` on a batch (built on first use, then kept)."""
         p = self._plans.get(node.name)
         if p is None:
-            spec = get_spec(node.op)
-            make = getattr(spec, "sim_plan", None)
-            if make is not None:
-                p = make(node, self._scratch)
-            else:
+            p = fast_plan(node, self._scratch) if self.fast else None
+            if p is None:
+                spec = get_spec(node.op)
                 p = lambda args, spec=spec, node=node: spec.reference(node, args)  # noqa: E731
             self._plans[node.name] = p
         return p

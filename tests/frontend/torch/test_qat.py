@@ -19,7 +19,7 @@ from vaqf.frontend.torch import (  # noqa: E402
     quantize_vit,
 )
 from vaqf.frontend.torch.qat import int_range, set_weight_quantization  # noqa: E402
-from vaqf.sim.qarith import round_real  # noqa: E402
+from vaqf.ir.qarith import round_real  # noqa: E402
 
 
 @pytest.mark.parametrize(("bits", "signed", "narrow", "lo", "hi"),

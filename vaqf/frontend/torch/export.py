@@ -2,12 +2,13 @@
 ``BipolarQuant`` for binary weights, carrying the exact float32 scales the PyTorch model computes with.
 
 The TorchScript-based exporter writes each quantizer through an ``autograd.Function`` whose ``symbolic``
-emits the QONNX node (as Brevitas does). Weights are written in MatMul layout ([in, out], scale [1, out])
-so no Transpose separates a weight from its quantizer. Integer weights and biases (on the accumulator's
-grid) are written already quantized, so the importer's rounding cannot disagree with PyTorch's; so are
-the constants added to activations (class token, position embedding), as the importer would quantize
-them. Afterwards every ``Constant`` node becomes an initializer (the importer reads a quantizer's
-parameters before it reaches the node) and the IR version is lowered to one onnxruntime and qonnx read.
+emits the QONNX node (as Brevitas does; :mod:`vaqf.frontend.torch.qonnx_nodes`). Weights are written in
+MatMul layout ([in, out], scale [1, out]) so no Transpose separates a weight from its quantizer. Integer
+weights and biases (on the accumulator's grid) are written already quantized, so the importer's rounding
+cannot disagree with PyTorch's; so are the constants added to activations (class token, position embedding),
+as the importer would quantize them. Afterwards every ``Constant`` node becomes an initializer (the importer
+reads a quantizer's parameters before it reaches the node) and the IR version is lowered to one onnxruntime
+and qonnx read.
 ``vaqf.load_model(path)`` imports the file with no flags.
 """
 
@@ -22,75 +23,14 @@ import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
 
-from vaqf.frontend.torch.qat import QuantConv2d, QuantLinear, int_range, weight_layers
+from vaqf.frontend.torch.qat import QuantLinear, weight_layers
+from vaqf.frontend.torch.qonnx_nodes import QONNX_DOMAIN
 
 log = logging.getLogger(__name__)
 
-QONNX_DOMAIN = "qonnx.custom_op.general"
 MAX_IR_VERSION = 10  # onnxruntime 1.31 reads up to 13, qonnx's tools up to 10
 OPSET = 17
-
-
-class _QuantFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,  # type: ignore[override]
-                bit_width: torch.Tensor, signed: int, narrow: int) -> torch.Tensor:
-        lo, hi = int_range(int(bit_width), bool(signed), bool(narrow))
-        q = torch.clamp(torch.round(x.double() / scale.double() + zero_point.double()), lo, hi)
-        return ((q - zero_point.double()) * scale.double()).to(x.dtype)
-
-    @staticmethod
-    def symbolic(g, x, scale, zero_point, bit_width, signed: int, narrow: int):  # noqa: ANN001, ANN205
-        out = g.op(f"{QONNX_DOMAIN}::Quant", x, scale, zero_point, bit_width, signed_i=int(signed),
-                   narrow_i=int(narrow), rounding_mode_s="ROUND")
-        out.setType(x.type())
-        return out
-
-
-class _BipolarFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype) * scale
-
-    @staticmethod
-    def symbolic(g, w, scale):  # noqa: ANN001, ANN205
-        out = g.op(f"{QONNX_DOMAIN}::BipolarQuant", w, scale)
-        out.setType(w.type())
-        return out
-
-
-def quant_node(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool, narrow: bool) -> torch.Tensor:
-    """A QONNX ``Quant`` of an activation (zero point 0, half-to-even rounding)."""
-    return _QuantFn.apply(x, scale, torch.tensor(0.0), torch.tensor(float(bits)), int(signed), int(narrow))
-
-
-def _frozen(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    frozen = getattr(layer, "_export_weight", None)
-    if frozen is None:
-        raise RuntimeError("quantized layers are exported through vaqf.frontend.torch.export_qonnx, which writes "
-                           "their weights in the layout vaqf imports; call it instead of torch.onnx.export")
-    return frozen
-
-
-def _weight_node(layer: QuantLinear | QuantConv2d, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    if layer.mode == "binary":
-        return _BipolarFn.apply(w, scale)
-    bits = int(layer.mode[3:])
-    return _QuantFn.apply(w, scale, torch.tensor(0.0), torch.tensor(float(bits)), 1, 1)
-
-
-def linear_node(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
-    w, scale, bias = _frozen(layer)
-    y = torch.matmul(x, _weight_node(layer, w, scale))
-    return y + bias if bias is not None else y
-
-
-def conv_node(layer: QuantConv2d, x: torch.Tensor) -> torch.Tensor:
-    w, scale, bias = _frozen(layer)
-    return F.conv2d(x, _weight_node(layer, w, scale), bias, layer.stride, layer.padding, layer.dilation,
-                    layer.groups)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from vaqf.frontend.torch.deit import QuantPoint
+from vaqf.frontend.torch.qonnx_nodes import conv_node, int_range, linear_node, quant_node
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,6 @@ class _SignSTE(torch.autograd.Function):
 
 def sign_ste(w: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
     return _SignSTE.apply(w, clip)
-
-
-def int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
-    """QONNX's integer range: narrow drops the bottom value of a signed range, the top of an unsigned one."""
-    if signed:
-        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1 - int(narrow)
 
 
 # ---- activations ---------------------------------------------------------------------------------
@@ -172,8 +166,6 @@ class ActQuant(nn.Module):
             self._observe(x)
             self.finish_calibration()
         if torch.onnx.is_in_onnx_export():
-            from vaqf.frontend.torch.export import quant_node
-
             return quant_node(x, self.scale, self.bits, bool(self.signed), self.narrow)
         lo, hi = self.qrange
         s = self.scale
@@ -296,8 +288,6 @@ class QuantLinear(nn.Linear, _WeightQuantMixin):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export() and self.mode != "float":
-            from vaqf.frontend.torch.export import linear_node
-
             return linear_node(self, x)
         return F.linear(x, self.quantized_weight(), self.quantized_bias())
 
@@ -337,8 +327,6 @@ class QuantConv2d(nn.Conv2d, _WeightQuantMixin):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export() and self.mode != "float":
-            from vaqf.frontend.torch.export import conv_node
-
             return conv_node(self, x)
         return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 

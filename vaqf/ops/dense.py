@@ -17,6 +17,7 @@ changes.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +41,32 @@ def is_binary(node: Node) -> bool:
     return isinstance(node.attrs["w_type"], BinaryType)
 
 
+#: id(weight array) -> (a weak reference to it, its rows' sums of |w|): verify re-derives every dense layer's
+#: accumulator after every pass, and the weights (tens of millions for a ViT) rarely change in between
+_ROW_SUMS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def abs_row_sums(w: np.ndarray) -> np.ndarray:
+    """sum_k |w[n, k]| per row, int64. Cached per array: weights are values (a pass that changes a layer's
+    weights stores a new array, as every pass here does), never edited in place once in a node."""
+    hit = _ROW_SUMS.get(id(w))
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    wide = np.int16 if w.dtype.itemsize == 1 else np.int64  # |int8| fits int16 (-128 does not fit int8)
+    sums = np.abs(w.astype(wide)).sum(axis=1, dtype=np.int64)
+    try:
+        ref = weakref.ref(w, lambda _, key=id(w): _ROW_SUMS.pop(key, None))
+    except TypeError:  # not an ndarray (a list): nothing to key on
+        return sums
+    _ROW_SUMS[id(w)] = (ref, sums)
+    return sums
+
+
 def acc_type(node: Node, x: TensorInfo) -> IntType:
     """Narrowest type bounding every partial sum: |bias| + sum_k |w[n,k]| * max|x - zp|, max over n."""
-    w = np.abs(node.attrs["weight"].astype(np.int64))
     xmax = max_abs(int(x.qtype.min), int(x.qtype.max), x.zero_point)
-    bound = int((w.sum(axis=1) * xmax + np.abs(node.attrs["bias"])).max(initial=0))
+    bias = np.abs(np.asarray(node.attrs["bias"], dtype=np.int64))
+    bound = int((abs_row_sums(node.attrs["weight"]) * xmax + bias).max(initial=0))
     return int_type_for_range(-bound, bound)
 
 

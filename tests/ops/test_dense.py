@@ -13,6 +13,7 @@ from tests.helpers import add_dense, assert_cycles_match
 from tests.ops.opgraph import assert_fast_equals_reference
 from vaqf.backend.emit import write_project
 from vaqf.dse.search import design_for_knobs
+from vaqf.errors import VaqfError
 from vaqf.hw.board import Board, get_board
 from vaqf.hw.cost import dsp48e2_per_product
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo
@@ -263,3 +264,11 @@ def test_verify_catches_a_stale_accumulator() -> None:
     g.nodes[0].attrs["acc_bits"] = 40
     with pytest.raises(IRError, match="attribute 'acc_bits' is 40 but its input gives"):
         g.verify()
+
+
+def test_make_leaves_the_graph_as_it_was_when_a_check_fails() -> None:
+    g = Graph("made")
+    x = g.add_input("x", TensorInfo((1, 4, 3), IntType(8, False), np.array([0.5]), 10))
+    with pytest.raises(VaqfError, match="fc: input has 3 features, weights expect 2"):
+        Dense.make(g, [x], dense_attrs(np.ones((2, 2)), IntType(4, True, narrow=True), 0.25), name="fc")
+    assert g.nodes == [] and [v.name for v in g.values()] == ["x"]

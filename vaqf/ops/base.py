@@ -81,16 +81,20 @@ class OpSpec:
     @classmethod
     def make(cls, graph: Graph, inputs: list[Value], attrs: dict[str, Any], name: str | None = None,
              source: str = "", out_name: str | None = None) -> Node:
-        """Add a node of this op reading ``inputs``: its derived attributes filled in, its attributes checked
-        against the record and its output value typed by ``infer`` (the constructor the frontend and passes
-        build nodes with)."""
+        """Add a node of this op reading ``inputs`` and writing one new value (named ``out_name``, else after the
+        node): its derived attributes filled in, its attributes checked against the record, its output typed
+        by ``infer``. When a check fails the graph is left as it was and the error names the node."""
         spec = get_spec(cls.name)
-        placeholder = inputs[0].info if inputs else attrs["info"]
+        placeholder = inputs[0].info if inputs else attrs["info"]  # typed by infer below
         out = graph.new_value(out_name or name or cls.name, placeholder)
         node = graph.add_node(cls.name, inputs, [out], attrs, name=name, source=source)
-        spec.finalize(node)
-        spec.check_attrs(node)
-        (out.info,) = spec.infer(node, [v.info for v in inputs])
+        try:
+            spec.finalize(node)
+            spec.check_attrs(node)
+            (out.info,) = spec.infer(node, [v.info for v in inputs])
+        except Exception:
+            graph.remove(node)
+            raise
         return node
 
     def reference(self, node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:

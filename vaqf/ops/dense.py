@@ -49,16 +49,17 @@ _ROW_SUMS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 def abs_row_sums(w: np.ndarray) -> np.ndarray:
     """sum_k |w[n, k]| per row, int64. Cached per array: weights are values (a pass that changes a layer's
     weights stores a new array, as every pass here does), never edited in place once in a node."""
-    hit = _ROW_SUMS.get(id(w))
+    key = id(w)
+    hit = _ROW_SUMS.get(key)
     if hit is not None and hit[0]() is w:
         return hit[1]
     wide = np.int16 if w.dtype.itemsize == 1 else np.int64  # |int8| fits int16 (-128 does not fit int8)
     sums = np.abs(w.astype(wide)).sum(axis=1, dtype=np.int64)
     try:
-        ref = weakref.ref(w, lambda _, key=id(w): _ROW_SUMS.pop(key, None))
+        ref = weakref.ref(w, lambda _, k=key: _ROW_SUMS.pop(k, None))
     except TypeError:  # not an ndarray (a list): nothing to key on
         return sums
-    _ROW_SUMS[id(w)] = (ref, sums)
+    _ROW_SUMS[key] = (ref, sums)
     return sums
 
 

@@ -382,7 +382,9 @@ def read_cycles(project: Path, path: Path) -> list[LayerCycles]:
             key, value = line.split()
             counted[key] = int(value)
     layer_est = sum(est.values())
-    out = [LayerCycles("io", "top", counted.get("io", 0), int(design.estimate.get("cycles", layer_est)) - layer_est)]
+    # a dataflow design's stages are its layers (its reader and writer among them): its io_cycles is 0
+    io_est = design.estimate.get("io_cycles", int(design.estimate.get("cycles", layer_est)) - layer_est)
+    out = [LayerCycles("io", "top", counted.get("io", 0), int(io_est))]
     for entry in layers:
         out.append(LayerCycles(entry["node"], entry["unit"], counted.get(str(entry["index"]), 0),
                                est.get(entry["node"], 0)))

@@ -687,17 +687,25 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
     with project_lock(out):
         recover_output(out)
         check_output_dir(out, force)
-        sources, image, _ = render_sources(graph, design)
+        if design.arch == "dataflow":  # the streaming pipeline: its own top, kernels and ROMs (vaqf/dataflow)
+            from vaqf.dataflow.emit import kernel_files, render
+
+            sources = render(graph, design)
+            kernels = kernel_files()
+            image = DdrImage(np.zeros(0, dtype=np.uint32), {}, design.word_bits)
+        else:
+            sources, image, _ = render_sources(graph, design)
+            kernels = {f"src/vaqf/{h.name}": h.read_bytes() for h in sorted(hls_dir().glob("*.h"))}
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
             for rel, text in sources.items():
                 p = tmp / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_text(text)
-            kernel_dst = tmp / "src" / "vaqf"
-            kernel_dst.mkdir(parents=True)
-            for h in sorted(hls_dir().glob("*.h")):
-                shutil.copyfile(h, kernel_dst / h.name)
+            for rel, data in kernels.items():
+                p = tmp / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
             (tmp / "data").mkdir(exist_ok=True)
             (tmp / "data" / "weights.bin").write_bytes(image.lanes.astype("<u4").tobytes())
             # self-checking testbench vectors for the vendor C-simulation and co-simulation
@@ -708,7 +716,8 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
             write_io_file(tmp / "data" / "tb_expected.bin", res.outputs, np.int64)
             save_graph(graph, tmp)
             design.save(tmp / "design.json")
-            (tmp / "data" / "io.json").write_text(json.dumps(io_spec(graph, image), indent=1, sort_keys=True))
+            if "data/io.json" not in sources:
+                (tmp / "data" / "io.json").write_text(json.dumps(io_spec(graph, image), indent=1, sort_keys=True))
             for rel, data in (extra or {}).items():
                 p = tmp / rel
                 p.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,9 @@ from vaqf.ir import Graph
 
 DESIGN_VERSION = 2
 KNOWN_FIELDS = {"version", "board", "act_bits", "clock_mhz", "word_bits", "target_fps", "knobs", "objective",
-                "estimate", "buffers"}
+                "estimate", "buffers", "arch"}
+#: the accelerator architectures: the layer-sequential engine of shared units, the streaming dataflow pipeline
+ARCHITECTURES = ("engine", "dataflow")
 #: no unit has a knob above this (the widest choices are 256 lanes); larger values only overflow the cost model
 MAX_KNOB = 2**16
 WORD_BITS = (32, 64, 128, 256, 512, 1024)
@@ -49,6 +51,8 @@ class Design:
     objective: str = ""
     estimate: dict[str, Any] = field(default_factory=dict)  # estimate.layers[i].mode: the unit's decision
     buffers: dict[str, Any] = field(default_factory=dict)   # BufferPlan.to_json() of the design's lanes
+    # "engine": knobs per unit instance; "dataflow": knobs per layer (graph node), vaqf/dataflow
+    arch: str = "engine"
 
     def __post_init__(self) -> None:
         if isinstance(self.board, str):
@@ -65,7 +69,8 @@ class Design:
     def to_json(self) -> dict:
         return {"version": DESIGN_VERSION, "board": self.board.to_json(), "act_bits": self.act_bits,
                 "clock_mhz": self.clock_mhz, "word_bits": self.word_bits, "target_fps": self.target_fps,
-                "knobs": self.knobs, "objective": self.objective, "estimate": self.estimate, "buffers": self.buffers}
+                "knobs": self.knobs, "objective": self.objective, "estimate": self.estimate, "buffers": self.buffers,
+                "arch": self.arch}
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
@@ -96,6 +101,9 @@ class Design:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise VaqfError(f"{where}: malformed board record ({type(e).__name__}: {_shown(e)})") from None
         target = d.get("target_fps")
+        arch = d.get("arch", "engine")
+        if arch not in ARCHITECTURES:
+            raise VaqfError(f"{where}: arch must be one of {', '.join(ARCHITECTURES)}, got {_shown(arch)}")
         for key in ("estimate", "buffers"):
             if not isinstance(d.get(key, {}), dict):
                 raise VaqfError(f"{where}: {key} must be a JSON object")
@@ -103,7 +111,7 @@ class Design:
                    _float(d["clock_mhz"], "clock_mhz", where, 2000.0),
                    _choice(d["word_bits"], "word_bits", where, WORD_BITS),
                    None if target is None else _float(target, "target_fps", where, 1e12),
-                   str(d.get("objective", "")), dict(d.get("estimate", {})), dict(d.get("buffers", {})))
+                   str(d.get("objective", "")), dict(d.get("estimate", {})), dict(d.get("buffers", {})), str(arch))
 
     @classmethod
     def load(cls, path: str | Path) -> Design:
@@ -126,6 +134,11 @@ def check_knobs(knobs: dict[str, dict[str, int]], graph: Graph, where: str = "th
     one of the unit's choices for the graph's layers (positive powers of two within the unit's limits)."""
     from vaqf.hw.model import unit_knob_space, units_of
 
+    if knobs and all(isinstance(k, str) for k in knobs) and _is_dataflow_knobs(knobs, graph):
+        from vaqf.dataflow.plan import check_dataflow_knobs
+
+        check_dataflow_knobs(knobs, graph, where)
+        return
     units = units_of(graph)
     unknown = sorted(set(knobs) - set(units))
     missing = sorted(set(units) - set(knobs))
@@ -148,6 +161,12 @@ def check_knobs(knobs: dict[str, dict[str, int]], graph: Graph, where: str = "th
             if v not in space[k]:
                 raise VaqfError(f"{where}: knob {unit}.{k} = {v} is not one of this model's choices "
                                 f"({', '.join(map(str, space[k]))})")
+
+
+def _is_dataflow_knobs(knobs: dict[str, dict[str, int]], graph: Graph) -> bool:
+    """Knobs keyed by the graph's node names (a dataflow design's layers), not by unit instances."""
+    names = {n.name for n in graph.nodes}
+    return set(knobs) <= names
 
 
 def _shown(x: object, limit: int = 60) -> str:

@@ -82,7 +82,8 @@ class CompileResult:
         d = self.design.to_json()
         est = d.pop("estimate")
         out = {"project": str(self.project), "design": d,
-               "estimate": {k: est[k] for k in ("fps", "cycles", "resources", "utilization") if k in est}}
+               "estimate": {k: est[k] for k in ("fps", "cycles", "latency_cycles", "resources", "utilization")
+                            if k in est}}
         if self.output_error is not None:
             out["output_error"] = self.output_error.to_json()
         if self.warnings:
@@ -144,7 +145,7 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
                   calib: np.ndarray | str | Path | None = None, force: bool = False,
                   design: Design | str | Path | None = None, cap: float = 0.8,
                   bits: Sequence[int] | None = None, refit: bool = False,
-                  example_input: Any = None) -> CompileResult:
+                  example_input: Any = None, arch: str = "auto") -> CompileResult:
     """Compile a model to an HLS project in ``out_dir``.
 
     ``model`` is an ONNX/QONNX/QDQ file, a ``onnx.ModelProto``, a :class:`~vaqf.ir.Graph`, or a
@@ -162,6 +163,9 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
     With ``calib``, the outputs are compared with the float model's on the first calibration inputs
     (``CompileResult.output_error``), and a warning says what helps when they differ by more than
     ``OUTPUT_ERROR_WARN`` (relative L2).
+
+    ``arch`` picks the architecture: "auto" (the search's objective decides between the layer-sequential engine
+    and a streaming dataflow pipeline, where the model streams), "engine" or "dataflow" to force one.
     """
     out = Path(out_dir)
     check_output_dir(out, force)  # fail before doing any work
@@ -183,7 +187,7 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
                     log.warning("%s was made for %s; re-estimating for %s", where, pinned.board.name, b.name)
                 own = isinstance(model, Graph) or graph.metadata.get("format", "onnx") != "onnx"
                 bits_pinned = None if own else pinned.act_bits
-                chosen = design_for_knobs(graph, b, pinned.knobs, fps, bits_pinned)
+                chosen = design_for_knobs(graph, b, pinned.knobs, fps, bits_pinned, pinned.arch)
                 cands = [Candidate.build(graph, b, cap, bits_pinned)]
                 over = _over_budget(chosen)
                 if over and not refit:
@@ -192,11 +196,11 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
                 if over:
                     log.warning("%s needs %s of %s: searching for a design that fits instead", where, over, b.name)
                     with progress.stage(f"searching the design space on {b.name}"):
-                        chosen, _ = select(cands, b, fps, cap)
+                        chosen, _ = select(cands, b, fps, cap, arch)
             else:
                 cands = _candidates(model, b, weights, act_bits, calib, bits, cap)
                 with progress.stage(f"searching the design space on {b.name}"):
-                    chosen, cand = select(cands, b, fps, cap)
+                    chosen, cand = select(cands, b, fps, cap, arch)
                 graph = cand.graph
 
             def add_report(folder: Path) -> None:
@@ -226,7 +230,7 @@ def _check_same_model(pinned: Design, graph: Graph, where: str) -> None:
     Only the layer names the design's estimate recorded are compared; a hand-written design without them
     is taken as it is."""
     recorded = [e["node"] for e in pinned.estimate.get("layers", []) if isinstance(e, dict) and "node" in e]
-    if not recorded:
+    if not recorded or pinned.arch == "dataflow":  # a dataflow design's knobs name its layers: check_knobs holds them
         return
     layers = [n.name for nodes in units_of(graph).values() for n in nodes]
     missing = [n for n in recorded if n not in set(layers)]
@@ -342,13 +346,14 @@ class Exploration:
 
 def exploration(model: ModelLike, board: str | Board = "zcu102", fps: float | None = None, weights: str = "keep",
                 act_bits: int | None = None, calib: np.ndarray | str | Path | None = None, cap: float = 0.8,
-                bits: Sequence[int] | None = None, limit: int | None = 40) -> Exploration:
-    """The Pareto front over activation precisions (see ``vaqf.dse.search.pareto_designs``) and the choice."""
+                bits: Sequence[int] | None = None, limit: int | None = 40, arch: str = "auto") -> Exploration:
+    """The Pareto front over activation precisions (see ``vaqf.dse.search.pareto_designs``; engine designs) and
+    the choice over both architectures (``arch`` as in :func:`compile_model`)."""
     b = _board(board)
     cands = _candidates(model, b, weights, act_bits, calib, bits, cap)
-    front = pareto_designs(cands, b, cap, limit)
+    front = pareto_designs(cands, b, cap, limit) if arch != "dataflow" else []
     try:
-        chosen, infeasible = select(cands, b, fps, cap)[0], None
+        chosen, infeasible = select(cands, b, fps, cap, arch)[0], None
     except InfeasibleDesign as e:
         chosen, infeasible = None, e
     return Exploration(front, chosen, infeasible, cands)

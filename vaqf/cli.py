@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="board name or board file (.json/.yaml); see `vaqf boards` (default zcu102)")
     c.add_argument("--fps", type=float, help="target frame rate; without it, the fastest design that fits")
     c.add_argument("--cap", type=float, default=0.8, help="fraction of each resource the design may use (0.8)")
+    c.add_argument("--arch", choices=("auto", "engine", "dataflow"), default="auto",
+                   help="architecture: auto (the search picks the engine or a dataflow pipeline by its "
+                   "objective), engine, or dataflow (a streaming pipeline, one stage per layer; for models that "
+                   "fit on chip)")
     c.add_argument("--design", metavar="FILE", help="design JSON whose knobs to reuse instead of searching; "
                    "an error when it does not fit --board (see --refit)")
     c.add_argument("--refit", action="store_true",
@@ -182,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="board name or board file (.json/.yaml); see `vaqf boards` (default zcu102)")
     e.add_argument("--fps", type=float, help="target frame rate for the chosen design")
     e.add_argument("--cap", type=float, default=0.8, help="fraction of each resource a design may use (0.8)")
+    e.add_argument("--arch", choices=("auto", "engine", "dataflow"), default="auto",
+                   help="architecture: auto (the search picks the engine or a dataflow pipeline by its "
+                   "objective), engine, or dataflow (a streaming pipeline, one stage per layer; for models that "
+                   "fit on chip)")
     e.add_argument("--search-bits", default="8,6,4", metavar="LIST",
                    help="activation bit widths to search for a float model without --act-bits (default 8,6,4)")
     e.add_argument("--plot", metavar="FILE.png", help="write FPS vs LUT utilization, by activation bits (matplotlib)")
@@ -291,13 +299,16 @@ def cmd_compile(args: argparse.Namespace) -> dict:
         raise VaqfError("--refit applies to a design reused with --design; without --design vaqf searches anyway")
     res = compile_model(_model_source(args), args.output, board=args.board, fps=args.fps, act_bits=args.act_bits,
                         weights=args.weights, calib=args.calib, force=args.force, design=args.design, cap=args.cap,
-                        refit=args.refit)
+                        refit=args.refit, arch=args.arch)
     out = res.to_json()
     if not args.json:
         est = res.design.estimate
         print(f"project   {res.project}")
         print(f"design    {res.design.act_bits}-bit activations, knobs {json.dumps(res.design.knobs)}")
-        print(f"estimate  {est['fps']:.2f} FPS ({est['cycles']} cycles at {res.design.clock_mhz:g} MHz)")
+        lat = est.get("latency_cycles", est["cycles"])
+        print(f"arch      {res.design.arch}")
+        print(f"estimate  {est['fps']:.2f} FPS in steady state ({est['cycles']} cycles a frame at "
+              f"{res.design.clock_mhz:g} MHz), latency {lat} cycles")
         print(f"resources {_fmt_resources(est)}")
         err = res.output_error
         if err is not None:
@@ -389,8 +400,8 @@ def _parse_bits(text: str) -> list[int]:
 
 def _design_row(d) -> dict:
     e = d.estimate
-    return {"act_bits": d.act_bits, "knobs": d.knobs,
-            "estimate": {k: e[k] for k in ("fps", "cycles", "resources", "utilization") if k in e}}
+    return {"act_bits": d.act_bits, "arch": d.arch, "knobs": d.knobs,
+            "estimate": {k: e[k] for k in ("fps", "cycles", "latency_cycles", "resources", "utilization") if k in e}}
 
 
 def cmd_explore(args: argparse.Namespace) -> dict:
@@ -399,7 +410,7 @@ def cmd_explore(args: argparse.Namespace) -> dict:
 
     board = get_board(args.board)
     ex = exploration(_model_source(args), board=board, fps=args.fps, weights=args.weights, act_bits=args.act_bits,
-                     calib=args.calib, cap=args.cap, bits=_parse_bits(args.search_bits))
+                     calib=args.calib, cap=args.cap, bits=_parse_bits(args.search_bits), arch=args.arch)
     out: dict = {"designs": [_design_row(d) for d in ex.front],
                  "chosen": _design_row(ex.chosen) if ex.chosen else None}
     if ex.infeasible is not None:
@@ -422,8 +433,8 @@ def cmd_explore(args: argparse.Namespace) -> dict:
         if not ex.front:
             print("  (no design fits within the cap)")
         if ex.chosen:
-            print(f"chosen: {ex.chosen.act_bits}-bit activations, {ex.chosen.estimate['fps']:.2f} FPS "
-                  f"({ex.chosen.objective})")
+            print(f"chosen: {ex.chosen.arch}, {ex.chosen.act_bits}-bit activations, "
+                  f"{ex.chosen.estimate['fps']:.2f} FPS ({ex.chosen.objective})")
         elif ex.infeasible is not None:
             print(f"no design chosen: {ex.infeasible}")
         if args.plot:

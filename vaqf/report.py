@@ -145,9 +145,16 @@ def report_data(graph: Graph, design: Design, board: Board, pareto: list[dict[st
         "model": model_summary(graph),
         "board": board.to_json(),
         "design": {"act_bits": design.act_bits, "knobs": design.knobs, "objective": design.objective,
-                   "target_fps": design.target_fps, "clock_mhz": design.clock_mhz, "word_bits": design.word_bits},
+                   "target_fps": design.target_fps, "clock_mhz": design.clock_mhz, "word_bits": design.word_bits,
+                   "arch": design.arch},
+        # FPS is frames per second in steady state for both architectures; the engine runs one frame at a
+        # time (interval = latency), a dataflow pipeline overlaps frames (interval = its slowest stage)
         "estimate": {"fps": est["fps"], "cycles": est["cycles"],
-                     "latency_ms": 1e3 * est["cycles"] / (design.clock_mhz * 1e6)},
+                     "interval_cycles": est.get("interval_cycles", est["cycles"]),
+                     "latency_cycles": est.get("latency_cycles", est["cycles"]),
+                     "latency_ms": 1e3 * est.get("latency_cycles", est["cycles"]) / (design.clock_mhz * 1e6),
+                     "bottleneck": est.get("bottleneck")},
+        "architecture": architecture_text(design),
         "resources": resources,
         "units": est.get("units", {}),
         "layers": rows,
@@ -168,7 +175,7 @@ def sparsity_savings(graph: Graph, design: Design, board: Board) -> dict[str, An
     from vaqf.hw.model import estimate
     from vaqf.passes.sparsity import densified, has_sparsity
 
-    if not has_sparsity(graph):
+    if not has_sparsity(graph) or design.arch != "engine":
         return None
     try:
         base = estimate(densified(graph), board, design.knobs)
@@ -188,6 +195,15 @@ def sparsity_savings(graph: Graph, design: Design, board: Board) -> dict[str, An
                       for k in RESOURCE_KEYS],
         "layers": changed,
     }
+
+
+def architecture_text(design: Design) -> str:
+    """Which architecture the design is and why it was chosen (the search's sentence, when it made one)."""
+    what = {"engine": "layer-sequential engine (one instance of each unit, every layer in turn; weights from DDR)",
+            "dataflow": "streaming dataflow pipeline (one stage per layer, FIFOs between, weights on chip, frames "
+                        "overlapping)"}[design.arch]
+    reason = next((part.strip() for part in design.objective.split(";") if "chosen" in part), "")
+    return what + (f". {reason[0].upper()}{reason[1:]}." if reason else ".")
 
 
 def _why(design: Design, board: Board, resources: list[dict[str, Any]]) -> str:
@@ -248,7 +264,8 @@ def summary_text(data: dict[str, Any]) -> str:
         f"({_si(m['binary_weights'])} binary), {_si(m['macs'])} MACs",
         f"board     {data['board']['name']} ({data['board']['part']}) at {d['clock_mhz']:g} MHz",
         f"design    {d['act_bits']}-bit activations; {json.dumps(d['knobs'])}",
-        f"estimate  {e['fps']:.2f} FPS, {e['cycles']} cycles, {e['latency_ms']:.3f} ms per frame",
+        f"estimate  {e['fps']:.2f} FPS ({d['arch']}, steady state), {e['cycles']} cycles a frame, "
+        f"latency {e['latency_ms']:.3f} ms",
         "resources " + ", ".join(f"{r['name'].upper()} {r['used']} ({r['percent']:.1f}%)" for r in data["resources"]),
         "time by op " + ", ".join(f"{o['op']} {o['share']:.1f}%" for o in data["by_op"][:6]),
         f"why       {data['why']}",

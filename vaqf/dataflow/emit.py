@@ -11,7 +11,6 @@ driver apply.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from vaqf import __version__
 from vaqf.backend.names import NameTable
 from vaqf.dataflow.pipeline import Layer
 from vaqf.dataflow.plan import DataflowPlan, plan_for
-from vaqf.dataflow.stages import LayerHw, folded_bias, io_words, thresholds
+from vaqf.dataflow.stages import LayerHw, folded_bias, io_words, thresholds, weight_chunks
 from vaqf.dse.design import Design
 from vaqf.errors import VaqfError
 from vaqf.hw.cost import DDR_LATENCY
@@ -71,7 +70,8 @@ def _rom(values: np.ndarray, fmt: str = "{}") -> str:
 
 def _weight_words(layer: Layer, hw: LayerHw, pe: int, simd: int) -> np.ndarray:
     """uint64 [PE, NF*SF, chunks]: word (p, nf*SF + sf) holds the weights of channel nf*PE + p, columns
-    sf*SIMD .. sf*SIMD + SIMD - 1, element s at bits s*W .. s*W + W - 1 (bipolar: 1 means +1)."""
+    sf*SIMD .. sf*SIMD + SIMD - 1, element s at bits s*W .. s*W + W - 1 (bipolar: 1 means +1), split into
+    chunks of ``weight_chunks`` bits."""
     m = hw.mvau
     assert m is not None
     w = layer.weight.astype(np.int64)
@@ -80,12 +80,12 @@ def _weight_words(layer: Layer, hw: LayerHw, pe: int, simd: int) -> np.ndarray:
     bits = np.where(w > 0, 1, 0) if m.bipolar else (w & ((1 << wb) - 1))
     # [nf, pe, sf, simd] -> [pe, nf, sf, simd]
     t = bits.reshape(nf, pe, sf, simd).transpose(1, 0, 2, 3).reshape(pe, nf * sf, simd)
-    chunks = math.ceil(simd * wb / 64)
+    chunks, cw = weight_chunks(simd * wb)
     out = np.zeros((pe, nf * sf, chunks), dtype=np.uint64)
     for s in range(simd):
-        pos = s * wb
-        c, off = divmod(pos, 64)
-        out[:, :, c] |= (t[:, :, s].astype(np.uint64) << np.uint64(off))
+        for b in range(wb):  # bit by bit: an element may straddle two chunks
+            c, off = divmod(s * wb + b, cw)
+            out[:, :, c] |= ((t[:, :, s] >> b) & 1).astype(np.uint64) << np.uint64(off)
     return out
 
 
@@ -106,7 +106,8 @@ def _mvau_values(layer: Layer, hw: LayerHw, pe: int, simd: int, stage: int, dept
     cfg: dict[str, Any] = {
         "SIMD": simd, "PE": pe, "IN_BITS": m.in_bits, "IN_SIGNED": "true" if m.in_signed else "false",
         "W_BITS": max(m.w_bits, 1), "BIPOLAR": "true" if m.bipolar else "false", "ACC_BITS": m.acc_bits,
-        "OUT_BITS": int(out.bits), "NF": nf, "SF": sf, "WDEPTH": nf * sf, "WCHUNKS": math.ceil(simd * m.w_bits / 64),
+        "OUT_BITS": int(out.bits), "NF": nf, "SF": sf, "WDEPTH": nf * sf, "WCHUNKS": weight_chunks(simd * m.w_bits)[0],
+        "WCHUNK_BITS": weight_chunks(simd * m.w_bits)[1],
         "TRIPS": m.trips(pe, simd), "RELU": "true" if a.get("relu") else "false", "STAGE": stage, "DEPTH": depth,
         "LO": int(out.min), "HI": int(out.max), "ZP": int(rq["zero_point"]) if rq is not None else 0,
         "MODE": Rounding(rq["rounding"]).cpp_id if rq is not None else 0,

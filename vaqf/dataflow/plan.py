@@ -76,6 +76,12 @@ class DataflowPlan:
     fifos: list[Fifo]
     bus_bits: int
     shell: Cost = field(default_factory=lambda: SHELL)
+    clock_hz: float = 0.0       # the board's, set by DataflowSpace.plan (0: unknown)
+
+    @property
+    def fps(self) -> float:
+        """Frames per second in steady state."""
+        return self.clock_hz / self.interval
 
     @property
     def interval(self) -> int:
@@ -115,7 +121,8 @@ class DataflowPlan:
         return {"arch": "dataflow", "fps": round(board.clock_hz / self.interval, 3), "cycles": self.interval,
                 "interval_cycles": self.interval, "latency_cycles": self.latency,
                 "latency_ms": round(self.latency / board.clock_hz * 1e3, 6), "io_cycles": 0,
-                "resources": res, "utilization": util, "fifo_resources": fifo, "shell_resources": self.shell.resources(),
+                "resources": res, "utilization": util, "fifo_resources": fifo,
+                "shell_resources": self.shell.resources(),
                 "bottleneck": b.name,
                 "layers": [{"node": s.name, "op": s.kind, "unit": s.kind, "layer": s.layer, "cycles": s.trips,
                             "depth": s.depth, "ddr_bytes": 0, "resources": s.cost.resources()} for s in self.stages],
@@ -240,7 +247,9 @@ class DataflowSpace:
         return sorted({o.trips for row in self.options for o in row if o.trips >= floor})
 
     def plan(self, knobs: dict[str, dict[str, int]]) -> DataflowPlan:
-        return plan_for(self.pipeline, self.hws, knobs, self.board.axi_bits)
+        p = plan_for(self.pipeline, self.hws, knobs, self.board.axi_bits)
+        p.clock_hz = self.board.clock_hz
+        return p
 
     def cheapest_within(self, budget: int, cap: float) -> DataflowPlan | None:
         """The design with every layer within ``budget`` cycles per frame and the fewest LUTs, repaired to fit

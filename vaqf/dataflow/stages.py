@@ -118,14 +118,19 @@ class Mvau:
                 lut += pe * REQUANT_LUT
                 dsp += pe * dsp48e2_per_product(self.acc_bits + 1, 32)
                 res += _times(memory_cost(nf, 32) + memory_cost(nf, 6), pe)          # mantissa, shift per channel
-        # weights: per PE a ROM of nf*sf words of simd*w_bits bits, split in 64-bit banks
-        wbits = simd * self.w_bits
-        for chunk in range(math.ceil(wbits / 64)):
-            res += _times(memory_cost(nf * sf, min(64, wbits - 64 * chunk)), pe)
+        # weights: per PE a ROM of nf*sf words of simd*w_bits bits, in banks of at most 64 bits
+        chunks, cw = weight_chunks(simd * self.w_bits)
+        res += _times(memory_cost(nf * sf, cw), pe * chunks)
         if nf > 1:  # the input vector, kept for the other output folds
             res += memory_cost(sf, simd * self.in_bits)
         lut += CONTROL_LUT
         return res + Cost(0, lut, ff, dsp)
+
+
+def weight_chunks(bits: int) -> tuple[int, int]:
+    """(banks, bits per bank) of a weight word of ``bits``: as few banks of at most 64 bits as hold it, equal."""
+    n = max(1, math.ceil(bits / 64))
+    return n, math.ceil(bits / n)
 
 
 def _times(c: Cost, n: int) -> Cost:

@@ -10,6 +10,11 @@ Objective (documented in docs/design-space.md):
 - nothing qualifies: :class:`~vaqf.errors.InfeasibleDesign`, listing per precision the best reachable
   frame rate and the resource (or bandwidth) that stops a faster design.
 
+Architectures. Every candidate precision is searched as a layer-sequential engine (this module's spaces) and,
+when the graph streams (vaqf.dataflow.pipeline), as a dataflow pipeline (vaqf.dataflow.plan); the objective
+above picks between the two best designs (fewer LUTs at a target, else the higher steady-state frame rate), and
+the design's objective text says which was chosen and what the other offered.
+
 Exactness. The design's cycles are the sum of the units' cycles and its resources the sum of the units'
 resources plus the activation buffers, which depend only on the largest SIMD of any unit. All of these
 are monotone in each unit's (cycles, LUT, FF, DSP, BRAM18, URAM, SIMD), so an option of a unit that is
@@ -560,11 +565,26 @@ def _front2(cycles: np.ndarray, res: np.ndarray, idx: np.ndarray) -> tuple[np.nd
 
 @dataclass
 class Candidate:
-    """One activation precision: the graph imported at it and its design space."""
+    """One activation precision: the graph imported at it, its engine design space and (built on first use) its
+    dataflow space, or why the graph cannot stream (``dataflow_reason``)."""
 
     act_bits: int
     graph: Graph
     space: Space = field(repr=False)
+    _dataflow: object = field(default=None, repr=False)
+    dataflow_reason: str = ""
+
+    def dataflow(self, board: Board) -> object:
+        """The :class:`vaqf.dataflow.DataflowSpace` of this graph on ``board``, or None (reason kept)."""
+        from vaqf.dataflow import DataflowSpace, DataflowUnsupported
+
+        sp = self._dataflow
+        if sp is None or (sp is not False and sp.board != board):  # type: ignore[attr-defined]
+            try:
+                self._dataflow = DataflowSpace.build(self.graph, board)
+            except DataflowUnsupported as e:
+                self._dataflow, self.dataflow_reason = False, str(e)
+        return self._dataflow or None
 
     @classmethod
     def build(cls, graph: Graph, board: Board, cap: float = 0.8, act_bits: int | None = None) -> Candidate:
@@ -641,7 +661,59 @@ def _design(cand: Candidate, i: int, board: Board, target: float | None, objecti
     knobs = cand.space.knobs(i)
     est = estimate(cand.graph, board, knobs)
     return Design(board, cand.act_bits, knobs, board.clock_mhz, board.axi_bits, target, objective,
-                  est.to_json(), plan_buffers(cand.graph, design_lanes(knobs)).to_json())
+                  engine_estimate(est.to_json(), board), plan_buffers(cand.graph, design_lanes(knobs)).to_json())
+
+
+def engine_estimate(est: dict, board: Board) -> dict:
+    """The engine's estimate with the fields both architectures report: it runs one frame at a time, so its
+    steady-state interval is its latency."""
+    return {**est, "arch": "engine", "interval_cycles": est["cycles"], "latency_cycles": est["cycles"],
+            "latency_ms": round(est["cycles"] / board.clock_hz * 1e3, 6)}
+
+
+#: the architectures a search may choose from (``--arch``)
+ARCH_CHOICES = ("auto", "engine", "dataflow")
+
+
+def _pick(engine: tuple[Point, int] | None, flow: object, target_fps: float | None) -> str | None:
+    """Which of an engine design and a dataflow plan the objective prefers: with a target, the fewer LUTs
+    (ties: DSP, BRAM18, then the faster); without, the faster (ties: fewer LUT, DSP, BRAM18)."""
+    if engine is None and flow is None:
+        return None
+    if engine is None:
+        return "dataflow"
+    if flow is None:
+        return "engine"
+    p = engine[0]
+    e_res = {k: int(p.res[j]) for j, k in enumerate(RESOURCE_KEYS)}
+    f_res = flow.resources().resources()  # type: ignore[attr-defined]
+    e_fps, f_fps = p.fps, flow.fps  # type: ignore[attr-defined]
+    if target_fps is not None:
+        ke = (e_res["lut"], e_res["dsp"], e_res["bram18"], -e_fps)
+        kf = (f_res["lut"], f_res["dsp"], f_res["bram18"], -f_fps)
+    else:
+        ke = (-e_fps, e_res["lut"], e_res["dsp"], e_res["bram18"])
+        kf = (-f_fps, f_res["lut"], f_res["dsp"], f_res["bram18"])
+    return "dataflow" if kf < ke else "engine"
+
+
+def _why(arch: str, engine: tuple[Point, int] | None, flow: object, cand: Candidate, target_fps: float | None) -> str:
+    """One sentence: the architecture chosen and what the other one offered."""
+    def lut(n: int) -> str:
+        return f"{n:,} LUT"
+
+    if flow is not None:
+        f_res = flow.resources().resources()  # type: ignore[attr-defined]
+        f_txt = f"the dataflow pipeline {flow.fps:.4g} FPS with {lut(f_res['lut'])}"
+    else:
+        f_txt = ("no dataflow pipeline (" + cand.dataflow_reason + ")") if cand.dataflow_reason else \
+            "no dataflow pipeline fits"
+    if engine is not None:
+        e_txt = f"the engine {engine[0].fps:.4g} FPS with {lut(int(engine[0].res[_LUT]))}"
+    else:
+        e_txt = "no engine design fits" + (" the target" if target_fps is not None else "")
+    rule = "fewer LUTs at the target" if target_fps is not None else "the higher frame rate"
+    return f"{arch} chosen ({rule}): {f_txt}, against {e_txt}"
 
 
 def _check_request(target_fps: float | None, cap: float) -> None:
@@ -652,24 +724,47 @@ def _check_request(target_fps: float | None, cap: float) -> None:
 
 
 def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = None,
-           cap: float = 0.8) -> tuple[Design, Candidate]:
-    """The design vaqf picks among the candidate precisions (see the module docstring), and its candidate."""
+           cap: float = 0.8, arch: str = "auto") -> tuple[Design, Candidate]:
+    """The design vaqf picks among the candidate precisions and architectures (see the module docstring and
+    docs/design-space.md), and its candidate. ``arch`` ("auto", "engine", "dataflow") limits the architectures."""
     _check_request(target_fps, cap)
+    if arch not in ARCH_CHOICES:
+        raise VaqfError(f"--arch must be one of {', '.join(ARCH_CHOICES)}, got {arch!r}")
     limits = []
     for cand in sorted(cands, key=lambda c: -c.act_bits):
-        sp = _space(cand, board, cap)
-        if target_fps is None:
-            i = sp.fastest(cap)
-            if i is not None:
-                return _design(cand, i, board, None, f"highest activation precision with a feasible design "
-                               f"({cand.act_bits} bits), then max FPS, then min LUT"), cand
-        else:
-            i = sp.cheapest_meeting(target_fps, cap)
-            if i is not None:
-                return _design(cand, i, board, target_fps,
-                               f"highest activation precision meeting {target_fps:g} FPS ({cand.act_bits} bits), "
-                               "then min LUT (ties: DSP, BRAM18, then max FPS)"), cand
-        limits.append({"act_bits": cand.act_bits, **sp.limit(cap)})
+        sp = _space(cand, board, cap) if arch != "dataflow" else None
+        flow_space = cand.dataflow(board) if arch != "engine" else None
+        if arch == "dataflow" and flow_space is None:
+            raise VaqfError(f"--arch dataflow: {cand.dataflow_reason}; compile with --arch engine (or auto)")
+        engine: tuple[Point, int] | None = None
+        flow = None
+        if sp is not None:
+            i = sp.fastest(cap) if target_fps is None else sp.cheapest_meeting(target_fps, cap)
+            engine = (sp.point(i), i) if i is not None else None
+        if flow_space is not None:
+            flow = flow_space.fastest(cap) if target_fps is None else flow_space.meeting(target_fps, cap)
+        chosen = _pick(engine, flow, target_fps)
+        if chosen is not None:
+            why = _why(chosen, engine, flow, cand, target_fps)
+            if target_fps is None:
+                rule = (f"highest activation precision with a feasible design ({cand.act_bits} bits), then max FPS, "
+                        "then min LUT")
+            else:
+                rule = (f"highest activation precision meeting {target_fps:g} FPS ({cand.act_bits} bits), then min "
+                        "LUT (ties: DSP, BRAM18, then max FPS)")
+            if chosen == "engine":
+                assert engine is not None
+                return _design(cand, engine[1], board, target_fps, f"{rule}; {why}"), cand
+            from vaqf.dataflow.plan import dataflow_design
+
+            return dataflow_design(flow, board, cand.act_bits, target_fps, f"{rule}; {why}"), cand
+        lim = sp.limit(cap) if sp is not None else None
+        if flow_space is not None:
+            flim = flow_space.limit(cap)  # type: ignore[attr-defined]
+            if lim is None or flim["fps"] > lim["fps"]:
+                lim = {**flim, "detail": "dataflow: " + flim["detail"]}
+        assert lim is not None
+        limits.append({"act_bits": cand.act_bits, **lim})
     lines = [f"  {d['act_bits']}-bit activations: best {d['fps']:.4g} FPS, bound by "
              f"{BINDING_NAMES.get(d['binding'], d['binding'])}: {d['detail']}" for d in limits]
     what = f"{target_fps:g} FPS is not reachable" if target_fps is not None else "no design fits"
@@ -721,10 +816,11 @@ def _advice(limits: list[dict], cands: Sequence[Candidate], target_fps: float | 
     return out
 
 
-def search(graph: Graph, board: Board, target_fps: float | None = None, cap: float = 0.8) -> Design:
+def search(graph: Graph, board: Board, target_fps: float | None = None, cap: float = 0.8,
+           arch: str = "auto") -> Design:
     """The design vaqf picks for ``graph`` at its own activation precision."""
     _check_request(target_fps, cap)
-    return select([Candidate.build(graph, board, cap)], board, target_fps, cap)[0]
+    return select([Candidate.build(graph, board, cap)], board, target_fps, cap, arch)[0]
 
 
 def search_act_bits(graph_for_bits: Callable[[int], Graph], board: Board, target_fps: float | None = None,
@@ -771,14 +867,19 @@ def pareto_front(graph: Graph, board: Board, cap: float = 0.8, limit: int | None
 
 
 def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]],
-                     target_fps: float | None = None, act_bits: int | None = None) -> Design:
+                     target_fps: float | None = None, act_bits: int | None = None, arch: str = "engine") -> Design:
     """A design with pinned knobs (e.g. from ``--design FILE``), re-estimated for this graph."""
-    est = estimate(graph, board, knobs)
     bits = act_bits if act_bits is not None else act_bits_of(graph)
-    return Design(board, bits, knobs, board.clock_mhz, board.axi_bits, target_fps, "pinned", est.to_json(),
-                  plan_buffers(graph, design_lanes(knobs)).to_json())
+    if arch == "dataflow":
+        from vaqf.dataflow.plan import DataflowSpace, dataflow_design
+
+        plan = DataflowSpace.build(graph, board).plan(knobs)
+        return dataflow_design(plan, board, bits, target_fps, "pinned")
+    est = estimate(graph, board, knobs)
+    return Design(board, bits, knobs, board.clock_mhz, board.axi_bits, target_fps, "pinned",
+                  engine_estimate(est.to_json(), board), plan_buffers(graph, design_lanes(knobs)).to_json())
 
 
-__all__ = ["DEFAULT_ACT_BITS", "Candidate", "LaneSpace", "Point", "Space", "act_bits_of", "build_candidates",
-           "design_for_knobs", "front_indices", "graph_lane_choices", "pareto_designs", "pareto_front", "pareto_mask",
-           "search", "search_act_bits", "select", "signed_bits"]
+__all__ = ["ARCH_CHOICES", "DEFAULT_ACT_BITS", "Candidate", "LaneSpace", "Point", "Space", "act_bits_of",
+           "build_candidates", "design_for_knobs", "front_indices", "graph_lane_choices", "pareto_designs",
+           "pareto_front", "pareto_mask", "search", "search_act_bits", "select", "signed_bits"]

@@ -4,8 +4,8 @@
 // SF = K / SIMD words of SIMD packed elements; each vector is used for NF = N / PE output folds: fold 0 reads
 // the words from the stream and keeps them in ibuf, folds 1.. read ibuf. One flattened loop of
 // ROWS x NF x SF trips per frame at II = 1 (docs/hls.md "dataflow: MVAU"):
-//   - weights: per PE a ROM of NF x SF words of SIMD x W_BITS bits, split into 64-bit banks (partitioned by
-//     the caller on PE and bank): one read per bank per cycle at the counter `addr`;
+//   - weights: per PE a ROM of NF x SF words of SIMD x W_BITS bits, split into WCHUNKS banks of WCHUNK_BITS <= 64
+//     bits (partitioned by the caller on PE and bank): one read per bank per cycle at the counter `addr`;
 //   - the PE accumulators are registers (one add carried per cycle);
 //   - at the last fold step the epilogue turns each accumulator into the output element: thresholds
 //     (out = LO + #{j : acc >= thr[pe][nf][j]}, one bank per (PE, threshold)), a dyadic requantizer
@@ -32,11 +32,13 @@ inline ap_int<BITS + 1> element(const ap_uint<WIDTH>& word, int e) {
     return ap_int<BITS + 1>(raw);
 }
 
+// The ROM element types (C::w_t ...) are the exact widths under synthesis and plain integers in the
+// C-simulation (the generated params header), so g++ does not build a constructor per weight word.
 template <class C>
 void mvau(hls::stream<ap_uint<C::SIMD * C::IN_BITS> >& in, hls::stream<ap_uint<C::PE * C::OUT_BITS> >& out,
-          const ap_uint<64> w[C::PE][C::WDEPTH][C::WCHUNKS], const ap_int<C::THR_BITS> thr[C::PE][C::NF][C::NTHR],
-          const ap_int<C::BIAS_BITS> bias[C::PE][C::NF], const ap_int<32> mant[C::PE][C::NF],
-          const ap_uint<6> shift[C::PE][C::NF], int frames) {
+          const typename C::w_t w[C::PE][C::WDEPTH][C::WCHUNKS], const typename C::thr_t thr[C::PE][C::NF][C::NTHR],
+          const typename C::bias_t bias[C::PE][C::NF], const typename C::mant_t mant[C::PE][C::NF],
+          const typename C::shift_t shift[C::PE][C::NF], int frames) {
 #pragma HLS INLINE
     typedef ap_uint<C::SIMD * C::IN_BITS> in_word;
     typedef ap_uint<C::PE * C::OUT_BITS> out_word;
@@ -60,10 +62,11 @@ frames_loop:
             out_word o = 0;
             for (int pe = 0; pe < C::PE; pe++) {
 #pragma HLS UNROLL
-                ap_uint<C::WCHUNKS * 64> wv;
+                ap_uint<C::WCHUNKS * C::WCHUNK_BITS> wv;
                 for (int ch = 0; ch < C::WCHUNKS; ch++) {
 #pragma HLS UNROLL
-                    wv.range(64 * ch + 63, 64 * ch) = w[pe][addr][ch];
+                    wv.range(C::WCHUNK_BITS * ch + C::WCHUNK_BITS - 1, C::WCHUNK_BITS * ch) =
+                        ap_uint<C::WCHUNK_BITS>(w[pe][addr][ch]);
                 }
                 ap_int<C::ACC_BITS> dot = 0;
                 for (int s = 0; s < C::SIMD; s++) {
@@ -83,14 +86,15 @@ frames_loop:
                     ap_uint<8> n = 0;
                     for (int j = 0; j < C::NTHR; j++) {
 #pragma HLS UNROLL
-                        n += ap_int<C::CMP_BITS>(a) >= ap_int<C::CMP_BITS>(thr[pe][nf][j]) ? 1 : 0;
+                        n += ap_int<C::CMP_BITS>(a) >= ap_int<C::CMP_BITS>(ap_int<C::THR_BITS>(thr[pe][nf][j])) ? 1 : 0;
                     }
                     y = ap_int<C::OUT_BITS>(C::LO + int(n));
                 } else {
-                    wide_t v = wide_t(a) + wide_t(bias[pe][nf]);
+                    wide_t v = wide_t(a) + wide_t(ap_int<C::BIAS_BITS>(bias[pe][nf]));
                     if (C::RELU && v < 0) v = 0;
                     if (C::EPI == EPI_REQUANT)
-                        v = requantize(v, int(mant[pe][nf]), int(shift[pe][nf]), C::ZP, C::LO, C::HI, C::MODE);
+                        v = requantize(v, int(ap_int<32>(mant[pe][nf])), int(ap_uint<6>(shift[pe][nf])), C::ZP, C::LO,
+                                       C::HI, C::MODE);
                     y = ap_int<C::OUT_BITS>(v);
                 }
                 o.range(pe * C::OUT_BITS + C::OUT_BITS - 1, pe * C::OUT_BITS) = ap_uint<C::OUT_BITS>(y);

@@ -145,7 +145,7 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
                   calib: np.ndarray | str | Path | None = None, force: bool = False,
                   design: Design | str | Path | None = None, cap: float = 0.8,
                   bits: Sequence[int] | None = None, refit: bool = False,
-                  example_input: Any = None, arch: str = "auto") -> CompileResult:
+                  example_input: Any = None, arch: str = "engine") -> CompileResult:
     """Compile a model to an HLS project in ``out_dir``.
 
     ``model`` is an ONNX/QONNX/QDQ file, a ``onnx.ModelProto``, a :class:`~vaqf.ir.Graph`, or a
@@ -164,8 +164,9 @@ def compile_model(model: ModelLike | Any, out_dir: str | Path, board: str | Boar
     (``CompileResult.output_error``), and a warning says what helps when they differ by more than
     ``OUTPUT_ERROR_WARN`` (relative L2).
 
-    ``arch`` picks the architecture: "auto" (the search's objective decides between the layer-sequential engine
-    and a streaming dataflow pipeline, where the model streams), "engine" or "dataflow" to force one.
+    ``arch`` picks the architecture: "engine" (the layer-sequential engine, the default), "dataflow" (a
+    streaming pipeline, docs/dataflow.md), or "auto" (the search's objective decides between them where the
+    model streams).
     """
     out = Path(out_dir)
     check_output_dir(out, force)  # fail before doing any work
@@ -346,7 +347,7 @@ class Exploration:
 
 def exploration(model: ModelLike, board: str | Board = "zcu102", fps: float | None = None, weights: str = "keep",
                 act_bits: int | None = None, calib: np.ndarray | str | Path | None = None, cap: float = 0.8,
-                bits: Sequence[int] | None = None, limit: int | None = 40, arch: str = "auto") -> Exploration:
+                bits: Sequence[int] | None = None, limit: int | None = 40, arch: str = "engine") -> Exploration:
     """The Pareto front over activation precisions (see ``vaqf.dse.search.pareto_designs``; engine designs) and
     the choice over both architectures (``arch`` as in :func:`compile_model`)."""
     b = _board(board)

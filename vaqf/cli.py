@@ -136,10 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="board name or board file (.json/.yaml); see `vaqf boards` (default zcu102)")
     c.add_argument("--fps", type=float, help="target frame rate; without it, the fastest design that fits")
     c.add_argument("--cap", type=float, default=0.8, help="fraction of each resource the design may use (0.8)")
-    c.add_argument("--arch", choices=("auto", "engine", "dataflow"), default="auto",
-                   help="architecture: auto (the search picks the engine or a dataflow pipeline by its "
-                   "objective), engine, or dataflow (a streaming pipeline, one stage per layer; for models that "
-                   "fit on chip)")
+    c.add_argument("--arch", choices=("auto", "engine", "dataflow"), default="engine",
+                   help="architecture: engine (the default: shared units, weights from DDR), dataflow (a "
+                   "streaming pipeline, one stage per layer, weights on chip), or auto (the search's objective "
+                   "picks one)")
     c.add_argument("--design", metavar="FILE", help="design JSON whose knobs to reuse instead of searching; "
                    "an error when it does not fit --board (see --refit)")
     c.add_argument("--refit", action="store_true",
@@ -186,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="board name or board file (.json/.yaml); see `vaqf boards` (default zcu102)")
     e.add_argument("--fps", type=float, help="target frame rate for the chosen design")
     e.add_argument("--cap", type=float, default=0.8, help="fraction of each resource a design may use (0.8)")
-    e.add_argument("--arch", choices=("auto", "engine", "dataflow"), default="auto",
-                   help="architecture: auto (the search picks the engine or a dataflow pipeline by its "
-                   "objective), engine, or dataflow (a streaming pipeline, one stage per layer; for models that "
-                   "fit on chip)")
+    e.add_argument("--arch", choices=("auto", "engine", "dataflow"), default="engine",
+                   help="architecture: engine (the default: shared units, weights from DDR), dataflow (a "
+                   "streaming pipeline, one stage per layer, weights on chip), or auto (the search's objective "
+                   "picks one)")
     e.add_argument("--search-bits", default="8,6,4", metavar="LIST",
                    help="activation bit widths to search for a float model without --act-bits (default 8,6,4)")
     e.add_argument("--plot", metavar="FILE.png", help="write FPS vs LUT utilization, by activation bits (matplotlib)")
@@ -400,8 +400,9 @@ def _parse_bits(text: str) -> list[int]:
 
 def _design_row(d) -> dict:
     e = d.estimate
-    return {"act_bits": d.act_bits, "arch": d.arch, "knobs": d.knobs,
-            "estimate": {k: e[k] for k in ("fps", "cycles", "latency_cycles", "resources", "utilization") if k in e}}
+    return {"act_bits": d.act_bits, "knobs": d.knobs,
+            "estimate": {**{k: e[k] for k in ("fps", "cycles", "latency_cycles", "resources", "utilization") if k in e},
+                         "arch": d.arch}}
 
 
 def cmd_explore(args: argparse.Namespace) -> dict:
@@ -433,8 +434,8 @@ def cmd_explore(args: argparse.Namespace) -> dict:
         if not ex.front:
             print("  (no design fits within the cap)")
         if ex.chosen:
-            print(f"chosen: {ex.chosen.arch}, {ex.chosen.act_bits}-bit activations, "
-                  f"{ex.chosen.estimate['fps']:.2f} FPS ({ex.chosen.objective})")
+            print(f"chosen: {ex.chosen.act_bits}-bit activations, {ex.chosen.estimate['fps']:.2f} FPS, "
+                  f"{ex.chosen.arch} ({ex.chosen.objective})")
         elif ex.infeasible is not None:
             print(f"no design chosen: {ex.infeasible}")
         if args.plot:

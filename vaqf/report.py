@@ -50,7 +50,8 @@ def layer_rows(graph: Graph, design: Design) -> list[dict[str, Any]]:
     nodes = {n.name: n for n in graph.nodes}
     rows = []
     for layer in layers:
-        n = nodes.get(layer["node"])
+        # a dataflow stage names its graph node in "layer"; its MVAU does the node's work
+        n = nodes.get(layer["node"]) or (nodes.get(layer.get("layer") or "") if layer.get("op") == "mvau" else None)
         rows.append({**layer, "share": 100.0 * layer["cycles"] / total,
                      "macs": get_spec(n.op).macs(n) if n is not None else 0,
                      "shape": list(n.outputs[0].info.shape) if n is not None else []})

@@ -34,7 +34,8 @@ def _big_binary_mlp(rng: np.random.Generator) -> Graph:
 
 def test_small_model_on_a_big_board_streams(rng):
     g = optimize(small_graph(rng)).graph
-    d = search(g, ZCU102)
+    assert search(g, ZCU102).arch == "engine"  # the default architecture
+    d = search(g, ZCU102, arch="auto")
     assert d.arch == "dataflow"
     assert d.estimate["arch"] == "dataflow" and d.estimate["latency_cycles"] > d.estimate["cycles"]
     assert "dataflow chosen" in d.objective and "the engine" in d.objective
@@ -42,7 +43,7 @@ def test_small_model_on_a_big_board_streams(rng):
     assert forced.arch == "engine" and d.estimate["fps"] > forced.estimate["fps"]
     assert forced.estimate["interval_cycles"] == forced.estimate["latency_cycles"] == forced.estimate["cycles"]
     # with a target both meet, the fewer LUTs win (the engine's fixed shell alone is 3,500 LUT)
-    t = search(g, ZCU102, target_fps=0.5 * forced.estimate["fps"])
+    t = search(g, ZCU102, target_fps=0.5 * forced.estimate["fps"], arch="auto")
     assert t.arch == "dataflow" and t.estimate["resources"]["lut"] < forced.estimate["resources"]["lut"]
     back = Design.from_json(json.loads(json.dumps(d.to_json())))
     assert back.arch == "dataflow" and back.knobs == d.knobs
@@ -53,7 +54,7 @@ def test_weights_that_do_not_fit_on_chip_run_on_the_engine(rng):
     cand = Candidate.build(g, ZCU102)
     flow = cand.dataflow(ZCU102)
     assert flow is not None and flow.fastest(0.8) is None  # it streams, but its weights exceed the BRAM18
-    d, _ = select([cand], ZCU102)
+    d, _ = select([cand], ZCU102, arch="auto")
     assert d.arch == "engine"
     assert "no dataflow pipeline fits" in d.objective or "dataflow pipeline" not in d.objective.split("against")[0]
     with pytest.raises(VaqfError, match="not reachable|no design fits"):
@@ -76,7 +77,23 @@ def test_a_transformer_runs_on_the_engine(tmp_path):
     g = load_model(path, "binary", 8, calib)
     cand = Candidate.build(g, ZCU102)
     assert cand.dataflow(ZCU102) is None and cand.dataflow_reason.startswith("/patch_embed")  # names the node
-    d, _ = select([cand], ZCU102)
+    d, _ = select([cand], ZCU102, arch="auto")
     assert d.arch == "engine" and "no dataflow pipeline" in d.objective
     with pytest.raises(VaqfError, match="--arch dataflow"):
         select([cand], ZCU102, arch="dataflow")
+
+
+def test_cli_arch_dataflow_writes_a_pipeline_project(tmp_path, capsys):
+    from vaqf.cli import main
+
+    out = tmp_path / "mlp"
+    assert main(["compile", "--example", "mlp", "-o", str(out), "--arch", "auto", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["design"]["arch"] == "dataflow"
+    assert summary["estimate"]["latency_cycles"] > summary["estimate"]["cycles"]
+    assert (out / "src" / "vaqf" / "dataflow" / "mvau.h").is_file() and list((out / "src" / "params").glob("*.h"))
+    io = json.loads((out / "data" / "io.json").read_text())
+    assert io["arch"] == "dataflow" and sorted(io["inputs"][0]["stream_order"]) == list(range(64))
+    report = (out / "report.md").read_text()
+    assert "streaming dataflow pipeline" in report and "Dataflow chosen" in report
+    assert Design.load(out / "design.json").arch == "dataflow"

@@ -46,8 +46,14 @@ def kernels_dir() -> Path:
 
 
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    """vaqf's one environment shape (strict, the escaping filters every user text goes through), with block
+    tags trimmed: these templates are loops over stages."""
+    from vaqf.backend.escape import environment
+
+    env = environment(jinja2.FileSystemLoader(str(templates_dir())))
+    env.trim_blocks = True
+    env.lstrip_blocks = True
+    return env
 
 
 def plan_of(graph: Graph, design: Design) -> DataflowPlan:

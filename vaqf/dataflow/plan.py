@@ -124,6 +124,7 @@ class DataflowPlan:
                 "resources": res, "utilization": util, "fifo_resources": fifo,
                 "shell_resources": self.shell.resources(),
                 "bottleneck": b.name,
+                "units": {s.name: s.cost.resources() for s in self.stages},
                 "layers": [{"node": s.name, "op": s.kind, "unit": s.kind, "layer": s.layer, "cycles": s.trips,
                             "depth": s.depth, "ddr_bytes": 0, "resources": s.cost.resources()} for s in self.stages],
                 "fifos": [{"src": f.src, "dst": f.dst, "depth": f.depth, "width": f.width,

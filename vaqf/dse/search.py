@@ -724,9 +724,10 @@ def _check_request(target_fps: float | None, cap: float) -> None:
 
 
 def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = None,
-           cap: float = 0.8, arch: str = "auto") -> tuple[Design, Candidate]:
+           cap: float = 0.8, arch: str = "engine") -> tuple[Design, Candidate]:
     """The design vaqf picks among the candidate precisions and architectures (see the module docstring and
-    docs/design-space.md), and its candidate. ``arch`` ("auto", "engine", "dataflow") limits the architectures."""
+    docs/design-space.md), and its candidate. ``arch``: "engine" (the default), "dataflow", or "auto" (both,
+    the objective choosing)."""
     _check_request(target_fps, cap)
     if arch not in ARCH_CHOICES:
         raise VaqfError(f"--arch must be one of {', '.join(ARCH_CHOICES)}, got {arch!r}")
@@ -745,19 +746,21 @@ def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = 
             flow = flow_space.fastest(cap) if target_fps is None else flow_space.meeting(target_fps, cap)
         chosen = _pick(engine, flow, target_fps)
         if chosen is not None:
-            why = _why(chosen, engine, flow, cand, target_fps)
+            # the comparison only when both were searched; a forced architecture keeps the plain rule
+            why = _why(chosen, engine, flow, cand, target_fps) if arch == "auto" else ""
             if target_fps is None:
                 rule = (f"highest activation precision with a feasible design ({cand.act_bits} bits), then max FPS, "
                         "then min LUT")
             else:
                 rule = (f"highest activation precision meeting {target_fps:g} FPS ({cand.act_bits} bits), then min "
                         "LUT (ties: DSP, BRAM18, then max FPS)")
+            objective = f"{rule}; {why}" if why else rule
             if chosen == "engine":
                 assert engine is not None
-                return _design(cand, engine[1], board, target_fps, f"{rule}; {why}"), cand
+                return _design(cand, engine[1], board, target_fps, objective), cand
             from vaqf.dataflow.plan import dataflow_design
 
-            return dataflow_design(flow, board, cand.act_bits, target_fps, f"{rule}; {why}"), cand
+            return dataflow_design(flow, board, cand.act_bits, target_fps, objective), cand
         lim = sp.limit(cap) if sp is not None else None
         if flow_space is not None:
             flim = flow_space.limit(cap)  # type: ignore[attr-defined]
@@ -817,7 +820,7 @@ def _advice(limits: list[dict], cands: Sequence[Candidate], target_fps: float | 
 
 
 def search(graph: Graph, board: Board, target_fps: float | None = None, cap: float = 0.8,
-           arch: str = "auto") -> Design:
+           arch: str = "engine") -> Design:
     """The design vaqf picks for ``graph`` at its own activation precision."""
     _check_request(target_fps, cap)
     return select([Candidate.build(graph, board, cap)], board, target_fps, cap, arch)[0]

@@ -13,8 +13,8 @@ from tests.helpers import add_dense, add_requant, small_graph
 from vaqf.backend.csim import build, read_cycles
 from vaqf.backend.emit import random_int_inputs, read_io_file, write_io_file, write_project
 from vaqf.dataflow import DataflowSpace, DataflowUnsupported, build_pipeline
-from vaqf.dataflow.plan import dataflow_design
 from vaqf.dataflow.stages import choices, thresholds
+from vaqf.dse.search import dataflow_design
 from vaqf.hw.board import get_board
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo
 from vaqf.ops import get_spec

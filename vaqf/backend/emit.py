@@ -688,7 +688,7 @@ def write_project(graph: Graph, design: Design, out_dir: str | Path, force: bool
         recover_output(out)
         check_output_dir(out, force)
         if design.arch == "dataflow":  # the streaming pipeline: its own top, kernels and ROMs (vaqf/dataflow)
-            from vaqf.dataflow.emit import kernel_files, render
+            from vaqf.backend.dataflow import kernel_files, render
 
             sources = render(graph, design)
             kernels = kernel_files()

@@ -2,8 +2,9 @@
 weights on chip, frames overlapping; the steady-state interval is the slowest stage's frame.
 
 ``pipeline`` maps a graph onto a chain of layers (or says why it cannot), ``stages`` models each stage's
-cycles and resources at its folding knobs, ``plan`` builds a design's stage chain and searches foldings,
-``emit`` writes the HLS project (``templates/dataflow/``, kernels ``hls/vaqf/dataflow/``). docs/dataflow.md.
+cycles and resources at its folding knobs, ``plan`` builds a design's stage chain and searches foldings.
+``vaqf.backend.dataflow`` writes the HLS project (``templates/dataflow/``, kernels ``hls/vaqf/dataflow/``) and
+``vaqf.dse.search`` makes the Design record; this package imports neither. docs/dataflow.md.
 """
 
 from vaqf.dataflow.pipeline import DataflowUnsupported, Pipeline, build_pipeline

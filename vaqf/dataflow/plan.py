@@ -366,12 +366,3 @@ def check_dataflow_knobs(knobs: dict[str, dict[str, int]], graph: Graph, where: 
             if v not in space[k]:
                 raise VaqfError(f"{where}: {name}.{k} = {v} is not one of {', '.join(map(str, space[k]))} "
                                 "(folding factors divide the layer's dimension)")
-
-
-def dataflow_design(plan: DataflowPlan, board: Board, act_bits: int, target_fps: float | None,
-                    objective: str) -> Any:
-    """The Design record of a dataflow plan (arch "dataflow", knobs per layer, the estimate with every stage)."""
-    from vaqf.dse.design import Design
-
-    return Design(board, act_bits, plan.knobs, board.clock_mhz, plan.bus_bits, target_fps, objective,
-                  plan.estimate(board), {}, "dataflow")

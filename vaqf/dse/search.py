@@ -32,6 +32,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,6 +54,9 @@ from vaqf.hw.model import (
 )
 from vaqf.ir import Graph
 from vaqf.ops import get_spec
+
+if TYPE_CHECKING:
+    from vaqf.dataflow.plan import DataflowPlan
 
 log = logging.getLogger(__name__)
 
@@ -758,8 +762,6 @@ def select(cands: Sequence[Candidate], board: Board, target_fps: float | None = 
             if chosen == "engine":
                 assert engine is not None
                 return _design(cand, engine[1], board, target_fps, objective), cand
-            from vaqf.dataflow.plan import dataflow_design
-
             return dataflow_design(flow, board, cand.act_bits, target_fps, objective), cand
         lim = sp.limit(cap) if sp is not None else None
         if flow_space is not None:
@@ -874,7 +876,7 @@ def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]
     """A design with pinned knobs (e.g. from ``--design FILE``), re-estimated for this graph."""
     bits = act_bits if act_bits is not None else act_bits_of(graph)
     if arch == "dataflow":
-        from vaqf.dataflow.plan import DataflowSpace, dataflow_design
+        from vaqf.dataflow.plan import DataflowSpace
 
         plan = DataflowSpace.build(graph, board).plan(knobs)
         return dataflow_design(plan, board, bits, target_fps, "pinned")
@@ -886,3 +888,10 @@ def design_for_knobs(graph: Graph, board: Board, knobs: dict[str, dict[str, int]
 __all__ = ["ARCH_CHOICES", "DEFAULT_ACT_BITS", "Candidate", "LaneSpace", "Point", "Space", "act_bits_of",
            "build_candidates", "design_for_knobs", "front_indices", "graph_lane_choices", "pareto_designs",
            "pareto_front", "pareto_mask", "search", "search_act_bits", "select", "signed_bits"]
+
+
+def dataflow_design(plan: DataflowPlan, board: Board, act_bits: int, target_fps: float | None,
+                    objective: str) -> Design:
+    """The Design record of a dataflow plan (arch "dataflow", knobs per layer, the estimate with every stage)."""
+    return Design(board, act_bits, plan.knobs, board.clock_mhz, plan.bus_bits, target_fps, objective,
+                  plan.estimate(board), {}, "dataflow")

@@ -29,9 +29,6 @@ ALLOWED = {
 KNOWN_PACKAGE_CYCLES = {
     # vaqf.hw.model/memory place every node on its unit, the units price themselves on vaqf.hw's boards
     frozenset({"vaqf.hw", "vaqf.units"}),
-    # vaqf.frontend.onnx_import still imports the arithmetic through vaqf.sim.qarith (which re-exports
-    # vaqf.ir.qarith); vaqf.sim.compare reads the ONNX model onnxruntime runs through vaqf.frontend.calibrate
-    frozenset({"vaqf.frontend", "vaqf.sim"}),
 }
 
 

@@ -324,8 +324,8 @@ def _write_report(folder: Path, graph: Graph, design: Design, board: Board, cand
     errors = None
     if calib is not None and not isinstance(model, Graph):
         try:
+            from vaqf.frontend.compare import layer_errors
             from vaqf.frontend.onnx_import import load_model as load_onnx
-            from vaqf.sim.compare import layer_errors
 
             data = load_calibration(calib) if isinstance(calib, (str, Path)) else np.asarray(calib)
             proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)

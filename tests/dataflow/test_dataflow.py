@@ -122,8 +122,8 @@ def test_thresholds_equal_the_requantizer(rng):
     thr = thresholds(layer)  # on the raw sum; this layer's input zero point is 0
     node = layer.node
     a = node.attrs
+    from vaqf.ir.qarith import Rounding
     from vaqf.sim.loops import epilogue_columns, epilogue_params, gemm_epilogue
-    from vaqf.sim.qarith import Rounding
 
     s = np.arange(-40, 41, dtype=np.int64)
     rq = a["requant"]

@@ -26,7 +26,7 @@ from vaqf.dse.design import Design
 from vaqf.errors import VaqfError
 from vaqf.hw.cost import DDR_LATENCY
 from vaqf.ir import Graph
-from vaqf.sim.qarith import Rounding
+from vaqf.ir.qarith import Rounding
 
 #: numbers per line of a ROM initializer
 PER_LINE = 8

@@ -182,8 +182,8 @@ def thresholds(layer: Layer) -> np.ndarray:
     lo + j is reached for s >= T_j, found by bisection on f itself over the range s can take. The MVAU
     compares its raw sum r = s - zp_in * sum_k w[n, k] (the zero point is not subtracted per element), so
     T_j minus that fold is stored: out = lo + #{j : r >= T'_j}."""
+    from vaqf.ir.qarith import Rounding
     from vaqf.sim.loops import epilogue_columns, epilogue_params, gemm_epilogue
-    from vaqf.sim.qarith import Rounding
 
     a = layer.node.attrs
     rq = a["requant"]

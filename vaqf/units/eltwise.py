@@ -29,7 +29,7 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY, Cost, dsp48e2_per_product, memory_cost
 from vaqf.hw.layout import LANE_CHOICES, lane_knob, last_dim, row_words, value_words
 from vaqf.ir import IntType, Node, Value
-from vaqf.sim.qarith import Rounding
+from vaqf.ir.qarith import Rounding
 from vaqf.units.base import Descriptor, Unit, register_unit
 
 if TYPE_CHECKING:

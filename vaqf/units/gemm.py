@@ -29,9 +29,9 @@ from vaqf.hw.cost import (
 from vaqf.hw.layout import LANE_CHOICES
 from vaqf.hw.layout import row_words as lane_row_words
 from vaqf.ir import Node
+from vaqf.ir.qarith import Rounding
 from vaqf.ops.dense import SIMD_CHOICES, block_list, is_binary, lane_slots, nonzero_rows
 from vaqf.ops.packing import container_bits, pack_rows
-from vaqf.sim.qarith import Rounding
 from vaqf.units.base import Descriptor, Unit, get_unit, register_unit
 
 if TYPE_CHECKING:

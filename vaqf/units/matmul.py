@@ -25,9 +25,9 @@ from vaqf.hw.cost import (
 )
 from vaqf.hw.layout import LANE_CHOICES, last_dim, row_words
 from vaqf.ir import Node, TensorInfo
+from vaqf.ir.qarith import Rounding
 from vaqf.ops.common import MANTISSA_BITS
 from vaqf.ops.matmul import operand_info
-from vaqf.sim.qarith import Rounding
 from vaqf.units.base import Descriptor, Unit, register_unit
 
 if TYPE_CHECKING:

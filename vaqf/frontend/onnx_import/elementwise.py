@@ -12,7 +12,7 @@ from vaqf.errors import ModelError, UnsupportedOpError
 from vaqf.frontend.onnx_import.states import Act, Const, FloatInput, QConst
 from vaqf.frontend.ptq import activation_quant
 from vaqf.ir import IntType, TensorInfo, Value
-from vaqf.sim.qarith import round_real
+from vaqf.ir.qarith import round_real
 
 
 class ElementwiseOps:

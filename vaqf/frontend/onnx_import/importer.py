@@ -28,9 +28,9 @@ from vaqf.frontend.onnx_import.states import Act, Const, FloatInput, ImportOptio
 from vaqf.frontend.patterns import LIFTED_DOMAIN
 from vaqf.frontend.ptq import WEIGHT_MODES, activation_quant, f32, quantize_weight
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo, Value
+from vaqf.ir.qarith import Rounding, round_real
 from vaqf.ops.common import requant_params
 from vaqf.ops.dense import finalize_dense_attrs
-from vaqf.sim.qarith import Rounding, round_real
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from vaqf.errors import ModelError, UnsupportedOpError, VaqfError
 from vaqf.frontend.onnx_import.states import Act, Const, FloatInput, QConst, _renamed
 from vaqf.frontend.ptq import f32, quantize_weight
 from vaqf.ir import BinaryType, IntType, QType, TensorInfo, Value
+from vaqf.ir.qarith import Rounding, round_real
 from vaqf.ops import get_spec
 from vaqf.ops.dense import finalize_dense_attrs
-from vaqf.sim.qarith import Rounding, round_real
 
 log = logging.getLogger(__name__)
 

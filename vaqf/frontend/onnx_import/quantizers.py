@@ -13,7 +13,7 @@ from vaqf.frontend.onnx_import.loading import (
 from vaqf.frontend.onnx_import.states import Const, QConst, Raw, _per_axis
 from vaqf.frontend.ptq import activation_quant, f32
 from vaqf.ir import BinaryType, IntType, int_type_for_range
-from vaqf.sim.qarith import Rounding, round_real
+from vaqf.ir.qarith import Rounding, round_real
 
 #: the ONNX integer element types QuantizeLinear may produce, as vaqf types
 _ONNX_INT_TYPES = {

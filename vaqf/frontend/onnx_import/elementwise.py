@@ -1,5 +1,6 @@
 """Elementwise and row-wise ops: ``Add`` (bias folding or the eltwise unit), scalar ``Mul``/``Div`` as
-``rescale``, ``Relu``, ``Softmax``, ``LayerNormalization`` and table-based non-linearities (``Gelu``)."""
+``rescale``, ``Relu``, ``Softmax``, ``LayerNormalization`` and table-based non-linearities (``Gelu``,
+``Sigmoid``, ``Tanh``, ``HardSigmoid``, ``HardSwish``, ``LeakyRelu``, ``Selu``)."""
 
 from __future__ import annotations
 
@@ -154,17 +155,51 @@ class ElementwiseOps:
         self.graph.add_node("layernorm", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
         self._set(node, Act(out, True))
 
-    def _op_Gelu(self, node: onnx.NodeProto) -> None:
+    def _table(self, node: onnx.NodeProto, fn: str, params: tuple[float, ...] = (), signed: bool | None = True) -> None:
+        """An elementwise non-linearity as a lookup table (op ``lut``): the input at most 12 bits (quantized
+        post-training at the internal precision if it is wider), the output quantized as its consumer's
+        quantizer says or from calibration (``signed=None``: by the calibrated range, for functions that
+        never go negative)."""
         from vaqf.ops.lut import lut_attrs
 
-        approx = self._attrs(node).get("approximate", b"none")
-        approx = approx.decode() if isinstance(approx, bytes) else str(approx)
-        fn = "gelu_tanh" if approx == "tanh" else "gelu"
         x = self._act_input(node, 0, need_quantized=True, bits=self._internal_bits())
         if x.value.info.qtype.bits > 12:
             x = self._ptq(node.input[0], node, self._internal_bits())
-        qt, scale, zp = self._output_quant(node, self._act_bits(), signed=True)
-        attrs = lut_attrs(fn, x.value.info, qt, scale, zp)
+        qt, scale, zp = self._output_quant(node, self._act_bits(), signed=signed)
+        attrs = lut_attrs(fn, x.value.info, qt, scale, zp, params)
         out = self.graph.new_value(node.output[0], TensorInfo(x.value.info.shape, qt, np.array([scale]), zp))
         self.graph.add_node("lut", [x.value], [out], attrs, name=self._name(node), source=self._name(node))
         self._set(node, Act(out, True))
+
+    def _op_Gelu(self, node: onnx.NodeProto) -> None:
+        """GELU (exact erf form, or the tanh approximation), tabulated."""
+        approx = self._attrs(node).get("approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else str(approx)
+        self._table(node, "gelu_tanh" if approx == "tanh" else "gelu")
+
+    def _op_Sigmoid(self, node: onnx.NodeProto) -> None:
+        """Sigmoid, tabulated (output unsigned)."""
+        self._table(node, "sigmoid", signed=None)
+
+    def _op_Tanh(self, node: onnx.NodeProto) -> None:
+        """Tanh, tabulated."""
+        self._table(node, "tanh")
+
+    def _op_HardSigmoid(self, node: onnx.NodeProto) -> None:
+        """HardSigmoid (ONNX alpha, beta; defaults 0.2, 0.5), tabulated (output unsigned)."""
+        a = self._attrs(node)
+        self._table(node, "hard_sigmoid", (float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))), signed=None)
+
+    def _op_HardSwish(self, node: onnx.NodeProto) -> None:
+        """HardSwish, tabulated."""
+        self._table(node, "hard_swish")
+
+    def _op_LeakyRelu(self, node: onnx.NodeProto) -> None:
+        """LeakyRelu (ONNX alpha, default 0.01), tabulated."""
+        self._table(node, "leaky_relu", (float(self._attrs(node).get("alpha", 0.01)),))
+
+    def _op_Selu(self, node: onnx.NodeProto) -> None:
+        """Selu (ONNX alpha, gamma and their defaults), tabulated."""
+        a = self._attrs(node)
+        self._table(node, "selu", (float(a.get("alpha", 1.67326319217681884765625)),
+                                   float(a.get("gamma", 1.05070102214813232421875))))

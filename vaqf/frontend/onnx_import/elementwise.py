@@ -20,6 +20,8 @@ class ElementwiseOps:
     """Importer handlers for elementwise ops; mixed into :class:`Importer`, whose state they use."""
 
     def _op_Add(self, node: onnx.NodeProto) -> None:
+        """A constant added to a bias-less dense/conv output (folded into its bias), else the sum of two
+        activations (op ``add`` on the eltwise unit: residual connections)."""
         s0, s1 = self._state(node, 0), self._state(node, 1)
         act, const = (s0, s1) if isinstance(s0, Act) else (s1, s0)
         if isinstance(act, Act) and isinstance(const, (Const, QConst)) and act.dense_without_bias is not None:
@@ -97,18 +99,21 @@ class ElementwiseOps:
         self._set(node, Act(out, x.quantized))
 
     def _op_Mul(self, node: onnx.NodeProto) -> None:
+        """Multiplication by a scalar constant: the scale changes (op ``rescale``), the integers do not."""
         c = self._scalar(node, 1) if self._scalar(node, 1) is not None else self._scalar(node, 0)
         if c is None:
             raise UnsupportedOpError(self._name(node), "Mul", "only multiplication by a scalar constant is supported")
         self._rescaled(node, c)
 
     def _op_Div(self, node: onnx.NodeProto) -> None:
+        """Division by a scalar constant: the scale changes (op ``rescale``), the integers do not."""
         c = self._scalar(node, 1)
         if c is None or not isinstance(self._state(node, 0), (Act, FloatInput)):
             raise UnsupportedOpError(self._name(node), "Div", "only division by a scalar constant is supported")
         self._rescaled(node, 1.0 / c)
 
     def _op_Relu(self, node: onnx.NodeProto) -> None:
+        """Fused into the producer's epilogue where it can be, else op ``relu`` (max with the zero point)."""
         x = self._act_input(node, 0, need_quantized=False)
         if x.relu_applied:  # fused into the producer's epilogue
             self._set(node, x)
@@ -119,6 +124,8 @@ class ElementwiseOps:
         self._set(node, Act(out, x.quantized))
 
     def _op_Softmax(self, node: onnx.NodeProto) -> None:
+        """Softmax over the last axis in integer arithmetic (op ``softmax``: table exponential, one reciprocal per
+        row)."""
         from vaqf.ops.softmax import softmax_attrs
 
         # scores are quantized (internal precision) so the Q.K^T product requantizes in its epilogue and the
@@ -135,6 +142,7 @@ class ElementwiseOps:
         self._set(node, Act(out, True))
 
     def _op_LayerNormalization(self, node: onnx.NodeProto) -> None:
+        """LayerNorm over the last axis in integer arithmetic (op ``layernorm``)."""
         from vaqf.ops.layernorm import layernorm_attrs
 
         a = self._attrs(node)

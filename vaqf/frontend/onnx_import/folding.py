@@ -80,6 +80,7 @@ class ConstantFolding:
                           "to fold it")
 
     def _op_Constant(self, node: onnx.NodeProto) -> None:
+        """A constant tensor (folded into its consumers)."""
         a = self._attrs(node)
         if "value" in a:
             self._set(node, Const(self._tensor(a["value"])))

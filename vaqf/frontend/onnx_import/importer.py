@@ -34,6 +34,9 @@ from vaqf.ops.dense import finalize_dense_attrs
 
 log = logging.getLogger(__name__)
 
+#: the QONNX custom ops the importer decodes (any of QONNX_DOMAINS), by handler method
+QONNX_HANDLERS = {"Quant": "_quant", "IntQuant": "_quant", "BipolarQuant": "_bipolar"}
+
 
 class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, ConstantFolding):
     def __init__(self, model: onnx.ModelProto, options: ImportOptions, name: str = "model") -> None:
@@ -308,7 +311,7 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
     def _lower(self, node: onnx.NodeProto) -> None:
         op = node.op_type
         if node.domain in QONNX_DOMAINS:
-            handler = {"Quant": self._quant, "IntQuant": self._quant, "BipolarQuant": self._bipolar}.get(op)
+            handler = getattr(self, QONNX_HANDLERS[op]) if op in QONNX_HANDLERS else None
         elif node.domain in ("", "ai.onnx", LIFTED_DOMAIN):
             handler = getattr(self, f"_op_{op}", None)
         else:

@@ -15,12 +15,15 @@ class LayoutOps:
     """Importer handlers for data movement; mixed into :class:`Importer`, whose state they use."""
 
     def _op_Identity(self, node: onnx.NodeProto) -> None:
+        """Passed through."""
         self._set(node, self._state(node, 0))
 
     def _op_Dropout(self, node: onnx.NodeProto) -> None:
+        """Identity at inference (the mask output unused)."""
         self._set(node, self._state(node, 0))  # inference: identity (mask output unused)
 
     def _op_Transpose(self, node: onnx.NodeProto) -> None:
+        """Op ``transpose`` on activations (passes fold permutation chains into strided views)."""
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             return self._fold_constant(node)
@@ -31,6 +34,7 @@ class LayoutOps:
         self._set(node, Act(out, x.quantized))
 
     def _op_Concat(self, node: onnx.NodeProto) -> None:
+        """Op ``concat`` along an axis; constant inputs are quantized like the activation they join."""
         states = [self._state(node, i) for i in range(len(node.input))]
         acts = [i for i, s in enumerate(states) if isinstance(s, (Act, FloatInput))]
         if not acts:
@@ -78,6 +82,7 @@ class LayoutOps:
         return out
 
     def _op_Slice(self, node: onnx.NodeProto) -> None:
+        """Op ``slice`` (start/stop/step per axis) on activations."""
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             return self._fold_constant(node)
@@ -97,6 +102,7 @@ class LayoutOps:
         self._set(node, Act(out, x.quantized))
 
     def _op_Gather(self, node: onnx.NodeProto) -> None:
+        """A scalar index along an axis, as op ``slice`` (class-token readout); other indices are refused."""
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             return self._fold_constant(node)
@@ -114,6 +120,7 @@ class LayoutOps:
         self._set(node, Act(out, x.quantized))
 
     def _op_Split(self, node: onnx.NodeProto) -> None:
+        """One op ``slice`` per output."""
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             return self._fold_constant(node)
@@ -137,9 +144,11 @@ class LayoutOps:
             pos += size
 
     def _op_Squeeze(self, node: onnx.NodeProto) -> None:
+        """Op ``reshape``."""
         self._squeeze(node, unsqueeze=False)
 
     def _op_Unsqueeze(self, node: onnx.NodeProto) -> None:
+        """Op ``reshape``."""
         self._squeeze(node, unsqueeze=True)
 
     def _squeeze(self, node: onnx.NodeProto, unsqueeze: bool) -> None:
@@ -169,6 +178,7 @@ class LayoutOps:
             self._set(node, self._reshape(st, shape, node))
 
     def _op_Flatten(self, node: onnx.NodeProto) -> None:
+        """Op ``reshape``."""
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             return self._fold_constant(node)
@@ -181,6 +191,7 @@ class LayoutOps:
         self._reshape_state(node, new)
 
     def _op_Reshape(self, node: onnx.NodeProto) -> None:
+        """Op ``reshape`` (the target shape must be constant)."""
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             return self._fold_constant(node)
@@ -203,6 +214,7 @@ class LayoutOps:
         self._reshape_state(node, tuple(out))
 
     def _op_Shape(self, node: onnx.NodeProto) -> None:
+        """The shape as a constant (shapes are static)."""
         st = self._state(node, 0)
         if isinstance(st, (Const, QConst)):
             return self._fold_constant(node)
@@ -228,6 +240,7 @@ class LayoutOps:
         self._set(node, Act(out, True, relu_applied=x.relu_applied))
 
     def _op_MaxPool(self, node: onnx.NodeProto) -> None:
+        """Op ``pool`` (max; no ceil_mode or dilations)."""
         a = self._attrs(node)
         if int(a.get("ceil_mode", 0)) or list(a.get("dilations", [1, 1])) != [1, 1]:
             raise UnsupportedOpError(self._name(node), "MaxPool", "ceil_mode or dilations")
@@ -235,11 +248,13 @@ class LayoutOps:
         self._pool(node, "max", (k[0], k[1]), list(a.get("strides", [1, 1])), list(a.get("pads", [0, 0, 0, 0])))
 
     def _op_AveragePool(self, node: onnx.NodeProto) -> None:
+        """Op ``pool`` (average, a dyadic 1 / window)."""
         a = self._attrs(node)
         k = [int(v) for v in a["kernel_shape"]]
         self._pool(node, "avg", (k[0], k[1]), list(a.get("strides", [1, 1])), list(a.get("pads", [0, 0, 0, 0])))
 
     def _op_GlobalAveragePool(self, node: onnx.NodeProto) -> None:
+        """Op ``pool`` (average over the whole NCHW plane)."""
         shape = self._shape_of(self._state(node, 0))
         if len(shape) != 4:
             raise UnsupportedOpError(self._name(node), node.op_type, f"input {list(shape)} is not NCHW")

@@ -25,6 +25,7 @@ class MatrixOps:
     """Importer handlers for matrix products; mixed into :class:`Importer`, whose state they use."""
 
     def _op_Gemm(self, node: onnx.NodeProto) -> None:
+        """Op ``dense`` (constant weights, transB either way; bias folded)."""
         a = self._attrs(node)
         if a.get("transA", 0):
             raise UnsupportedOpError(self._name(node), "Gemm", "transA=1 is not supported")
@@ -34,6 +35,7 @@ class MatrixOps:
                     bias=self._state(node, 2), beta=float(a.get("beta", 1.0)))
 
     def _op_MatMul(self, node: onnx.NodeProto) -> None:
+        """Op ``dense`` with constant weights, else op ``matmul`` (activation x activation: attention)."""
         w_state = self._state(node, 1)
         if isinstance(w_state, (Act, FloatInput)):
             return self._matmul_act(node)
@@ -100,8 +102,8 @@ class MatrixOps:
         return Act(out, False, dense_without_bias=dn)
 
     def _op_Conv(self, node: onnx.NodeProto) -> None:
-        """Patch embedding: a convolution with kernel = stride and no padding, computed as a GEMM over
-        non-overlapping patches (reshape, transpose, dense, transpose back to NCHW)."""
+        """2-D convolution with constant weights on the GEMM unit: kernel = stride without padding (patch
+        embedding) as reshape, transpose, dense; any other as im2col rows into the GEMM; then back to NCHW."""
         a = self._attrs(node)
         w_state = self._state(node, 1)
         wshape = (w_state.ints if isinstance(w_state, QConst) else w_state.array).shape \
@@ -165,6 +167,7 @@ class MatrixOps:
         self._set(node, Act(out, True, relu_applied=relu is not None))
 
     def _op_BatchNormalization(self, node: onnx.NodeProto) -> None:
+        """Folded into the float convolution it follows; elsewhere refused with that reason."""
         raise UnsupportedOpError(self._name(node), "BatchNormalization",
                                  "only a BatchNormalization right after a convolution with float weights is "
                                  "supported (it is folded into the convolution)")

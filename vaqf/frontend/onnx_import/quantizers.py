@@ -35,6 +35,7 @@ class QuantizerDecoding:
         return scale
 
     def _quant(self, node: onnx.NodeProto) -> None:
+        """The quantizer of an activation (requantization or the input's type) or of constant weights and biases."""
         a = self._attrs(node)
         scale = self._scale(node, 1)
         zeropt = np.asarray(self._const(node, 2, "zero point"), dtype=np.float64)
@@ -74,6 +75,7 @@ class QuantizerDecoding:
         self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), qt, rounding.value, node))
 
     def _bipolar(self, node: onnx.NodeProto) -> None:
+        """Bipolar (+1/-1) constant weights: binary weights of the GEMM; bipolar activations are refused."""
         scale = self._scale(node, 1)
         st = self._state(node, 0)
         if not isinstance(st, (Const, QConst)):
@@ -83,6 +85,7 @@ class QuantizerDecoding:
         self._set(node, QConst(np.where(x >= 0, 1, -1).astype(np.int64), f32(scale), BinaryType()))
 
     def _op_QuantizeLinear(self, node: onnx.NodeProto) -> None:
+        """QDQ: the quantizer of an activation or of constant weights, with the pair's DequantizeLinear."""
         a = self._attrs(node)
         scale = self._scale(node, 1)
         zp_state = self._state(node, 2)
@@ -112,6 +115,7 @@ class QuantizerDecoding:
         self._set(node, Raw(act, scale, zp))
 
     def _op_DequantizeLinear(self, node: onnx.NodeProto) -> None:
+        """QDQ: the real values of the integers a QuantizeLinear made (or of integer constants)."""
         a = self._attrs(node)
         scale = self._scale(node, 1)
         zp = (np.asarray(self._const(node, 2, "zero point"), dtype=np.int64)

@@ -95,6 +95,20 @@ def test_qonnx_import_types() -> None:
     assert g.outputs[0].info.per_channel  # the logits are an accumulator with per-channel scale
 
 
+def test_qonnx_without_its_domain_import_imports_the_same() -> None:
+    """A QONNX file whose custom-op domain has no opset import (as some tools write them) is accepted, as
+    qonnx accepts it, into the same graph; the caller's model is left as it was."""
+    model = qonnx_model(np.random.default_rng(sum(map(ord, "qonnx"))))
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    kept = [o for o in bare.opset_import if o.domain == ""]
+    del bare.opset_import[:]
+    bare.opset_import.extend(kept)
+    assert {n.domain for n in bare.graph.node} - {o.domain for o in bare.opset_import} - {""}
+    assert_same_graph(import_onnx(bare), import_onnx(model))
+    assert [o.domain for o in bare.opset_import] == [""]
+
+
 def test_qonnx_narrow_unsigned_quantizers_stop_at_254() -> None:
     """QONNX narrow=1 with signed=0 drops the top code: the input and act1 saturate at 254, act0 at 255."""
     g = _make_case("qonnx_modes").graph

@@ -27,7 +27,13 @@ import onnx
 
 from vaqf.errors import IRError, ModelError, VaqfError
 from vaqf.frontend.onnx_import.importer import Importer
-from vaqf.frontend.onnx_import.loading import _one_line, check_structure, load_model, model_format
+from vaqf.frontend.onnx_import.loading import (
+    _one_line,
+    check_structure,
+    load_model,
+    missing_qonnx_imports,
+    model_format,
+)
 from vaqf.frontend.onnx_import.states import ImportOptions
 from vaqf.ir import Graph
 
@@ -43,6 +49,9 @@ def import_onnx(model: str | Path | onnx.ModelProto, options: ImportOptions | No
     else:
         name = model.graph.name or "model"
         proto = model
+        if missing_qonnx_imports(model):  # check_structure adds them: leave the caller's model as it was
+            proto = onnx.ModelProto()
+            proto.CopyFrom(model)
     check_structure(proto, name)
     try:
         graph = Importer(proto, opt, name=name).run()

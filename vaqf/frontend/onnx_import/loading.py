@@ -156,8 +156,18 @@ def _one_line(e: BaseException) -> str:
     return text[:300] + ("..." if len(text) > 300 else "")
 
 
+def missing_qonnx_imports(model: onnx.ModelProto) -> list[str]:
+    """The QONNX custom-op domains the nodes use that the model does not import (files some tools write)."""
+    imported = {o.domain for o in model.opset_import}
+    return sorted({n.domain for n in model.graph.node} & QONNX_DOMAINS - imported)
+
+
 def check_structure(model: onnx.ModelProto, name: str) -> None:
-    """ONNX's own structural checks (SSA names, known ops of the default domain, attribute types)."""
+    """ONNX's own structural checks (SSA names, known ops of the default domain, attribute types). A QONNX
+    domain the nodes use but the model does not import is imported first, at version 1, as qonnx's own
+    loader does (its ops are vaqf's to decode, not ONNX's): the caller passes a model it may change."""
+    for domain in missing_qonnx_imports(model):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
     if not model.HasField("graph") or not model.graph.node:
         raise ModelError(f"{name} holds no ONNX graph")
     try:

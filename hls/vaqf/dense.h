@@ -72,6 +72,8 @@ struct dense_config {
     static const int LOAD_DEPTH = 1;   // of the first block's load
     static const int DEAD_DEPTH = 1;   // of the dead-row loop
     static const int INDEX_BITS = 16;  // a column-table lane: a word index within the input row
+    static const bool OFFSET = false;  // some layer's requantization adds a sub-step offset (constant bits
+                                       // 70..95); false: the requantizers have no offset adder
 };
 
 // The compute process: every block's load (into the idle ping-pong half) overlapped with the previous
@@ -262,7 +264,8 @@ block:
                         if (requant)
                             val[e] = requant_narrow<CFG::ACC_BITS>(a, ap_int<25>(c.range(63, 32)),
                                                                    ap_uint<6>(c.range(69, 64)), zp_out, out_lo, out_hi,
-                                                                   rounding);
+                                                                   rounding,
+                                                  CFG::OFFSET ? ap_int<26>(c.range(95, 70)) : ap_int<26>(0));
                     }
                     // one store per bank: bank b takes requantizer b % EPI (scatter: requantizer 0) when the
                     // run-time lane of its first output matches: a constant data source, a run-time enable
@@ -317,7 +320,8 @@ dead_rows:
             val_t v = a;
             if (requant)
                 v = requant_narrow<CFG::ACC_BITS>(a, ap_int<25>(c.range(63, 32)), ap_uint<6>(c.range(69, 64)),
-                                                  zp_out, out_lo, out_hi, rounding);
+                                                  zp_out, out_lo, out_hi, rounding,
+                                                  CFG::OFFSET ? ap_int<26>(c.range(95, 70)) : ap_int<26>(0));
             const int word = base + col / L;
             for (int b = 0; b < L; b++) {
 #pragma HLS UNROLL

@@ -67,16 +67,19 @@ inline wide_t requantize(wide_t acc, int mantissa, int shift, int zero_point, in
     return clamp(rshift_round(prod, shift, mode) + zero_point, lo, hi);
 }
 
-// saturate(round(acc * mantissa / 2^shift) + zero_point), at the widths it needs (HLS-REVIEW M15): the
-// product has AB + 25 bits, shifts past it give the same result as AB + 26 (docs/hls.md, GEMM unit), so
-// the barrel shifter and the rounding compare are AB + 27 bits, not 64. Bit-exact with vaqf.sim.qarith.
+// saturate(round((acc * mantissa + offset) / 2^shift) + zero_point), at the widths it needs (HLS-REVIEW
+// M15): |mantissa| < 2^24 and |offset| < 2^24 (a bias finer than one accumulator step, 0 but for a folded
+// BatchNormalization), so the sum has AB + 25 bits; shifts past it give the same result as AB + 26
+// (docs/hls.md, GEMM unit), so the barrel shifter and the rounding compare are AB + 27 bits, not 64.
+// Bit-exact with vaqf.ir.qarith.requantize.
 template <int AB>
-inline int requant_narrow(ap_int<AB> acc, ap_int<25> mant, ap_uint<6> shift, int zp, int lo, int hi, int mode) {
+inline int requant_narrow(ap_int<AB> acc, ap_int<25> mant, ap_uint<6> shift, int zp, int lo, int hi, int mode,
+                          ap_int<26> offset = 0) {
 #pragma HLS INLINE
-    const int PB = AB + 25;       // acc x mantissa
+    const int PB = AB + 25;       // acc x mantissa + offset
     const int W = PB + 2;         // room for q << s with s <= PB + 1
     const int V = W + 2 > 34 ? W + 2 : 34;  // plus a 32-bit zero point
-    ap_int<W> x = ap_int<PB>(acc * mant);
+    ap_int<W> x = ap_int<PB>(acc * mant + offset);
     int s = shift > PB + 1 ? PB + 1 : (int)shift;
     ap_int<W + 1> r = 0, q = x;
     bool inc = false;

@@ -206,6 +206,9 @@ def render(graph: Graph, design: Design) -> dict[str, str]:
           "in_bus_words": in_bus, "in_size": pipe.input_value.info.size,
           "out_bits": out_bits, "out_signed": bool(pipe.out_elem.signed), "out_s": s_out, "out_words": out_words,
           "out_bus_words": out_bus, "out_size": pipe.output_value.info.size}
+    # any word past ap_int's default 1024 bits: streams, a PE's weights, the bus words staging a stream word
+    io["wide"] = max([s["width"] for s in streams] + [hw.word_bits(design.knobs[hw.layer.name]) for hw in plan.hws]
+                     + [-(-s_in * in_bits // bus) * bus, -(-s_out * out_bits // bus) * bus]) > 1024
     values = {"version": __version__, "stages": stages, "streams": streams, "io": io, "top": "vaqf_top",
               "ddr_latency": DDR_LATENCY, "part": design.board.part, "clock_ns": round(1000.0 / design.clock_mhz, 3),
               "board": design.board.name, "interval": plan.interval, "latency": plan.latency,
@@ -224,6 +227,8 @@ def render(graph: Graph, design: Design) -> dict[str, str]:
                     "bits": in_bits, "signed": io["in_signed"], "stream_word_elements": s_in,
                     "bus_words_per_frame": in_bus, "scale": [float(s) for s in pipe.input_value.info.scale],
                     "zero_point": pipe.input_value.info.zero_point,
+                    "rounding": graph.metadata.get("input_rounding", {}).get(pipe.input_value.name, "HALF_EVEN"),
+                    "transform": graph.metadata.get("input_transform", {}).get(pipe.input_value.name),
                     "stream_order": [int(v) for v in pipe.input_order]}],
         "outputs": [{"name": "out0", "shape": list(pipe.output_value.info.sample_shape), "size": io["out_size"],
                      "bits": out_bits, "signed": io["out_signed"], "stream_word_elements": s_out,

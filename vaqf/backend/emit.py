@@ -740,6 +740,7 @@ def io_spec(graph: Graph, image: DdrImage) -> dict:
     """What the host driver needs: per input its quantization, per output its dequantization, and the length
     of each host buffer (``elements``: the size padded to whole DDR words, :func:`io_port`)."""
     rounding = graph.metadata.get("input_rounding", {})
+    transforms = graph.metadata.get("input_transform", {})  # vaqf.ir.host: float ops, bipolar inputs
 
     def padded(v: Value, bits: int) -> int:
         port = io_port(v, 1, image.word_bits, bits)
@@ -751,7 +752,8 @@ def io_spec(graph: Graph, image: DdrImage) -> dict:
                     "elements": padded(v, 32),
                     "scale": [float(s) for s in v.info.scale], "zero_point": v.info.zero_point,
                     "min": int(v.info.qtype.min), "max": int(v.info.qtype.max),
-                    "rounding": rounding.get(v.name, "HALF_EVEN")} for i, v in enumerate(graph.inputs)],
+                    "rounding": rounding.get(v.name, "HALF_EVEN"),
+                    "transform": transforms.get(v.name)} for i, v in enumerate(graph.inputs)],
         "outputs": [{"name": f"out{i}", "shape": list(v.info.sample_shape), "size": v.info.size,
                      "elements": padded(v, 64),
                      "scale": [float(s) for s in v.info.scale], "zero_point": v.info.zero_point}

@@ -31,6 +31,10 @@ CONTROL_FF = 80
 #: epilogues: a layer whose output has at most this many levels compares against thresholds (FINN's
 #: MultiThreshold: 2**bits - 1 comparators per channel); wider outputs use a dyadic requantizer
 MAX_THRESHOLD_LEVELS = 16
+#: the widest stream or weight word a layer's knobs may ask for: ap_[u]int holds up to 4096 bits once
+#: AP_INT_MAX_W is raised (UG1399; the project's top header raises it past 1024), and the reader's staging
+#: register holds a stream word plus a bus word
+MAX_WORD_BITS = 2048
 #: stream FIFOs up to this depth are shift registers (SRLC32E: 32 bits of one column per LUT, UG574)
 SRL_DEPTH = 32
 #: a 64-bit rounding shifter, its 64-bit adders, and clamp compares (qarith.h requantize): LUTs
@@ -190,7 +194,7 @@ def thresholds(layer: Layer) -> np.ndarray:
     n = layer.n
     out = layer.out_elem
     lo, hi = int(out.min), int(out.max)
-    cols = epilogue_columns(np.asarray(a["bias"], dtype=np.int64), rq["mantissa"], rq["shift"], n)
+    cols = epilogue_columns(np.asarray(a["bias"], dtype=np.int64), rq["mantissa"], rq["shift"], n, rq.get("offset"))
     params = epilogue_params(bool(a.get("relu")), True, int(rq["zero_point"]), lo, hi,
                              Rounding(rq["rounding"]).cpp_id)
     xe = layer.in_elem
@@ -350,10 +354,19 @@ class LayerHw:
         return {"pe": choices(self.layer.n), "simd": choices(simd_dim)}
 
     def options(self) -> list[dict[str, int]]:
+        """Every knob combination whose stream and weight words stay within MAX_WORD_BITS."""
         sp = self.knob_space()
         names = sorted(sp)
-        return [{k: int(v) for k, v in zip(names, combo, strict=True)}
-                for combo in itertools.product(*(sp[k] for k in names))]
+        combos = [{k: int(v) for k, v in zip(names, combo, strict=True)}
+                  for combo in itertools.product(*(sp[k] for k in names))]
+        return [kn for kn in combos if self.word_bits(kn) <= MAX_WORD_BITS] or combos[:1]
+
+    def word_bits(self, knobs: dict[str, int]) -> int:
+        """The widest word the layer moves at these knobs: its input and output stream words, and a PE's
+        SIMD weights."""
+        w_bits = self.mvau.w_bits if self.mvau is not None else 0
+        return max(self.in_width(knobs) * max(int(self.layer.in_elem.bits), w_bits),
+                   self.out_width(knobs) * int(self.layer.out_elem.bits))
 
     def in_width(self, knobs: dict[str, int]) -> int:
         """Elements per word of the layer's input stream."""

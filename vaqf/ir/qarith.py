@@ -191,12 +191,15 @@ class Dyadic:
 
 def requantize(acc: np.ndarray, mantissa: np.ndarray | int, shift: np.ndarray | int, zero_point: int,
                lo: int, hi: int, rounding: Rounding = Rounding.HALF_EVEN,
-               overflow: Overflow = Overflow.SAT) -> np.ndarray:
-    """``saturate(round(acc * mantissa / 2**shift) + zero_point)``; per-channel arrays broadcast on the last axis.
+               overflow: Overflow = Overflow.SAT, offset: np.ndarray | int | None = None) -> np.ndarray:
+    """``saturate(round((acc * mantissa + offset) / 2**shift) + zero_point)``; per-channel arrays broadcast on
+    the last axis. ``offset`` (default 0) is a bias finer than one accumulator step, in product units.
 
     The product must fit in int64: callers check ``acc_bits + mantissa_bits <= 63``.
     """
     prod = np.asarray(acc, dtype=np.int64) * np.asarray(mantissa, dtype=np.int64)
+    if offset is not None:
+        prod = prod + np.asarray(offset, dtype=np.int64)
     q = rshift_round(prod, shift, rounding)
     if isinstance(q, np.ndarray) and np.ndim(zero_point) == 0 and overflow is Overflow.SAT:  # in place: q is new
         q += zero_point

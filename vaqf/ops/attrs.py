@@ -171,6 +171,12 @@ def requant_fields() -> tuple[Attr, ...]:
         Attr("qtype", qtype(IntType), "the output's integer type"),
         Attr("scale", array("float", 1), "the output's real scale, [1]"),
         Attr("rounding", rounding, "how the shift rounds (a vaqf.ir.qarith.Rounding name)"),
+        Attr("bipolar", boolean, "a bipolar output (QONNX BipolarQuant): +1 where the input is at least its zero "
+             "point, else -1, as saturate(2 * x + 1) into [-1, 1] (mantissa 2, shift 0, zero_point 1); the "
+             "output's zero point is 0", required=False),
+        Attr("offset", array("int", 1), "[C] per-channel offsets added to the product before the shift: a bias "
+             "finer than one input step (BatchNormalization folded ahead of a multi-level quantizer), "
+             "|offset| < 2**24", required=False),
     )
 
 

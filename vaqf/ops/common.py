@@ -31,8 +31,22 @@ def requant_params(in_scale: np.ndarray, out_scale: float, channels: int, out_qt
             "scale": np.asarray([out_scale], dtype=np.float64), "rounding": rounding}
 
 
+#: the container of a bipolar activation: values -1 and +1 (and 0, what a convolution's padding reads)
+BIPOLAR_CONTAINER = IntType(2, True, narrow=True)
+
+
+def bipolar_params(out_scale: float, channels: int) -> dict:
+    """The requantization to a bipolar output (+1 where the input is at least its zero point, else -1) with the
+    same epilogue as any other: saturate(2 * x + 1) into [-1, 1] is exactly that sign on integers."""
+    return {"mantissa": np.full(channels, 2, dtype=np.int64), "shift": np.zeros(channels, dtype=np.int64),
+            "zero_point": 1, "qtype": BIPOLAR_CONTAINER, "scale": np.asarray([out_scale], dtype=np.float64),
+            "rounding": "HALF_EVEN", "bipolar": True}
+
+
 def requant_out_info(shape: tuple[int, ...], rq: dict) -> TensorInfo:
-    return TensorInfo(shape, rq["qtype"], rq["scale"], rq["zero_point"])
+    """The output of a requantization: its type and scale; its zero point (0 for a bipolar output, whose
+    zero_point attribute is the +1 of saturate(2 * x + 1))."""
+    return TensorInfo(shape, rq["qtype"], rq["scale"], 0 if rq.get("bipolar") else rq["zero_point"])
 
 
 def check_product_fits(acc_bits: int, mantissa: np.ndarray, where: str) -> None:
@@ -48,12 +62,16 @@ def max_abs(qt_min: int, qt_max: int, zero_point: int) -> int:
 
 def absorb_gemm_epilogue(node, epilogue) -> bool:
     """Relu and requantization epilogues of the GEMM-like ops (dense, matmul)."""
-    if epilogue.kind == "relu" and not node.attrs.get("relu"):
+    rq = node.attrs.get("requant")
+    if epilogue.kind == "relu" and not node.attrs.get("relu") and not (
+            rq is not None and (rq.get("bipolar") or rq.get("offset") is not None)):
         # relu after requantization equals relu before it: requant(0) is the zero point and requant
         # is monotone, so max(requant(a), zp) == requant(max(a, 0)).
         node.attrs["relu"] = True
         return True
     if epilogue.kind == "requant" and node.attrs.get("requant") is None:
+        if epilogue.params.get("offset") is not None and node.op != "dense":
+            return False  # a sub-step offset is the dense epilogue's alone (folded BatchNormalization)
         check_product_fits(int(node.attrs["acc_bits"]), epilogue.params["mantissa"], node.name)
         node.attrs["requant"] = dict(epilogue.params)
         return True

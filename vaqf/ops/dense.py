@@ -94,7 +94,7 @@ def reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, zp_in: int, r
         return acc
     qt = requant["qtype"]
     return requantize(acc, requant["mantissa"], requant["shift"], int(requant["zero_point"]), int(qt.min),
-                      int(qt.max), Rounding(requant["rounding"]))
+                      int(qt.max), Rounding(requant["rounding"]), offset=requant.get("offset"))
 
 
 BLOCKS = record(

@@ -71,7 +71,8 @@ def dense_plan(node: Node, scratch: Scratch) -> Plan:
     if rq is not None:
         out_dt = storage_dtype(rq["qtype"])
         epi = OutputStage(n_out, node.attrs["bias"], relu, True, rq["mantissa"], rq["shift"], int(rq["zero_point"]),
-                          int(rq["qtype"].min), int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, zp, bound)
+                          int(rq["qtype"].min), int(rq["qtype"].max), Rounding(rq["rounding"]).cpp_id, zp, bound,
+                          rq.get("offset"))
     else:  # the accumulator itself: int64, which holds whatever the inputs are
         out_dt = np.dtype(np.int64)
         epi = OutputStage(n_out, node.attrs["bias"], relu, False, zp_in=zp)
@@ -263,7 +264,7 @@ def requant_plan(node: Node, scratch: Scratch) -> Plan:
     """The GEMM epilogue kernel on the input minus its zero point (the "bias"), channels on the last axis."""
     a = node.attrs
     c = int(node.inputs[0].info.shape[-1]) if node.inputs[0].info.shape else 1
-    cols = epilogue_columns(-int(node.inputs[0].info.zero_point), a["mantissa"], a["shift"], c)
+    cols = epilogue_columns(-int(node.inputs[0].info.zero_point), a["mantissa"], a["shift"], c, a.get("offset"))
     zp, lo, hi = int(a["zero_point"]), int(a["qtype"].min), int(a["qtype"].max)
     mode, out_dt = Rounding(a["rounding"]).cpp_id, storage_dtype(a["qtype"])
     params = epilogue_params(False, True, zp, lo, hi, mode)

@@ -125,13 +125,16 @@ def epilogue_params(relu: bool, requant: bool, zp: int, lo: int, hi: int, mode: 
     return np.array([int(relu), int(requant), zp, lo, hi, mode, zp_in], dtype=np.int64)
 
 
-def epilogue_columns(bias: np.ndarray | int, mant: np.ndarray | int, shift: np.ndarray | int, cols: int) -> np.ndarray:
-    """The per-column constants of :func:`gemm_epilogue` as one int64 array [5, cols]: bias, multiplier,
-    shift, and for the half-to-even shift the remainder mask 2**s - 1 and the half 2**(s-1) (1 when s = 0,
-    which a remainder of 0 never exceeds). Per-tensor values broadcast."""
-    t = np.empty((5, cols), dtype=np.int64)
+def epilogue_columns(bias: np.ndarray | int, mant: np.ndarray | int, shift: np.ndarray | int, cols: int,
+                     offset: np.ndarray | int | None = None) -> np.ndarray:
+    """The per-column constants of :func:`gemm_epilogue` as one int64 array [6, cols]: bias, multiplier,
+    shift, for the half-to-even shift the remainder mask 2**s - 1 and the half 2**(s-1) (1 when s = 0,
+    which a remainder of 0 never exceeds), and the offset added to the product (0 when None). Per-tensor
+    values broadcast."""
+    t = np.empty((6, cols), dtype=np.int64)
     for i, v in enumerate((bias, mant, shift)):
         t[i] = np.broadcast_to(np.asarray(v, dtype=np.int64).reshape(-1), (cols,))
+    t[5] = np.broadcast_to(np.asarray(0 if offset is None else offset, dtype=np.int64).reshape(-1), (cols,))
     s = t[2]
     if np.any((s < 0) | (s > 62)):
         raise ValueError("shift must be within [0, 62]")
@@ -144,15 +147,16 @@ def epilogue_columns(bias: np.ndarray | int, mant: np.ndarray | int, shift: np.n
 def gemm_epilogue(acc, cols, params, out):  # noqa: ANN001, ANN201
     """out[i, j] = requant(relu(acc[i, j] + bias[j])) for a 2-D accumulator (exact integers, any dtype).
 
-    cols (:func:`epilogue_columns`): bias, mant, shift, mask, half per column; params
-    (:func:`epilogue_params`): relu, requant, zp, lo, hi, mode. requant: saturate(rshift_round(v * mant[j],
-    shift[j], mode) + zp, lo, hi); without it the biased (and rectified) accumulator is stored as it is.
+    cols (:func:`epilogue_columns`): bias, mant, shift, mask, half, offset per column; params
+    (:func:`epilogue_params`): relu, requant, zp, lo, hi, mode. requant: saturate(rshift_round(v * mant[j] +
+    offset[j], shift[j], mode) + zp, lo, hi); without it the biased (and rectified) accumulator is stored as
+    it is.
     """
     rows, n = acc.shape
     relu = params[0] != 0
     requant = params[1] != 0
     zp, lo, hi, mode = params[2], params[3], params[4], params[5]
-    bias, mant, shift, mask, half = cols[0], cols[1], cols[2], cols[3], cols[4]
+    bias, mant, shift, mask, half, off = cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
     if requant and mode == HALF_EVEN:
         # the mode of every requantization: branch-free (rshift_half_even), so the column loop vectorizes
         for i in range(rows):
@@ -160,7 +164,7 @@ def gemm_epilogue(acc, cols, params, out):  # noqa: ANN001, ANN201
                 v = np.int64(acc[i, j]) + bias[j]
                 if relu:
                     v = max(v, np.int64(0))
-                p = v * mant[j]
+                p = v * mant[j] + off[j]
                 q = p >> shift[j]
                 r = p & mask[j]
                 h = half[j]
@@ -172,7 +176,7 @@ def gemm_epilogue(acc, cols, params, out):  # noqa: ANN001, ANN201
                 v = np.int64(acc[i, j]) + bias[j]
                 if relu:
                     v = max(v, np.int64(0))
-                q = rshift_round(v * mant[j], shift[j], mode)
+                q = rshift_round(v * mant[j] + off[j], shift[j], mode)
                 out[i, j] = min(max(q + zp, lo), hi)
     else:
         for i in range(rows):
@@ -184,19 +188,23 @@ def gemm_epilogue(acc, cols, params, out):  # noqa: ANN001, ANN201
 
 
 def float_epilogue_columns(bias: np.ndarray | int, mant: np.ndarray | int, shift: np.ndarray | int,
-                           cols: int) -> np.ndarray:
-    """The constants of :func:`gemm_epilogue_f64` as float64 [3, cols]: bias, multiplier and 2**-shift."""
-    t = epilogue_columns(bias, mant, shift, cols)
-    return np.stack([t[0].astype(np.float64), t[1].astype(np.float64), np.ldexp(1.0, -t[2])])
+                           cols: int, offset: np.ndarray | int | None = None) -> np.ndarray:
+    """The constants of :func:`gemm_epilogue_f64` as float64 [4, cols]: bias, multiplier, 2**-shift and the
+    offset."""
+    t = epilogue_columns(bias, mant, shift, cols, offset)
+    return np.stack([t[0].astype(np.float64), t[1].astype(np.float64), np.ldexp(1.0, -t[2]),
+                     t[5].astype(np.float64)])
 
 
-def float_epilogue_exact(bound: int, bias: np.ndarray | int, mant: np.ndarray | int) -> bool:
-    """Whether :func:`gemm_epilogue_f64` is exact for accumulators |acc| <= bound: every biased accumulator
-    and its product with the multiplier below 2**53 (then the product, its scaling by 2**-s and the
-    half-to-even rounding of that are all exact in float64)."""
+def float_epilogue_exact(bound: int, bias: np.ndarray | int, mant: np.ndarray | int,
+                         offset: np.ndarray | int | None = None) -> bool:
+    """Whether :func:`gemm_epilogue_f64` is exact for accumulators |acc| <= bound: every biased accumulator's
+    product with the multiplier, plus the offset, below 2**53 (then the product, the sum, its scaling by 2**-s
+    and the half-to-even rounding of that are all exact in float64)."""
     b = int(np.max(np.abs(np.asarray(bias, dtype=np.int64)), initial=0))
     m = int(np.max(np.abs(np.asarray(mant, dtype=np.int64)), initial=0))
-    return (int(bound) + b) * max(m, 1) < 2**53
+    o = int(np.max(np.abs(np.asarray(0 if offset is None else offset, dtype=np.int64)), initial=0))
+    return (int(bound) + b) * max(m, 1) + o < 2**53
 
 
 @jit
@@ -207,13 +215,13 @@ def gemm_epilogue_f64(acc, fcols, params, out):  # noqa: ANN001, ANN201
     rows, n = acc.shape
     relu = params[0] != 0
     zp, lo, hi = np.float64(params[2]), np.float64(params[3]), np.float64(params[4])
-    bias, mant, scale = fcols[0], fcols[1], fcols[2]
+    bias, mant, scale, off = fcols[0], fcols[1], fcols[2], fcols[3]
     for i in range(rows):
         for j in range(n):
             v = np.float64(acc[i, j]) + bias[j]
             if relu:
                 v = max(v, 0.0)
-            q = np.rint(v * mant[j] * scale[j]) + zp
+            q = np.rint((v * mant[j] + off[j]) * scale[j]) + zp
             out[i, j] = np.int64(min(max(q, lo), hi))
 
 
@@ -224,12 +232,12 @@ class OutputStage:
 
     def __init__(self, cols: int, bias: np.ndarray | int, relu: bool, requant: bool, mant: np.ndarray | int = 1,
                  shift: np.ndarray | int = 0, zp: int = 0, lo: int = 0, hi: int = 0, mode: int = HALF_EVEN,
-                 zp_in: int = 0, bound: int | None = None) -> None:
-        self.cols = epilogue_columns(bias, mant, shift, cols)
+                 zp_in: int = 0, bound: int | None = None, offset: np.ndarray | int | None = None) -> None:
+        self.cols = epilogue_columns(bias, mant, shift, cols, offset)
         self.params = epilogue_params(relu, requant, zp, lo, hi, mode, zp_in)
         self.fcols = None
-        if requant and mode == HALF_EVEN and bound is not None and float_epilogue_exact(bound, bias, mant):
-            self.fcols = float_epilogue_columns(bias, mant, shift, cols)
+        if requant and mode == HALF_EVEN and bound is not None and float_epilogue_exact(bound, bias, mant, offset):
+            self.fcols = float_epilogue_columns(bias, mant, shift, cols, offset)
 
     def __call__(self, acc: np.ndarray, out: np.ndarray) -> None:
         if self.fcols is not None:

@@ -43,13 +43,15 @@ def quantize_input(value: Value, x: np.ndarray, rounding: Rounding, saturate: bo
     return _quantizer(value, rounding, saturate=saturate)(x).astype(np.int64)
 
 
-def check_float_input(value: Value, x: object, saturate: bool = False) -> np.ndarray:
+def check_float_input(value: Value, x: object, saturate: bool = False, clip: bool = True) -> np.ndarray:
     """A user's float input as an array the quantizer can take, or a VaqfError saying what is wrong with it.
 
     Only real numbers: complex, string, date, structured and object arrays are refused (they used to be cast
     or quantized to nonsense). NaN and +-inf have no integer meaning: an error, or with ``saturate`` +-inf go to
     the type's ends and NaN to zero, with a warning that counts them. Finite values beyond the type's range
     saturate, as the quantizer defines (huge ones used to wrap to the minimum in the float-to-int conversion).
+    Without ``clip`` (an input the host transforms first: the bound is not in its units) values are left as
+    they are, NaN set to zero where ``saturate`` allows them.
     """
     name = value.name
     if isinstance(x, np.lib.npyio.NpzFile):
@@ -78,8 +80,8 @@ def check_float_input(value: Value, x: object, saturate: bool = False) -> np.nda
         log.warning("input '%s': %d NaN values set to 0 and %d infinite values saturated (of %d)", name, n_nan,
                     n_inf, a.size)
         a = np.where(nan, 0, a)
-        return np.clip(a, -bound, bound)
-    if low < -bound or high > bound:
+        return np.clip(a, -bound, bound) if clip else a
+    if clip and (low < -bound or high > bound):
         log.info("input '%s': values up to %g saturate to the %s range", name, max(-low, high), info.qtype)
         return np.clip(a, -bound, bound)
     return a
@@ -87,11 +89,24 @@ def check_float_input(value: Value, x: object, saturate: bool = False) -> np.nda
 
 def _quantizer(value: Value, rounding: Rounding,
                new: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.empty,
-               saturate: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+               saturate: bool = False, transform: dict | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function quantizing float arrays for ``value`` into arrays from ``new`` (storage dtype); every array
-    is first checked by ``check_float_input``."""
+    is first checked by ``check_float_input``. A ``transform`` (:mod:`vaqf.ir.host`) applies the model's float
+    ops first and, for a bipolar input, takes the sign instead of rounding."""
     info = value.info
     lo, hi, zp = int(info.qtype.min), int(info.qtype.max), int(info.zero_point)
+    if transform:
+        from vaqf.ir import host
+
+        def transformed(x: np.ndarray) -> np.ndarray:
+            a = host.apply_ops(check_float_input(value, x, saturate, clip=False), transform.get("ops", []))
+            if transform.get("bipolar"):
+                return host.bipolar(a)
+            a = np.nan_to_num(a.astype(np.float64) / info.scale, nan=0.0)
+            q = round_real(np.clip(a, lo - zp - 1, hi - zp + 1), rounding) + zp
+            return saturate_ints(q, lo, hi)
+
+        return transformed
     if rounding is Rounding.HALF_EVEN and info.scale.size == 1:  # the usual case: one compiled pass
         from vaqf.sim.loops import quantize_half_even
         from vaqf.sim.plans import storage_dtype
@@ -247,8 +262,9 @@ class Simulator:
         """Simulator arrays [B, *IR shape] of floats to integers of the same shape (storage dtypes)."""
         if self._quantizers is None:
             roundings = self.graph.metadata.get("input_rounding", {})
+            transforms = self.graph.metadata.get("input_transform", {})
             self._quantizers = [_quantizer(v, Rounding(roundings.get(v.name, "HALF_EVEN")), self._scratch.new,
-                                           self.saturate) for v in self.graph.inputs]
+                                           self.saturate, transforms.get(v.name)) for v in self.graph.inputs]
         return [q(a) for q, a in zip(self._quantizers, arrays, strict=True)]
 
     def plan(self, node: Node) -> Callable[[list[np.ndarray]], list[np.ndarray]]:

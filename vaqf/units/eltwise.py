@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vaqf.errors import IRError
+from vaqf.errors import IRError, VaqfError
 from vaqf.hw.board import Board
 from vaqf.hw.cost import DDR_LATENCY, Cost, dsp48e2_per_product, memory_cost
 from vaqf.hw.layout import LANE_CHOICES, lane_knob, last_dim, row_words, value_words
@@ -152,7 +152,8 @@ class EltwiseUnit(Unit):
         """Cycles and hardware of one layer on the elementwise unit, at L = the design's lanes; relu runs
         as a clamp from below at the zero point (m = 1, s = 0), one product per lane; requant one product
         per lane and the channel tables filled from DDR before the word loop; add two products per lane
-        and their 64-bit sum.
+        and their 64-bit sum. A requantization with a sub-step offset (a folded BatchNormalization) runs only
+        in a dense layer's epilogue: here it is an error.
 
         Cycles: the word loop, ``words x 1 + DEPTH`` (II=1: one whole word per cycle from each operand's
         buffer, one port per bank); requant first fills its channel tables, ``fill_words x 1 + DDR_LATENCY +
@@ -165,6 +166,9 @@ class EltwiseUnit(Unit):
         (requant): per lane a ceil(d / L)-word memory of 32-bit mantissas and one of 6-bit shifts.
         Plus CONTROL_LUTS of counters.
         """
+        if node.op == "requant" and node.attrs.get("offset") is not None:
+            raise VaqfError(f"{node.name}: a requantization with a sub-step offset runs only fused into the dense "
+                            "layer it follows (the elementwise unit has no offset)")
         products, table = _op_needs(node)
         lanes = lanes_of(knobs)
         x = node.inputs[0].info

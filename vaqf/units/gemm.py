@@ -45,6 +45,8 @@ CONTROL_LUT = 300
 #: bits of a requantization multiplier (vaqf.ops.common.MANTISSA_BITS, unsigned) and of its shift (<= 62)
 MANTISSA_BITS = 24
 SHIFT_BITS = 6
+#: bits of a requantization offset in the constant word (signed; |offset| < 2**MANTISSA_BITS)
+OFFSET_BITS = 26
 
 
 def weight_container(node: Node) -> int:
@@ -295,7 +297,10 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
     - ``epilogue``: EPI requantizers (``requant_narrow``), each: the rounding right shift of the q-bit
       product (three levels of 4:1 muxes, 3q), the rounding compare and increment (q), the clamp to
       [lo, hi] (two q-bit compares and a select, ~q) and the zero-point add (q); form "skip" adds the
-      dead-row loop's own requantizer (another 6q and its DSPs).
+      dead-row loop's own requantizer (another 6q and its DSPs). A layer whose requantization has a
+      sub-step offset (a folded BatchNormalization, :func:`has_offset`) adds per requantizer the q-bit
+      offset adder (q) and the offset's 26 bits to its constant mux; without one the kernel's CFG::OFFSET
+      is false and neither exists.
     - ``store``: per bank one data mux (the requantizer of its lane, requantizer 0 in scatter mode, the
       dead-row requantizer): acc bits x a 4:1 mux (one LUT), and its write-enable compare.
     - ``loader``: a DDR word holding several weight words is read through a WORD_BITS/SW:1 mux on SW bits;
@@ -334,7 +339,9 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
     tree = pe * adder_tree_luts(simd, p)
     weights = memory_cost(2 * steps, sw)  # two halves per PE: ping-pong
     out_mux = epi * acc * mux_luts(max(1, pe // epi)) + (acc * mux_luts(pe) if scatter else 0)
-    constants = pe * 32 + epi * (MANTISSA_BITS + 1 + SHIFT_BITS) * mux_luts(2 * pe // epi)
+    offset = has_offset(node)
+    constants = pe * 32 + epi * (MANTISSA_BITS + 1 + SHIFT_BITS + (OFFSET_BITS if offset else 0)) * mux_luts(
+        2 * pe // epi)
     if scatter:
         constants += 32 * mux_luts(2 * pe)
     requantizers = epi + (1 if scatter else 0)
@@ -346,7 +353,7 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
         "accumulator": pe * acc,
         "output_mux": out_mux,
         "constants": constants,
-        "epilogue": requantizers * 6 * q,
+        "epilogue": requantizers * (7 if offset else 6) * q,
         "store": simd * (acc + 2),
         "loader": loader_lut,
         "weight_lutram": pe * weights.lut,
@@ -367,6 +374,12 @@ def dense_resources(node: Node, pe: int, simd: int, epi: int = 1, form: str = "a
     return DenseResources(terms, ff, dsp, bram)
 
 
+def has_offset(node: Node) -> bool:
+    """Whether the layer's requantization adds a sub-step offset (bits 70..95 of its constant words)."""
+    rq = node.attrs.get("requant")
+    return rq is not None and rq.get("offset") is not None
+
+
 def folded_bias(node: Node) -> np.ndarray:
     """bias[n] - zp_in * sum_k w[n, k]: the zero point folded into the bias (product_bits' docstring), so
     the activation enters the multipliers as its own integer (HLS-REVIEW C2)."""
@@ -378,7 +391,7 @@ def folded_bias(node: Node) -> np.ndarray:
 
 def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray:
     """const_beats(word_bits) DDR words per slot (-1: an idle slot, zeros): 32-bit lanes folded bias,
-    multiplier, shift, output column, then zeros to the words' end (a 64-bit word: two words per slot,
+    multiplier, shift (6 bits) with the requantization offset above it (26 bits), output column, then zeros to the words' end (a 64-bit word: two words per slot,
     [bias, multiplier] then [shift, column]; 32-bit: four)."""
     acc_bits = int(node.attrs["acc_bits"])
     bias = folded_bias(node)
@@ -388,9 +401,12 @@ def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray
     n_out = node.attrs["weight"].shape[0]
     mant = np.zeros(n_out, np.int64) if rq is None else np.broadcast_to(np.asarray(rq["mantissa"], np.int64), n_out)
     shift = np.zeros(n_out, np.int64) if rq is None else np.broadcast_to(np.asarray(rq["shift"], np.int64), n_out)
-    if np.any(np.abs(mant) >= 2**MANTISSA_BITS) or np.any((shift < 0) | (shift > 62)):
-        raise VaqfError(f"{node.name}: a requantization multiplier needs more than {MANTISSA_BITS} bits or a "
-                        "shift is outside [0, 62]; the epilogue's requantizer is sized for those")
+    offset = np.zeros(n_out, np.int64) if rq is None or rq.get("offset") is None else \
+        np.broadcast_to(np.asarray(rq["offset"], np.int64), n_out)
+    if np.any(np.abs(mant) >= 2**MANTISSA_BITS) or np.any((shift < 0) | (shift > 62)) or \
+            np.any(np.abs(offset) >= 2**MANTISSA_BITS):
+        raise VaqfError(f"{node.name}: a requantization multiplier or offset needs more than {MANTISSA_BITS} bits "
+                        "or a shift is outside [0, 62]; the epilogue's requantizer is sized for those")
     lanes = const_beats(word_bits) * word_bits // 32
     out = np.zeros((slots.size, lanes), dtype=np.int64)
     live = slots >= 0
@@ -398,7 +414,7 @@ def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray
     # lane 0 wraps to 32 bits: when acc_bits <= 32 the kernel's adds are exact modulo 2**acc_bits
     out[live, 0] = ((bias[o] + 2**31) % 2**32) - 2**31
     out[live, 1] = mant[o]
-    out[live, 2] = shift[o]
+    out[live, 2] = shift[o] | (offset[o] << 6)  # bits 64..69 the shift, 70..95 the offset (signed)
     out[live, 3] = o
     out[~live, 3] = -1  # an idle slot: the scattering forms write nothing for it
     return (out & 0xFFFFFFFF).astype(np.uint32).reshape(-1)
@@ -513,8 +529,9 @@ class GemmUnit(Unit):
         blocks' shapes and MAC steps, which the block form's cycles read."""
         b = node.attrs.get("blocks")
         if b is None:
-            return ()
-        return (tuple(map(tuple, np.asarray(b["shape"]).tolist())), tuple(map(tuple, np.asarray(b["steps"]).tolist())))
+            return (has_offset(node),)
+        return (tuple(map(tuple, np.asarray(b["shape"]).tolist())), tuple(map(tuple, np.asarray(b["steps"]).tolist())),
+                has_offset(node))
 
     def mode(self, node: Node, knobs: dict[str, int], board: Board | None) -> str | None:
         """How the layer runs with these knobs on this board: one of :data:`FORMS`, the fastest (see
@@ -577,6 +594,7 @@ class GemmUnit(Unit):
             "max_rows": max(int(n.attrs["rows"]) for n in nodes),
             "max_items": max(items), "max_blocks": max(blocks), "max_dead": max(dead), "max_words": max(words),
             "depth": gemm_depth(simd), "load_depth": LOAD_DEPTH, "dead_depth": DEAD_DEPTH,
+            "offset": int(any(has_offset(n) for n in nodes)),
         }
 
     def ddr_blobs(self, node: Node, word_bits: int, knobs: dict[str, int],

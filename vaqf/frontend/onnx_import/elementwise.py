@@ -13,6 +13,7 @@ from vaqf.errors import ModelError, UnsupportedOpError
 from vaqf.frontend.onnx_import.states import Act, Const, FloatInput, QConst
 from vaqf.frontend.ptq import activation_quant
 from vaqf.ir import IntType, TensorInfo, Value
+from vaqf.ir.host import transform_op
 from vaqf.ir.qarith import round_real
 
 
@@ -20,18 +21,13 @@ class ElementwiseOps:
     """Importer handlers for elementwise ops; mixed into :class:`Importer`, whose state they use."""
 
     def _op_Add(self, node: onnx.NodeProto) -> None:
-        """A constant added to a bias-less dense/conv output (folded into its bias), else the sum of two
-        activations (op ``add`` on the eltwise unit: residual connections)."""
+        """A constant added to a dense/conv layer's raw accumulator (folded into its bias) or to the float input
+        (done by the host), else the sum of two activations (op ``add`` on the eltwise unit: residual
+        connections)."""
+        if self._affine_fold(node, "add"):
+            return
         s0, s1 = self._state(node, 0), self._state(node, 1)
         act, const = (s0, s1) if isinstance(s0, Act) else (s1, s0)
-        if isinstance(act, Act) and isinstance(const, (Const, QConst)) and act.dense_without_bias is not None:
-            c = const.real() if isinstance(const, QConst) else np.asarray(const.array)
-            if c.size in (1, act.dense_without_bias.attrs["weight"].shape[0]) and c.ndim <= 1 or \
-                    (c.ndim > 1 and c.size == c.shape[-1]):
-                dn = act.dense_without_bias
-                self._fold_bias(dn, Const(c.reshape(-1)), 1.0, node)
-                self._set(node, Act(act.value, act.quantized))
-                return
         bits = self._internal_bits()
         if isinstance(act, Act) and isinstance(const, (Const, QConst)):
             a = self._act_input(node, 0 if act is s0 else 1, need_quantized=True, bits=bits)
@@ -85,11 +81,75 @@ class ElementwiseOps:
                 return float(c.reshape(-1)[0])
         return None
 
+    def _affine_fold(self, node: onnx.NodeProto, kind: str) -> bool:
+        """``node`` (Add, Sub, Mul or Div of a run-time tensor and a constant) absorbed where it costs nothing:
+        into the float input's host transform (any constant that broadcasts to the input, as the model's float32
+        arithmetic computes it), or into the constants of the dense layer whose raw accumulator it reads alone
+        (a scalar or one value per output channel: scale, bias, rows negated for a negative factor). False when
+        neither applies."""
+        consts = [self._const_operand(node, i) for i in (0, 1)]
+        if len(node.input) != 2 or (consts[0] is None) == (consts[1] is None):
+            return False
+        i = 0 if consts[1] is not None else 1  # the run-time operand
+        c, st = consts[1 - i], self._state(node, i)
+        if kind in ("sub", "div") and i == 1:
+            kind = "r" + kind  # c - x, c / x
+        if isinstance(st, FloatInput):
+            return self._host_op(node, st, kind, c)
+        if not isinstance(st, Act) or st.dense is None or kind == "rdiv" \
+                or len(self._consumers.get(node.input[i], [])) != 1 \
+                or node.input[i] in {o.name for o in self.model.graph.output}:
+            return False
+        n_out = st.dense.attrs["weight"].shape[0]
+        if not (c.size == 1 or (c.size == n_out and c.shape[-1] == n_out)):
+            return False
+        c = c.reshape(-1)
+        mul, add = {"add": (1.0, c), "sub": (1.0, -c), "rsub": (-1.0, c), "mul": (c, 0.0),
+                    "div": (1.0 / c, 0.0)}[kind]
+        self._fold_affine(st.dense, mul, add, node)
+        self._set(node, Act(st.dense.outputs[0], False, dense=st.dense))
+        return True
+
+    def _const_operand(self, node: onnx.NodeProto, i: int) -> np.ndarray | None:
+        """Input ``i`` as a float64 constant (real values of a quantized constant), or None."""
+        st = self._state(node, i) if i < len(node.input) else None
+        if isinstance(st, QConst):
+            return np.asarray(st.real(), dtype=np.float64)
+        if isinstance(st, Const):
+            return np.asarray(st.array, dtype=np.float64)
+        return None
+
+    def _host_op(self, node: onnx.NodeProto, st: FloatInput, kind: str, c: np.ndarray) -> bool:
+        """A float op on the model's input before its first quantizer, appended to the host transform
+        (:mod:`vaqf.ir.host`)."""
+        if not np.all(np.isfinite(c)) or (kind == "div" and np.any(c == 0)):
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) applies a constant holding zero, NaN or "
+                             f"infinite values to input '{st.name}'")
+        if c.size != 1 and st.reshapes:
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     f"a non-scalar constant applied to input '{st.name}' after it is reshaped; "
+                                     "apply it before the reshape")
+        try:
+            shape = np.broadcast_shapes(c.shape, st.shape)
+        except ValueError:
+            shape = None
+        if shape != tuple(st.shape):
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     f"a constant of shape {list(c.shape)} applied to input '{st.name}' of shape "
+                                     f"{list(st.shape)} changes its shape")
+        op = transform_op(kind, c if c.size != 1 else c.reshape(()))
+        self._set(node, FloatInput(st.name, st.shape, list(st.reshapes), st.ops + [op]))
+        return True
+
+    def _scalar(self, node: onnx.NodeProto, i: int) -> float | None:
+        c = self._const_operand(node, i)
+        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
     def _rescaled(self, node: onnx.NodeProto, factor: float) -> None:
         i = 0 if isinstance(self._state(node, 0), (Act, FloatInput)) else 1
         if not factor > 0 or not np.isfinite(factor):
             raise UnsupportedOpError(self._name(node), node.op_type, f"scaling by {factor} (only positive "
-                                     "scalars are supported)")
+                                     "scalars are supported, or any factor on a dense layer's own result)")
         x = self._act_input(node, i, need_quantized=False)
         info = x.value.info
         out = self.graph.new_value(node.output[0], TensorInfo(info.shape, info.qtype, info.scale * factor,
@@ -99,18 +159,33 @@ class ElementwiseOps:
         self._set(node, Act(out, x.quantized))
 
     def _op_Mul(self, node: onnx.NodeProto) -> None:
-        """Multiplication by a scalar constant: the scale changes (op ``rescale``), the integers do not."""
+        """Multiplication by a constant: folded into a dense layer's scale or the host's input transform, else
+        by a positive scalar: the scale changes (op ``rescale``), the integers do not."""
+        if self._affine_fold(node, "mul"):
+            return
         c = self._scalar(node, 1) if self._scalar(node, 1) is not None else self._scalar(node, 0)
         if c is None:
-            raise UnsupportedOpError(self._name(node), "Mul", "only multiplication by a scalar constant is supported")
+            raise UnsupportedOpError(self._name(node), "Mul", "only multiplication by a constant (a scalar, or one "
+                                     "value per channel of a dense layer's result or on the input) is supported")
         self._rescaled(node, c)
 
     def _op_Div(self, node: onnx.NodeProto) -> None:
-        """Division by a scalar constant: the scale changes (op ``rescale``), the integers do not."""
+        """Division by a constant: folded like ``Mul``, else by a positive scalar as op ``rescale``."""
+        if self._affine_fold(node, "div"):
+            return
         c = self._scalar(node, 1)
         if c is None or not isinstance(self._state(node, 0), (Act, FloatInput)):
-            raise UnsupportedOpError(self._name(node), "Div", "only division by a scalar constant is supported")
+            raise UnsupportedOpError(self._name(node), "Div", "only division by a constant (a scalar, or one value "
+                                     "per channel of a dense layer's result or on the input) is supported")
         self._rescaled(node, 1.0 / c)
+
+    def _op_Sub(self, node: onnx.NodeProto) -> None:
+        """Subtraction of a constant (or from one) folded into a dense layer's bias (rows negated for c - x) or
+        the host's input transform; other subtractions are refused."""
+        if self._affine_fold(node, "sub"):
+            return
+        raise UnsupportedOpError(self._name(node), "Sub", "only a constant subtracted from (or minus) the input or "
+                                 "a dense/conv layer's own result is supported")
 
     def _op_Relu(self, node: onnx.NodeProto) -> None:
         """Fused into the producer's epilogue where it can be, else op ``relu`` (max with the zero point)."""

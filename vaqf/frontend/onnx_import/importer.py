@@ -29,7 +29,7 @@ from vaqf.frontend.patterns import LIFTED_DOMAIN
 from vaqf.frontend.ptq import WEIGHT_MODES, activation_quant, f32, quantize_weight
 from vaqf.ir import BinaryType, Graph, IntType, TensorInfo, Value
 from vaqf.ir.qarith import Rounding, round_real
-from vaqf.ops.common import requant_params
+from vaqf.ops.common import BIPOLAR_CONTAINER, bipolar_params, requant_out_info, requant_params
 from vaqf.ops.dense import finalize_dense_attrs
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
         self.graph = Graph(name)
         self.env: dict[str, Any] = {}
         self.input_rounding: dict[str, str] = {}
+        self.input_transform: dict[str, dict] = {}  # vaqf.ir.host: float ops and bipolar inputs
+        self._bipolar_values: dict[str, float] = {}  # IR values holding bipolar activations -> their scale
+        self._bias_real: dict[str, np.ndarray] = {}  # dense name -> its folded bias before rounding (acc units)
+        self._fine_bias: set[str] = set()  # denses whose bias's sub-step part goes into the requant's offset
+        self._absorbed: set[str] = set()  # outputs of BatchNormalization nodes a convolution folded in
         self._ranges: dict[str, tuple[float, float]] | None = None
         self._ptq_tensors: list[str] = []
         self._dense_nodes: list[tuple[Any, np.ndarray | None]] = []  # (node, float weight if post-quantized)
@@ -82,6 +87,8 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
             self.graph.outputs.append(st.value)
         self._last_layers_int8()
         self.graph.metadata["input_rounding"] = self.input_rounding
+        if self.input_transform:
+            self.graph.metadata["input_transform"] = self.input_transform
         self.graph.metadata["weights"] = self.opt.weights
         # every declared input must have been quantized by now
         for v in self.graph.inputs:
@@ -275,13 +282,24 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
                                      "per-channel activation quantization is not supported; use a per-tensor scale")
         if not np.all(scale > 0) or not np.all(np.isfinite(scale)):
             raise ModelError(f"node '{self._name(node)}' has a non-positive or non-finite scale")
+        bipolar = isinstance(qt, BinaryType)
         if isinstance(st, FloatInput):
             existing = next((v for v in self.graph.inputs if v.name == st.name), None)
+            transform = {"ops": st.ops, "bipolar": bipolar}
             if existing is None:
-                existing = self.graph.add_input(st.name, TensorInfo(st.shape, qt, scale, zp))
+                existing = self.graph.add_input(st.name, TensorInfo(st.shape, BIPOLAR_CONTAINER if bipolar else qt,
+                                                                    scale, zp))
                 self.input_rounding[st.name] = Rounding.parse(rounding).value
+                if st.ops or bipolar:
+                    self.input_transform[st.name] = transform
+                if bipolar:
+                    self._bipolar_values[existing.name] = float(scale[0])
                 defined_here = True
             else:
+                if self.input_transform.get(st.name, {"ops": [], "bipolar": False}) != transform:
+                    raise UnsupportedOpError(self._name(node), node.op_type,
+                                             f"input '{st.name}' is quantized a second time after other float "
+                                             "ops; one input reaches the accelerator one way")
                 defined_here = False
             act = Act(existing, True)
             for shape in st.reshapes:
@@ -291,21 +309,48 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
             st = act
         assert isinstance(st, Act)
         src = st.value
-        if (src.info.qtype == qt and src.info.zero_point == zp and not src.info.per_channel
+        if bipolar and self._bipolar_values.get(src.name) == float(scale[0]):
+            return Act(src, True)  # already bipolar at this scale (chosen by looking ahead)
+        if (not bipolar and src.info.qtype == qt and src.info.zero_point == zp and not src.info.per_channel
                 and float(src.info.scale[0]) == float(scale[0])):
             return Act(src, True)  # already exactly this quantization (e.g. chosen by looking ahead)
         channels = src.info.shape[-1] if src.info.per_channel else 1
-        rq = requant_params(src.info.scale, float(scale[0]), channels, qt, zp,
-                            Rounding.parse(rounding).value, self._name(node))
-        out = self.graph.new_value(node.output[0] if node.output else "q", TensorInfo(src.info.shape, qt, scale, zp))
+        if bipolar:
+            rq = bipolar_params(float(scale[0]), channels)
+        else:
+            rq = requant_params(src.info.scale, float(scale[0]), channels, qt, zp,
+                                Rounding.parse(rounding).value, self._name(node))
+            self._sub_step_offset(st, rq)
+        out = self.graph.new_value(node.output[0] if node.output else "q", requant_out_info(src.info.shape, rq))
         self.graph.add_node("requant", [src], [out], rq, name=self._name(node), source=self._name(node))
+        if bipolar:
+            self._bipolar_values[out.name] = float(scale[0])
         return Act(out, True)
+
+    def _sub_step_offset(self, st: Act, rq: dict) -> None:
+        """A dense layer's raw accumulator requantized after a BatchNormalization or affine was folded into it:
+        the part of the exact bias below one accumulator step goes into the requantization's offset (in product
+        units, rounded to nearest), so the output levels are those of the real-valued layer (a 2-bit quantizer
+        right after BatchNormalization flips levels otherwise). Not with a fused Relu (relu of the integer
+        accumulator would come before the offset)."""
+        dn = st.dense
+        if dn is None or dn.name not in self._fine_bias or dn.attrs.get("relu") or st.value is not dn.outputs[0]:
+            return
+        n_out = dn.attrs["weight"].shape[0]
+        rest = self._bias_real[dn.name] - np.asarray(dn.attrs["bias"], dtype=np.float64)
+        mant = np.broadcast_to(np.asarray(rq["mantissa"], dtype=np.int64), (n_out,)).copy()
+        offset = round_real(rest * mant, Rounding.HALF_EVEN).astype(np.int64)
+        if np.any(offset != 0):
+            rq["mantissa"] = mant
+            rq["shift"] = np.broadcast_to(np.asarray(rq["shift"], dtype=np.int64), (n_out,)).copy()
+            rq["offset"] = offset
 
     def _reshape(self, act: Act, shape: tuple[int, ...], node: onnx.NodeProto) -> Act:
         info = act.value.info
         out = self.graph.new_value(node.output[0], TensorInfo(shape, info.qtype, info.scale, info.zero_point))
         self.graph.add_node("reshape", [act.value], [out], {"shape": list(shape)}, name=self._name(node),
                             source=self._name(node))
+        self._keep_bipolar(act.value, out)
         return Act(out, act.quantized)
 
     def _lower(self, node: onnx.NodeProto) -> None:
@@ -346,4 +391,12 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
         info = x.info
         out = self.graph.new_value(out_name, TensorInfo(shape, info.qtype, info.scale, info.zero_point))
         self.graph.add_node(op, [x], [out], attrs, name=f"{self._name(node)}_{op}", source=self._name(node))
+        if op != "pool" or attrs.get("kind") == "max":  # moves, and the max of +-1 (padding reads -1)
+            self._keep_bipolar(x, out)
         return out
+
+    def _keep_bipolar(self, src: Value, out: Value) -> None:
+        """``out`` holds ``src``'s elements rearranged: bipolar if ``src`` is (a BipolarQuant after it is then
+        the identity)."""
+        if src.name in self._bipolar_values:
+            self._bipolar_values[out.name] = self._bipolar_values[src.name]

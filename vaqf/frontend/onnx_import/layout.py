@@ -172,7 +172,7 @@ class LayoutOps:
     def _reshape_state(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> None:
         st = self._state(node, 0)
         if isinstance(st, FloatInput):
-            self._set(node, FloatInput(st.name, st.shape, st.reshapes + [shape]))
+            self._set(node, FloatInput(st.name, st.shape, st.reshapes + [shape], st.ops))
         else:
             st = self._per_tensor(node, 0, keeps_channels=bool(shape) and shape[-1] == self._shape_of(st)[-1])
             self._set(node, self._reshape(st, shape, node))

@@ -75,12 +75,19 @@ class QuantizerDecoding:
         self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), qt, rounding.value, node))
 
     def _bipolar(self, node: onnx.NodeProto) -> None:
-        """Bipolar (+1/-1) constant weights: binary weights of the GEMM; bipolar activations are refused."""
+        """Bipolar (+1/-1) constant weights (binary weights of the GEMM), or a bipolar activation: +1 where the
+        input is at least 0, else -1 (a requantization to the sign, fused into the producer's epilogue; on the
+        model's input, the host's quantizer)."""
         scale = self._scale(node, 1)
         st = self._state(node, 0)
+        if st is None:
+            raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has no input to quantize")
         if not isinstance(st, (Const, QConst)):
-            raise UnsupportedOpError(self._name(node), node.op_type,
-                                     "bipolar activations are not supported (only bipolar weights)")
+            if scale.size != 1:
+                raise UnsupportedOpError(self._name(node), node.op_type,
+                                         "per-channel scales on a bipolar activation; use a per-tensor scale")
+            self._set(node, self._quantize_act(st, scale, 0, BinaryType(), "HALF_EVEN", node))
+            return
         x = st.array.astype(np.float64) if isinstance(st, Const) else st.real()
         self._set(node, QConst(np.where(x >= 0, 1, -1).astype(np.int64), f32(scale), BinaryType()))
 
@@ -138,14 +145,16 @@ class QuantizerDecoding:
         raise UnsupportedOpError(self._name(node), node.op_type,
                                  "its input must be an integer initializer or a QuantizeLinear output")
 
-    def _output_quant(self, node: onnx.NodeProto, bits: int, signed: bool | None = None) -> tuple[IntType, float, int]:
+    def _output_quant(self, node: onnx.NodeProto, bits: int, signed: bool | None = None,
+                      bipolar: bool = False) -> tuple[IntType | BinaryType, float, int]:
         """Type, scale and zero point for a new output: the following quantizer's if the output feeds exactly
-        one quantizer with constant parameters, else post-training quantization from calibration."""
+        one quantizer with constant parameters (with ``bipolar``, a BipolarQuant too: BinaryType), else
+        post-training quantization from calibration."""
         users = self._consumers.get(node.output[0], [])
         if len(users) == 1:
             q = users[0]
             params = self._quantizer_params(q)
-            if params is not None:
+            if params is not None and (bipolar or not isinstance(params[0], BinaryType)):
                 return params
         lo, hi = self._calibrated_range(node.output[0], node)
         if signed is True and lo >= 0:
@@ -153,8 +162,13 @@ class QuantizerDecoding:
         qt, scale = activation_quant(lo, hi, bits)
         return qt, scale, 0
 
-    def _quantizer_params(self, q: onnx.NodeProto) -> tuple[IntType, float, int] | None:
+    def _quantizer_params(self, q: onnx.NodeProto) -> tuple[IntType | BinaryType, float, int] | None:
         try:
+            if q.domain in QONNX_DOMAINS and q.op_type == "BipolarQuant":
+                scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)
+                if scale.size != 1 or not scale[0] > 0:
+                    return None
+                return BinaryType(), float(f32(scale[0])), 0
             if q.domain in QONNX_DOMAINS and q.op_type in ("Quant", "IntQuant"):
                 a = self._attrs(q)
                 scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)

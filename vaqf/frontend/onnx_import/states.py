@@ -39,13 +39,15 @@ class FloatInput:
     name: str
     shape: tuple[int, ...]
     reshapes: list[tuple[int, ...]] = field(default_factory=list)
+    ops: list = field(default_factory=list)  # float ops the host applies first (vaqf.ir.host.transform_op)
 
 
 @dataclass
 class Act:
     value: Value
     quantized: bool       # produced by a quantizer (activation precision), not a wide accumulator
-    dense_without_bias: Any = None  # the dense node whose bias an Add may still fold in
+    dense: Any = None               # the dense node whose raw accumulator this is: an Add folds into its bias, a
+                                    # BatchNormalization into its constants
     relu_applied: bool = False      # a following Relu was already fused into the producer
 
 

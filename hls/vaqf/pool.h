@@ -23,6 +23,7 @@ struct pool_desc {
     int row_words, out_row_words;
     int sh_rw, plane_words, pt_rw;  // sh * row_words, h * row_words, pt * row_words
     int in_acc, out_acc, avg, mant, shift, zp, lo, hi;
+    int rnd;  // average pooling: the rounding mode of the shift (vaqf::Rounding)
 };
 
 struct pool_config {
@@ -60,7 +61,7 @@ sweep:
         best = first || v > best ? v : best;
         sum = first ? contrib : ap_int<CFG::SUM_BITS>(sum + contrib);
         if (i == d.kh - 1 && j == d.kw - 1) {
-            wide_t q = d.avg ? clamp(rshift_round(wide_t(sum) * wide_t(d.mant), d.shift, HALF_EVEN) + d.zp, d.lo, d.hi)
+            wide_t q = d.avg ? clamp(rshift_round(wide_t(sum) * wide_t(d.mant), d.shift, d.rnd) + d.zp, d.lo, d.hi)
                              : wide_t(best);
             int ow = orow + x / L;
             if (d.out_acc) oc[ow][x % L] = q;

@@ -13,6 +13,7 @@ from tests.helpers import float_mlp_model, qonnx_model, with_node_after_first_la
 from vaqf.api import load_model
 from vaqf.errors import CalibrationRequired, ModelError, UnsupportedOpError, VaqfError
 from vaqf.frontend.onnx_import import import_onnx
+from vaqf.sim.simulator import Simulator
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -75,14 +76,26 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("batch", [2, 8])
-def test_fixed_batch_larger_than_one_is_rejected(batch: int, tmp_path: Path, rng: np.random.Generator) -> None:
+def test_fixed_batch_larger_than_one_is_read_as_the_batch_axis(batch: int, tmp_path: Path, rng: np.random.Generator,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     model = qonnx_model(rng)
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     dim.Clear()
     dim.dim_value = batch
-    with pytest.raises(ModelError, match=f"fixed batch of {batch}") as e:
-        load_model(_save(model, tmp_path / "b.onnx"))
-    assert "'x'" in str(e.value)
+    with caplog.at_level("WARNING"):
+        g = load_model(_save(model, tmp_path / "b.onnx"))
+    assert g.inputs[0].info.shape == (1, 16)
+    assert f"fixed leading dimension of {batch}: read as the batch axis" in caplog.text
+
+
+def test_inputs_with_different_fixed_batches_are_rejected(rng: np.random.Generator) -> None:
+    """Two inputs whose fixed leading dimensions differ: no batch axis to read, the input named."""
+    model = qonnx_model(rng)
+    extra = helper.make_tensor_value_info("aux", onnx.TensorProto.FLOAT, [3, 16])
+    model.graph.input.append(extra)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    with pytest.raises(ModelError, match="'x' has a fixed batch of 2"):
+        load_model(model)
 
 
 def test_fixed_batch_of_one_is_accepted(rng: np.random.Generator) -> None:
@@ -109,14 +122,29 @@ def _set_bit_width(model: onnx.ModelProto, name: str, bits: float) -> onnx.Model
     return model
 
 
-@pytest.mark.parametrize("bits", [1, 32, 4.5, 0, 17])
-@pytest.mark.parametrize("where", ["act_bits", "w0_bits"])  # activation quantizers / a weight quantizer
+@pytest.mark.parametrize("bits, where", [(b, "act_bits") for b in (1, 32, 4.5, 0, 17)]  # activation quantizers
+                         + [(b, "w0_bits") for b in (1, 33, 4.5, 0)])  # a weight quantizer: up to 32 bits
 def test_quant_bit_width_out_of_range_is_rejected(bits: float, where: str, rng: np.random.Generator) -> None:
     model = _set_bit_width(qonnx_model(rng), where, bits)
     with pytest.raises(UnsupportedOpError, match="bit width") as e:
         import_onnx(model)
     assert "Quant" in str(e.value)
     assert ("quant_in" if where == "act_bits" else "wquant0") in str(e.value)
+
+
+def test_a_wide_weight_quantizer_whose_integers_fit_is_accepted(rng: np.random.Generator) -> None:
+    """A 32-bit quantizer on weights (as on Brevitas's Int32Bias biases) at the same scale: the same integers
+    as the 8-bit one where nothing clips, so the same graph; integers beyond 16 bits are refused by name."""
+    model = qonnx_model(rng)
+    x = rng.normal(size=(32, 16)).astype(np.float32)
+    want = Simulator(import_onnx(model)).run([x]).outputs[0]
+    np.testing.assert_array_equal(Simulator(import_onnx(_set_bit_width(model, "w0_bits", 32))).run([x]).outputs[0],
+                                  want)
+    wide = _set_bit_width(qonnx_model(rng), "w0_bits", 32)
+    scale = next(t for t in wide.graph.initializer if t.name == "w0_scale")
+    scale.CopyFrom(numpy_helper.from_array(np.asarray(1e-7, np.float32), "w0_scale"))
+    with pytest.raises(UnsupportedOpError, match="-bit weights \\(max 16\\)"):
+        import_onnx(wide)
 
 
 def test_float_model_without_calibration_requires_it(rng: np.random.Generator) -> None:

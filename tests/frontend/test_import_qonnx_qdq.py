@@ -212,7 +212,11 @@ def test_onnxruntime_agrees_with_qdq(tmp_path: Path) -> None:
     assert model.ir_version <= 10
     path = tmp_path / "qdq.onnx"
     onnx.save(model, str(path))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # the graph as ONNX defines it: onnxruntime 1.32's fused QDQ kernels (graph optimizations on) give
+    # hidden activations up to 108 steps off the operators' definition on this model
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     y, h0, h1, yq = sess.run(None, {"x": c.x})
     res = Simulator(c.graph).run([c.x], trace=True)
     n = len(c.x)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from tests.helpers import float_mlp_model
+from tests.helpers import float_mlp_model, qonnx_model
 from vaqf.api import load_model
 from vaqf.frontend.onnx_import import ImportOptions, import_onnx
 from vaqf.frontend.ptq import activation_quant, quantize_weight
+from vaqf.errors import VaqfError
 from vaqf.ir import BinaryType, IntType
 from vaqf.sim.simulator import Simulator
 
@@ -73,3 +76,56 @@ def test_activation_quant() -> None:
     assert qt == IntType(8, True, narrow=True) and scale == np.float32(3.0 / 127)
     qt, scale = activation_quant(0.0, 0.0, 8)  # a constant-zero tensor still gets a usable scale
     assert scale > 0
+
+
+def _large_bias_mlp(rng: np.random.Generator) -> onnx.ModelProto:
+    """An MLP whose first layer has a channel with near-zero weights and a real bias (a pruned channel):
+    bias / (input scale x weight scale) is far beyond 2**31."""
+    w1 = rng.normal(0, 0.5, (8, 16)).astype(np.float32)
+    w1[:, 3] = 1e-7 * rng.normal(size=8)
+    b1 = rng.normal(0, 0.5, 16).astype(np.float32)
+    b1[3] = 2.5
+    w2 = rng.normal(0, 0.5, (16, 4)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"))]
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["a"], name="relu"),
+             helper.make_node("MatMul", ["a", "w2"], ["y"], name="fc2")]
+    g = helper.make_graph(nodes, "bias", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.cxx
+def test_a_bias_beyond_32_bits_raises_that_channels_weight_scale(rng: np.random.Generator, tmp_path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime as ort
+
+    import vaqf
+    from vaqf.api import compile_model
+
+    model = _large_bias_mlp(rng)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        res = compile_model(model, tmp_path / "proj", weights="int8", calib=x[:64])
+    assert "node 'fc1': the bias of 1 output channel(s) did not fit 32 bits" in caplog.text
+    fc1 = next(n for n in res.graph.topo() if n.op == "dense")
+    assert np.abs(fc1.attrs["bias"]).max() <= 2**30 < abs(2.5 / (fc1.inputs[0].info.scale[0] * 1e-7 / 127))
+    others = [c for c in range(16) if c != 3]
+    np.testing.assert_array_equal(np.abs(fc1.attrs["weight"][others]).max(axis=1), 127)  # untouched rows
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = vaqf.load(res.project).predict(x)
+    assert np.linalg.norm(got - want) <= 0.03 * np.linalg.norm(want)
+    out = vaqf.load(res.project).csim(x[:2])
+    assert out.bit_exact == 2
+
+
+def test_a_bias_beyond_32_bits_on_weights_quantized_in_the_model_is_refused(rng: np.random.Generator) -> None:
+    """The same channel with its weights already quantized (int8, weights=keep): the model's quantization is
+    not changed; the error names the node, the channel and what to do."""
+    model = qonnx_model(rng)
+    bias = next(t for t in model.graph.initializer if t.name == "b1")
+    b = numpy_helper.to_array(bias).copy()
+    b[2] = 1e12
+    bias.CopyFrom(numpy_helper.from_array(b.astype(np.float32), "b1"))
+    with pytest.raises(VaqfError, match=r"output channel\(s\) \[2\] does not fit 32 bits.*Int32Bias"):
+        import_onnx(model)

@@ -79,7 +79,7 @@ def test_isqrt_exact():
         assert K.isqrt(v) == math.isqrt(v), v
 
 
-def _ref_epilogue(acc, bias, relu, mant, shift, zp, lo, hi, mode):
+def _ref_epilogue(acc, bias, relu, mant, shift, zp, lo, hi, mode, offset=None):
     out = np.empty(acc.shape, dtype=object)
     for (i, j), a in np.ndenumerate(acc):
         v = int(a) + int(bias[j])
@@ -88,7 +88,8 @@ def _ref_epilogue(acc, bias, relu, mant, shift, zp, lo, hi, mode):
         if mant is None:
             out[i, j] = v
         else:
-            q = ref_round(Fraction(v * int(mant[j]), 2 ** int(shift[j])), mode) + zp
+            o = 0 if offset is None else int(offset[j])
+            q = ref_round(Fraction(v * int(mant[j]) + o, 2 ** int(shift[j])), mode) + zp
             out[i, j] = min(max(q, lo), hi)
     return out.astype(np.int64)
 
@@ -429,3 +430,31 @@ def test_dense_int_gemm_equals_float_gemm(monkeypatch, zp, relu, requant, signed
     for r in results[1:]:
         assert r.dtype == results[0].dtype
         np.testing.assert_array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_epilogue_offsets_equal_the_exact_definition(mode):
+    """The sub-step offset (a folded BatchNormalization's bias below one accumulator step) is added to the
+    product before the shift: the integer and float64 epilogues and qarith.requantize equal
+    round((v * m + o) / 2**s) computed in fractions, offsets of both signs up to 2**24."""
+    from vaqf.ir.qarith import requantize
+
+    rng = np.random.default_rng(11)
+    cols = 12
+    acc = rng.integers(-(2**20), 2**20, size=(30, cols))
+    bias = rng.integers(-100, 100, size=cols)
+    mant = rng.integers(1, 2**24, size=cols)
+    shift = rng.integers(1, 40, size=cols)
+    offset = rng.integers(-(2**24) + 1, 2**24, size=cols)
+    offset[:3] = [0, 1, -1]
+    want = _ref_epilogue(acc, bias, False, mant, shift, 3, -500, 500, mode, offset)
+    out = np.empty(acc.shape, np.int32)
+    K.gemm_epilogue(acc, K.epilogue_columns(bias, mant, shift, cols, offset),
+                    K.epilogue_params(False, True, 3, -500, 500, mode.cpp_id), out)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(requantize(acc + bias, mant, shift, 3, -500, 500, mode, offset=offset), want)
+    if mode is Rounding.HALF_EVEN:
+        assert K.float_epilogue_exact(2**20, bias, mant, offset)
+        K.gemm_epilogue_f64(acc, K.float_epilogue_columns(bias, mant, shift, cols, offset),
+                            K.epilogue_params(False, True, 3, -500, 500, mode.cpp_id), out)
+        np.testing.assert_array_equal(out, want)

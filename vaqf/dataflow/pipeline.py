@@ -217,13 +217,6 @@ def _dense_layer(node: Node, order: np.ndarray, im2col: Node | None) -> Layer:
         raise DataflowUnsupported(f"{node.name}: a layer whose unused input columns were dropped runs on the engine")
     if not isinstance(node.attrs["w_type"], (BinaryType, IntType)):
         raise DataflowUnsupported(f"{node.name}: weight type {node.attrs['w_type']} has no dataflow product")
-    rq = node.attrs.get("requant")
-    if rq is not None and rq.get("offset") is not None:
-        from vaqf.dataflow.stages import MAX_THRESHOLD_LEVELS
-
-        if int(rq["qtype"].max) - int(rq["qtype"].min) + 1 > MAX_THRESHOLD_LEVELS:
-            raise DataflowUnsupported(f"{node.name}: a folded BatchNormalization ahead of a quantizer of more than "
-                                      f"{MAX_THRESHOLD_LEVELS} levels needs the engine's sub-step offset")
     layer = Layer(node.name, "conv" if im2col is not None else "dense", node, im2col, rows, k, n_out,
                   _elem(x), _elem(node.outputs[0]), np.ascontiguousarray(w[:, cols]))
     if im2col is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vaqf.dataflow.pipeline import Layer
+from vaqf.dataflow.pipeline import DataflowUnsupported, Layer
 from vaqf.hw.cost import Cost, adder_tree_luts, barrel_luts, dsp48e2_per_product, memory_cost, tree_depth
 from vaqf.ir import BinaryType
 from vaqf.ops.common import max_abs
@@ -161,6 +161,9 @@ def mvau_of(layer: Layer) -> Mvau:
     if rq is not None and levels <= MAX_THRESHOLD_LEVELS and np.all(np.asarray(rq["mantissa"]) > 0):
         mode = "thresholds"
     elif rq is not None:
+        if rq.get("offset") is not None:  # the dyadic requantizer of mvau.h has no offset
+            raise DataflowUnsupported(f"{node.name}: a folded BatchNormalization ahead of a quantizer of more than "
+                                      f"{MAX_THRESHOLD_LEVELS} levels needs the engine's sub-step offset")
         mode = "requant"
     else:
         mode = "acc"

@@ -83,6 +83,27 @@ def load_calibration(path: str | Path) -> np.ndarray:
     return check_calibration(data, f"calibration file {p}")
 
 
+def _shaped_calibration(inp: onnx.ValueInfoProto, calib: np.ndarray) -> tuple[np.ndarray, str]:
+    """The checked calibration array for the model input ``inp`` and the shape it takes, in words."""
+    dims = inp.type.tensor_type.shape.dim
+    calib = check_calibration(calib)
+    want = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+    expected = f"[N, {', '.join(str(d) if d else '?' for d in want)}]" if want else "[N]"
+    # one sample without its batch axis is refused: for a 1-D model input it cannot be told from N scalars
+    if calib.ndim != len(dims) or any(w and w != c for w, c in zip(want, calib.shape[1:], strict=False)):
+        raise VaqfError(f"calibration data has shape {list(calib.shape)}; the model's input '{inp.name}' takes "
+                        f"{expected} (N samples)")
+    return calib, expected
+
+
+def input_range(model: onnx.ModelProto, name: str, calib: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the model input ``name`` over the calibration set: the data itself, no model run (a QONNX
+    model whose float input feeds its first layer directly, which onnxruntime cannot run)."""
+    inp = next(i for i in model.graph.input if i.name == name)
+    data, _ = _shaped_calibration(inp, calib)
+    return float(np.min(data)), float(np.max(data))
+
+
 def collect_ranges(model: onnx.ModelProto, calib: np.ndarray, tensors: list[str],
                    batch: int = 64) -> dict[str, tuple[float, float]]:
     """(min, max) of each named tensor over the calibration set."""
@@ -99,17 +120,15 @@ def collect_ranges(model: onnx.ModelProto, calib: np.ndarray, tensors: list[str]
     except Exception as e:
         raise VaqfError(f"onnxruntime cannot run the model for calibration: {str(e).splitlines()[0]}") from e
     dims = inp.type.tensor_type.shape.dim
-    calib = check_calibration(calib)
-    want = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
-    expected = f"[N, {', '.join(str(d) if d else '?' for d in want)}]" if want else "[N]"
-    # one sample without its batch axis is refused: for a 1-D model input it cannot be told from N scalars
-    if calib.ndim != len(dims) or any(w and w != c for w, c in zip(want, calib.shape[1:], strict=False)):
-        raise VaqfError(f"calibration data has shape {list(calib.shape)}; the model's input '{inp.name}' takes "
-                        f"{expected} (N samples)")
+    calib, expected = _shaped_calibration(inp, calib)
     lo = {t: np.inf for t in tensors}
     hi = {t: -np.inf for t in tensors}
     fixed_batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
-    step = 1 if fixed_batch == 1 else batch
+    # one sample a run where the batch is fixed at 1, or where the graph mixes the batch into other axes
+    # (a Flatten with axis 0, as Keras exports it)
+    step = 1 if fixed_batch == 1 or any(n.op_type == "Flatten" and any(a.name == "axis" and a.i == 0
+                                                                       for a in n.attribute)
+                                        for n in m.graph.node) else batch
     for i in range(0, calib.shape[0], step):
         try:
             outs = sess.run(tensors, {inp.name: calib[i : i + step]})

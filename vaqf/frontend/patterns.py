@@ -236,9 +236,143 @@ def fold_batchnorm(model: onnx.ModelProto) -> int:
     return count
 
 
+def _bn_affine(bn: onnx.NodeProto, consts: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A BatchNormalization in inference form with constant float parameters as y = a * x + b per channel."""
+    if len(bn.input) < 5 or len(bn.output) != 1 or not all(i in consts for i in bn.input[1:5]):
+        return None
+    if any(a.name == "training_mode" and a.i for a in bn.attribute):
+        return None
+    gamma, beta, mean, var = (np.asarray(consts[i], dtype=np.float64).reshape(-1) for i in bn.input[1:5])
+    eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+    k = gamma / np.sqrt(var + eps)
+    b = beta - mean * k
+    if not (np.all(np.isfinite(k)) and np.all(np.isfinite(b))):
+        return None
+    return k, b
+
+
+def _float_const(consts: dict[str, np.ndarray], name: str) -> np.ndarray | None:
+    return np.asarray(consts[name], dtype=np.float64) if name in consts and \
+        np.asarray(consts[name]).dtype.kind == "f" else None
+
+
+def fold_batchnorm_forward(model: onnx.ModelProto) -> int:
+    """A BatchNormalization no convolution precedes (after a Relu, on the input: Keras puts them there),
+    with constant statistics, rewritten exactly where it costs nothing: on a graph input, as a per-channel
+    ``Mul`` and ``Add`` (the host applies them before the input quantizer); read only by a ``Gemm``/``MatMul``
+    with a float constant weight (rank-2 input) or an unpadded ungrouped ``Conv`` with float weights, folded
+    into that layer: W' = W * a along its input channels, and the shift W . b added to its bias. Others are
+    left for the importer to refuse by name."""
+    consts = _const_map(model)
+    inputs = {i.name for i in model.graph.input}
+    count = 0
+    for bn in [n for n in model.graph.node if n.op_type == "BatchNormalization"]:
+        ab = _bn_affine(bn, consts)
+        if ab is None:
+            continue
+        k, b = ab
+        cons = _consumers(model).get(bn.output[0], [])
+        outputs = {o.name for o in model.graph.output}
+        nodes = list(model.graph.node)
+        at = nodes.index(bn)
+        if bn.input[0] in inputs:
+            rank = next((len(i.type.tensor_type.shape.dim) for i in model.graph.input if i.name == bn.input[0]), 0)
+            if rank < 2:
+                continue
+            shape = (1, k.size) + (1,) * (rank - 2)
+            kn, bname = f"{bn.output[0]}__scale", f"{bn.output[0]}__shift"
+            model.graph.initializer.extend([numpy_helper.from_array(k.reshape(shape).astype(np.float32), kn),
+                                            numpy_helper.from_array(b.reshape(shape).astype(np.float32), bname)])
+            mul = helper.make_node("Mul", [bn.input[0], kn], [f"{bn.output[0]}__scaled"], name=f"{bn.name}_mul")
+            add = helper.make_node("Add", [mul.output[0], bname], [bn.output[0]], name=f"{bn.name}_add")
+            model.graph.node.remove(bn)
+            model.graph.node.insert(at, add)
+            model.graph.node.insert(at, mul)
+            count += 1
+            continue
+        if len(cons) != 1 or bn.output[0] in outputs:
+            continue
+        nxt = cons[0]
+        if not _fold_into_next(model, bn, nxt, k, b, consts):
+            continue
+        nxt_inputs = list(nxt.input)
+        nxt_inputs[0] = bn.input[0]
+        del nxt.input[:]
+        nxt.input.extend(nxt_inputs)
+        model.graph.node.remove(bn)
+        count += 1
+    if count:
+        log.info("folded %d BatchNormalization nodes into the layers after them or the input", count)
+    return count
+
+
+def _fold_into_next(model: onnx.ModelProto, bn: onnx.NodeProto, nxt: onnx.NodeProto, k: np.ndarray,
+                    b: np.ndarray, consts: dict[str, np.ndarray]) -> bool:
+    """Fold y = k * x + b (per channel: axis 1) into ``nxt``, which reads y as its first input; new constants
+    are added to the model. False when ``nxt`` is not a layer this applies to (nothing changed)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in nxt.attribute}
+    if nxt.input[0] != bn.output[0] or len(nxt.input) < 2:
+        return False
+    w = _float_const(consts, nxt.input[1])
+    if w is None:
+        return False
+    tag = f"{bn.output[0]}__into_{nxt.output[0]}"
+    if nxt.op_type in ("Gemm", "MatMul"):
+        if w.ndim != 2 or attrs.get("transA", 0) or w.shape[1 if attrs.get("transB", 0) else 0] != k.size:
+            return False
+        wkm = w.T if attrs.get("transB", 0) else w  # [K, M]
+        alpha = float(attrs.get("alpha", 1.0)) if nxt.op_type == "Gemm" else 1.0
+        shift = alpha * (b @ wkm)
+        w_new = (wkm * k[:, None]).T if attrs.get("transB", 0) else wkm * k[:, None]
+        model.graph.initializer.append(numpy_helper.from_array(w_new.astype(np.float32), f"{tag}__w"))
+        nxt.input[1] = f"{tag}__w"
+        if nxt.op_type == "Gemm":
+            beta = float(attrs.get("beta", 1.0))
+            c = _float_const(consts, nxt.input[2]) if len(nxt.input) > 2 and nxt.input[2] else None
+            if len(nxt.input) > 2 and nxt.input[2] and c is None:
+                return False
+            c_new = (np.zeros(shift.shape) if c is None else np.broadcast_to(c, shift.shape) * beta) + shift
+            model.graph.initializer.append(numpy_helper.from_array(c_new.astype(np.float32), f"{tag}__c"))
+            if len(nxt.input) > 2:
+                nxt.input[2] = f"{tag}__c"
+            else:
+                nxt.input.append(f"{tag}__c")
+            for a in nxt.attribute:
+                if a.name == "beta":
+                    a.f = 1.0
+            return True
+        # MatMul: the shift as an Add after it, the MatMul's output renamed
+        out = nxt.output[0]
+        nxt.output[0] = f"{tag}__mm"
+        model.graph.initializer.append(numpy_helper.from_array(shift.astype(np.float32), f"{tag}__c"))
+        nodes = list(model.graph.node)
+        model.graph.node.insert(nodes.index(nxt) + 1,
+                                helper.make_node("Add", [nxt.output[0], f"{tag}__c"], [out], name=f"{tag}_add"))
+        return True
+    if nxt.op_type == "Conv":
+        if any(int(p) for p in attrs.get("pads", [])) or int(attrs.get("group", 1)) != 1 or w.ndim < 3 \
+                or w.shape[1] != k.size or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            return False  # padding reads zeros where the shift is not: no exact fold
+        bias = _float_const(consts, nxt.input[2]) if len(nxt.input) > 2 and nxt.input[2] else np.zeros(w.shape[0])
+        if bias is None:
+            return False
+        shift = (w * b.reshape((1, -1) + (1,) * (w.ndim - 2))).reshape(w.shape[0], -1).sum(axis=1)
+        w_new = w * k.reshape((1, -1) + (1,) * (w.ndim - 2))
+        model.graph.initializer.extend([numpy_helper.from_array(w_new.astype(np.float32), f"{tag}__w"),
+                                        numpy_helper.from_array((bias + shift).astype(np.float32), f"{tag}__b")])
+        nxt.input[1] = f"{tag}__w"
+        if len(nxt.input) > 2:
+            nxt.input[2] = f"{tag}__b"
+        else:
+            nxt.input.append(f"{tag}__b")
+        return True
+    return False
+
+
 def lift_patterns(model: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     fold_batchnorm(m)
+    fold_batchnorm_forward(m)
     lift_gelu(m)
     return m

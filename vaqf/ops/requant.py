@@ -1,6 +1,9 @@
-"""requant: y = saturate(round((q - zp_in) * m[c] / 2**s[c]) + zp_out), c the last axis.
+"""requant: y = saturate(round(((q - zp_in) * m[c] + o[c]) / 2**s[c]) + zp_out), c the last axis.
 
-Rescales an integer tensor to a new scale and bit width with a per-channel dyadic multiplier.
+Rescales an integer tensor to a new scale and bit width with a per-channel dyadic multiplier; the optional
+offset o (default 0) is a bias finer than one input step, which a BatchNormalization folded into the dense
+layer before it leaves (fused into that layer's epilogue only). A bipolar requantization (QONNX BipolarQuant)
+is m = 2, s = 0, zp_out = 1 into [-1, 1]: the sign, with output zero point 0.
 """
 
 from __future__ import annotations

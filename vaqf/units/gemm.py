@@ -391,8 +391,9 @@ def folded_bias(node: Node) -> np.ndarray:
 
 def _constant_words(node: Node, slots: np.ndarray, word_bits: int) -> np.ndarray:
     """const_beats(word_bits) DDR words per slot (-1: an idle slot, zeros): 32-bit lanes folded bias,
-    multiplier, shift (6 bits) with the requantization offset above it (26 bits), output column, then zeros to the words' end (a 64-bit word: two words per slot,
-    [bias, multiplier] then [shift, column]; 32-bit: four)."""
+    multiplier, shift (6 bits) with the requantization offset above it (26 bits), output column, then zeros
+    to the words' end (a 64-bit word: two words per slot, [bias, multiplier] then [shift, column]; 32-bit:
+    four)."""
     acc_bits = int(node.attrs["acc_bits"])
     bias = folded_bias(node)
     if acc_bits > 32 and np.abs(bias).max(initial=0) > 2**31 - 1:

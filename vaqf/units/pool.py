@@ -12,6 +12,7 @@ from vaqf.hw.board import Board
 from vaqf.hw.cost import Cost, dsp48e2_per_product, mux_luts
 from vaqf.hw.layout import LANE_CHOICES, row_words
 from vaqf.ir import Node
+from vaqf.ir.qarith import Rounding
 from vaqf.ops.im2col import conv_geometry
 from vaqf.units.base import Descriptor, Unit, register_unit
 from vaqf.units.eltwise import buffer_args, lanes_of, signed_bits
@@ -53,6 +54,7 @@ class PoolDesc(Descriptor):
     zp: int
     lo: int
     hi: int
+    rnd: int
 
 
 def sum_bits(node: Node) -> int:
@@ -75,7 +77,7 @@ class PoolUnit(Unit):
     descriptors = (PoolDesc,)
     lane_knob = "lanes"
     in_place = False
-    desc_fields = 25
+    desc_fields = 26
 
     def knobs(self, node: Node) -> dict[str, list[int]]:
         return {"lanes": list(LANE_CHOICES)}
@@ -87,13 +89,14 @@ class PoolUnit(Unit):
         (:func:`mux_luts`); the running max (compare + select) and sum (an adder), S LUTs each (S the sum
         bits); the output store's lane decode (L LUTs); six 32-bit address counters (192 LUTs); average
         pooling adds one S x 25 product (:func:`dsp48e2_per_product`, the mantissa of 1/window is under
-        2^24) and the 64-bit rounding shift and clamp (8 LUTs per bit). FF: S bits per pipeline stage.
+        2^24), the 64-bit rounding shift and clamp (8 LUTs per bit) and the run-time rounding mode's select of
+        the rounding increment (16 LUTs). FF: S bits per pipeline stage.
         """
         lanes = lanes_of(knobs)
         bits = signed_bits(node.inputs[0])
         s = sum_bits(node)
         avg = node.attrs["kind"] == "avg"
-        lut = 192 + mux_luts(lanes) * bits + 2 * s + lanes + (8 * 64 if avg else 0)
+        lut = 192 + mux_luts(lanes) * bits + 2 * s + lanes + (8 * 64 + 16 if avg else 0)
         dsp = dsp48e2_per_product(s, 25) if avg else 0
         return Cost(_trips(node) + DEPTH, lut=lut, ff=200 + DEPTH * s, dsp=dsp)
 
@@ -114,10 +117,13 @@ class PoolUnit(Unit):
         rw = row_words(w, ctx.lanes)
         ia, ic, in_acc = buffer_args(ctx, node.inputs[0].name)
         oa, oc, out_acc = buffer_args(ctx, node.outputs[0].name)
+        # max pooling's padding reads the input type's minimum; average pooling clamps into the output's type
+        lo = x.qtype if a["kind"] == "max" else node.outputs[0].info.qtype
         desc = PoolDesc(trips=c * ho * wo * kh * kw, c=c, h=h, w=w, ho=ho, wo=wo, kh=kh, kw=kw, sh=sh, sw=sw,
                         pt=pt, pl=pl, row_words=rw, out_row_words=row_words(wo, ctx.lanes), sh_rw=sh * rw,
                         plane_words=h * rw, pt_rw=pt * rw, in_acc=in_acc, out_acc=out_acc,
                         avg=int(a["kind"] == "avg"), mant=int(a.get("mantissa", 0)), shift=int(a.get("shift", 0)),
-                        zp=int(x.zero_point), lo=int(x.qtype.min), hi=int(x.qtype.max))
+                        zp=int(x.zero_point), lo=int(lo.min), hi=int(lo.max),
+                        rnd=Rounding(a.get("rounding") or "HALF_EVEN").cpp_id)
         return {"ident": ctx.ident[node.name], "unit": self.instance(node), "desc": desc,
                 "ia": ia, "ic": ic, "oa": oa, "oc": oc}

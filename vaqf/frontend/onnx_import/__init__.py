@@ -30,6 +30,8 @@ from vaqf.frontend.onnx_import.importer import Importer
 from vaqf.frontend.onnx_import.loading import (
     _one_line,
     check_structure,
+    fixed_batch,
+    free_fixed_batch,
     load_model,
     missing_qonnx_imports,
     model_format,
@@ -49,10 +51,11 @@ def import_onnx(model: str | Path | onnx.ModelProto, options: ImportOptions | No
     else:
         name = model.graph.name or "model"
         proto = model
-        if missing_qonnx_imports(model):  # check_structure adds them: leave the caller's model as it was
+        if missing_qonnx_imports(model) or fixed_batch(model):  # both rewrite it: leave the caller's model as it was
             proto = onnx.ModelProto()
             proto.CopyFrom(model)
     check_structure(proto, name)
+    free_fixed_batch(proto)
     try:
         graph = Importer(proto, opt, name=name).run()
     except VaqfError:

@@ -193,6 +193,9 @@ class ElementwiseOps:
         if x.relu_applied:  # fused into the producer's epilogue
             self._set(node, x)
             return
+        if x.channel_scale is not None:
+            raise UnsupportedOpError(self._name(node), "Relu", "a Relu not fused into the layer before it, on a "
+                                     "tensor with per-channel activation scales")
         info = x.value.info
         out = self.graph.new_value(node.output[0], TensorInfo(info.shape, info.qtype, info.scale, info.zero_point))
         self.graph.add_node("relu", [x.value], [out], {}, name=self._name(node), source=self._name(node))

@@ -11,7 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from vaqf.errors import CalibrationRequired, ModelError, UnsupportedOpError, VaqfError
-from vaqf.frontend.calibrate import collect_ranges
+from vaqf.frontend.calibrate import collect_ranges, input_range
 from vaqf.frontend.onnx_import.elementwise import ElementwiseOps
 from vaqf.frontend.onnx_import.folding import ConstantFolding
 from vaqf.frontend.onnx_import.layout import LayoutOps
@@ -35,7 +35,7 @@ from vaqf.ops.dense import finalize_dense_attrs
 log = logging.getLogger(__name__)
 
 #: the QONNX custom ops the importer decodes (any of QONNX_DOMAINS), by handler method
-QONNX_HANDLERS = {"Quant": "_quant", "IntQuant": "_quant", "BipolarQuant": "_bipolar"}
+QONNX_HANDLERS = {"Quant": "_quant", "IntQuant": "_quant", "BipolarQuant": "_bipolar", "Trunc": "_trunc"}
 
 
 class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, ConstantFolding):
@@ -77,6 +77,7 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
             for i in node.input:
                 self._consumers.setdefault(i, []).append(node)
         for node in self._ordered_nodes():
+            self._check_channel_scales(node)
             self._lower(node)
         if not g.output:
             raise ModelError("the model declares no outputs")
@@ -84,6 +85,9 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
             st = self.env.get(out.name)
             if not isinstance(st, Act):
                 raise ModelError(f"graph output '{out.name}' is not computed from the input at run time")
+            if st.channel_scale is not None:
+                raise UnsupportedOpError(out.name, "output", "a graph output with per-channel activation scales; "
+                                         "quantize it per tensor")
             self.graph.outputs.append(st.value)
         self._last_layers_int8()
         self.graph.metadata["input_rounding"] = self.input_rounding
@@ -239,6 +243,8 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
                 "vaqf can quantize it post-training")
         if self._ranges is None:
             fmt = model_format(self.model)
+            if fmt == "qonnx" and tensor in {i.name for i in self.original.graph.input}:
+                return input_range(self.original, tensor, self.opt.calib)  # the input's quantizer, from the data
             if fmt == "qonnx":
                 raise CalibrationRequired(
                     f"tensor '{tensor}' feeding node '{self._name(consumer)}' has no quantizer; QONNX models "
@@ -249,8 +255,9 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
         return self._ranges[tensor]
 
     def _float_tensors(self) -> list[str]:
+        """The tensors calibration records: the original model's (the rewritten model's new ones have none)."""
         names = []
-        for n in self.model.graph.node:
+        for n in self.original.graph.node:
             names.extend(o for o in n.output if o)
         names.extend(i.name for i in self.model.graph.input
                      if i.name not in {t.name for t in self.model.graph.initializer})
@@ -274,14 +281,32 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
         raise UnsupportedOpError(self._name(node), node.op_type,
                                  f"input '{node.input[i]}' is a constant where a run-time tensor is expected")
 
+    #: the ops that read a tensor with per-channel activation scales (Act.channel_scale): a depthwise Conv folds
+    #: them into its weight scales (checked there), the others keep each channel apart
+    CHANNEL_SCALE_READERS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Quant")
+
+    def _check_channel_scales(self, node: onnx.NodeProto) -> None:
+        """Refuse a node that would mix the channels of a tensor whose channels have their own scales (a
+        BatchNormalization already folded into the convolution before it reads nothing)."""
+        if node.output and node.output[0] in self._absorbed:
+            return
+        for name in node.input:
+            st = self.env.get(name)
+            if isinstance(st, Act) and st.channel_scale is not None and node.op_type not in self.CHANNEL_SCALE_READERS:
+                raise UnsupportedOpError(self._name(node), node.op_type,
+                                         f"its input '{name}' has per-channel activation scales, which only a "
+                                         "depthwise convolution, max pooling or Relu may read; quantize that "
+                                         "activation per tensor")
+
     def _quantize_act(self, st: Any, scale: np.ndarray, zp: int, qt: IntType, rounding: str,
                       node: onnx.NodeProto) -> Act:
         scale = f32(np.asarray(scale, dtype=np.float64).reshape(-1))
-        if scale.size != 1:
-            raise UnsupportedOpError(self._name(node), node.op_type,
-                                     "per-channel activation quantization is not supported; use a per-tensor scale")
         if not np.all(scale > 0) or not np.all(np.isfinite(scale)):
             raise ModelError(f"node '{self._name(node)}' has a non-positive or non-finite scale")
+        if scale.size != 1 and np.all(scale == scale[0]):
+            scale = scale[:1]  # per-channel in form only
+        if scale.size != 1:
+            return self._quantize_channels(st, scale, zp, qt, rounding, node)
         bipolar = isinstance(qt, BinaryType)
         if isinstance(st, FloatInput):
             existing = next((v for v in self.graph.inputs if v.name == st.name), None)
@@ -327,14 +352,47 @@ class Importer(QuantizerDecoding, MatrixOps, ElementwiseOps, LayoutOps, Constant
             self._bipolar_values[out.name] = float(scale[0])
         return Act(out, True)
 
+    def _quantize_channels(self, st: Any, scale: np.ndarray, zp: int, qt: IntType, rounding: str,
+                           node: onnx.NodeProto) -> Act:
+        """Per-channel activation scales s[c] (Brevitas's per-output-channel act quantizers): the integers of
+        that quantizer, held under the value's scale max(s) with channel_scale s / max(s). Made by the requant
+        after a convolution or dense layer (channels on the last axis there; the ONNX tensor's axis 1), or found
+        already made (the look-ahead of the layer before)."""
+        s_ref = float(scale.max())
+        ratio = f32(scale / s_ref)
+        if isinstance(st, Act) and st.channel_scale is not None:
+            src = st.value.info
+            if (src.qtype == qt and src.zero_point == zp and float(src.scale[0]) == s_ref
+                    and st.channel_scale.shape == ratio.shape and np.all(st.channel_scale == ratio)):
+                return st
+        if not isinstance(st, Act) or st.dense is None or st.value is not st.dense.outputs[0] \
+                or st.value.info.shape[-1] != scale.size or isinstance(qt, BinaryType):
+            raise UnsupportedOpError(self._name(node), node.op_type,
+                                     f"per-channel activation scales ({scale.size}) are supported on the output of "
+                                     "a convolution or dense layer (and its BatchNormalization and Relu) only")
+        src = st.value
+        rq = requant_params(np.asarray(src.info.scale, dtype=np.float64) / ratio, s_ref, scale.size, qt, zp,
+                            Rounding.parse(rounding).value, self._name(node))
+        self._sub_step_offset(st, rq)
+        out = self.graph.new_value(node.output[0] if node.output else "q", requant_out_info(src.info.shape, rq))
+        self.graph.add_node("requant", [src], [out], rq, name=self._name(node), source=self._name(node))
+        return Act(out, True, channel_scale=ratio)
+
     def _sub_step_offset(self, st: Act, rq: dict) -> None:
         """A dense layer's raw accumulator requantized after a BatchNormalization or affine was folded into it:
         the part of the exact bias below one accumulator step goes into the requantization's offset (in product
         units, rounded to nearest), so the output levels are those of the real-valued layer (a 2-bit quantizer
-        right after BatchNormalization flips levels otherwise). Not with a fused Relu (relu of the integer
-        accumulator would come before the offset)."""
+        right after BatchNormalization flips levels otherwise). A fused Relu before an output that saturates at
+        its zero point anyway (unsigned, zero point 0) is dropped, the clamp being the same Relu; with any
+        other fused Relu no offset (relu of the integer accumulator would come before it)."""
         dn = st.dense
-        if dn is None or dn.name not in self._fine_bias or dn.attrs.get("relu") or st.value is not dn.outputs[0]:
+        if dn is None or dn.name not in self._fine_bias or st.value is not dn.outputs[0]:
+            return
+        if dn.attrs.get("relu") and rq["qtype"].min == rq["zero_point"] and not rq.get("bipolar"):
+            dn.attrs["relu"] = False  # the requantization's clamp at its zero point is the Relu (exactly)
+            finalize_dense_attrs(dn, dn.inputs[0].info)
+            dn.outputs[0].info = self._dense_out_info(dn, dn.inputs[0].info)  # the accumulator takes both signs
+        if dn.attrs.get("relu"):
             return
         n_out = dn.attrs["weight"].shape[0]
         rest = self._bias_real[dn.name] - np.asarray(dn.attrs["bias"], dtype=np.float64)

@@ -3,13 +3,17 @@ structural checks, and the model's format."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
 
 import onnx
+from onnx import numpy_helper
 
 from vaqf.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 QONNX_DOMAINS = {"qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas", "finn"}
 MAX_MODEL_BYTES = 4 * 2**30
@@ -174,3 +178,43 @@ def check_structure(model: onnx.ModelProto, name: str) -> None:
         onnx.checker.check_model(model, full_check=False)
     except (onnx.checker.ValidationError, Exception) as e:
         raise ModelError(f"{name} is not a valid ONNX model: {_one_line(e)}") from e
+
+
+def fixed_batch(model: onnx.ModelProto) -> int:
+    """The fixed leading dimension (> 1) every runtime input declares, or 0: a dataset size or a training batch
+    baked into the export (Keras does this), which vaqf reads as the batch axis."""
+    inits = {t.name for t in model.graph.initializer}
+    lead = set()
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        dims = i.type.tensor_type.shape.dim if i.type.tensor_type.HasField("shape") else []
+        if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value <= 1:
+            return 0
+        lead.add(int(dims[0].dim_value))
+    return lead.pop() if len(lead) == 1 else 0
+
+
+def free_fixed_batch(model: onnx.ModelProto) -> int:
+    """Read a fixed leading dimension N > 1 of the inputs as the batch axis, in place: the inputs' and outputs'
+    leading dimension becomes symbolic and a constant Reshape target that starts with N starts with -1 (so
+    onnxruntime runs the calibration on any number of samples); said in the log. Returns N, or 0."""
+    n = fixed_batch(model)
+    if not n:
+        return 0
+    for v in list(model.graph.input) + list(model.graph.output):
+        dims = v.type.tensor_type.shape.dim if v.type.tensor_type.HasField("shape") else []
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == n:
+            dims[0].dim_param = "batch"
+    del model.graph.value_info[:]  # shapes inferred for the fixed batch
+    targets = {nd.input[1] for nd in model.graph.node if nd.op_type == "Reshape" and len(nd.input) > 1}
+    for t in model.graph.initializer:
+        if t.name in targets:
+            a = numpy_helper.to_array(t)
+            if a.ndim == 1 and a.size and int(a[0]) == n:
+                a = a.copy()
+                a[0] = -1
+                t.CopyFrom(numpy_helper.from_array(a, t.name))
+    log.warning("the model's inputs have a fixed leading dimension of %d: read as the batch axis (the accelerator "
+                "runs one sample at a time; give any number of samples)", n)
+    return n

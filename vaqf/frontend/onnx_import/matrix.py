@@ -21,6 +21,33 @@ from vaqf.ops.dense import finalize_dense_attrs
 log = logging.getLogger(__name__)
 
 
+def _reshaped_weights(w: Any, shape: tuple[int, ...]) -> Any:
+    """Constant convolution weights (float or quantized) with a new shape (same elements)."""
+    if isinstance(w, QConst):
+        scale = np.asarray(w.scale)
+        return QConst(w.ints.reshape(shape), scale.reshape(shape[:1] + (1,) * (len(shape) - 1))
+                      if scale.ndim == len(w.ints.shape) and scale.size == shape[0] else scale, w.qtype)
+    return Const(np.asarray(w.array).reshape(shape))
+
+
+def _block_diagonal(w: Any, group: int, channels: int, where: str) -> Any:
+    """Grouped convolution weights [M, C/g, kh, kw] as the equivalent dense weights [M, C, kh, kw]: output
+    channel m reads only its group's input channels, zeros elsewhere (binary weights become ternary)."""
+    ints = w.ints if isinstance(w, QConst) else np.asarray(w.array)
+    m, cg = ints.shape[:2]
+    full = np.zeros((m, channels) + ints.shape[2:], dtype=ints.dtype)
+    per = m // group
+    for g in range(group):
+        full[g * per:(g + 1) * per, g * cg:(g + 1) * cg] = ints[g * per:(g + 1) * per]
+    if not isinstance(w, QConst):
+        return Const(full)
+    scale = np.asarray(w.scale)
+    if scale.ndim == ints.ndim and scale.shape[1] != 1:
+        raise UnsupportedOpError(where, "Conv", "a grouped convolution's weight scale varies along the input axis")
+    qtype = IntType(2, True, narrow=True) if isinstance(w.qtype, BinaryType) else w.qtype
+    return QConst(full, scale, qtype)
+
+
 class MatrixOps:
     """Importer handlers for matrix products; mixed into :class:`Importer`, whose state they use."""
 
@@ -101,27 +128,82 @@ class MatrixOps:
         return Act(out, False, dense=dn)
 
     def _op_Conv(self, node: onnx.NodeProto) -> None:
-        """2-D convolution with constant weights on the GEMM unit: kernel = stride without padding (patch
+        """Convolution with constant weights on the GEMM unit, 2-D or 1-D (as 2-D of height 1), grouped and
+        depthwise included (block-diagonal weights: the zeros outside each group's channels make the layer
+        group-sparse, which the dense-block form runs without them): kernel = stride without padding (patch
         embedding) as reshape, transpose, dense; any other as im2col rows into the GEMM; then back to NCHW."""
         a = self._attrs(node)
         w_state = self._state(node, 1)
         wshape = (w_state.ints if isinstance(w_state, QConst) else w_state.array).shape \
             if isinstance(w_state, (Const, QConst)) else None
-        if wshape is None or len(wshape) != 4:
-            raise UnsupportedOpError(self._name(node), "Conv", "only 2-D convolutions with constant weights")
-        kh, kw = wshape[2], wshape[3]
-        strides = [int(v) for v in a.get("strides", [1, 1])]
-        pads = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
-        if int(a.get("group", 1)) != 1 or list(a.get("dilations", [1, 1])) != [1, 1]:
-            raise UnsupportedOpError(self._name(node), "Conv", "grouped or dilated convolutions are not supported")
+        if wshape is None or len(wshape) not in (3, 4):
+            raise UnsupportedOpError(self._name(node), "Conv", "only 1-D and 2-D convolutions with constant weights")
+        one_d = len(wshape) == 3
+        if list(a.get("dilations", [1] * (len(wshape) - 2))) != [1] * (len(wshape) - 2):
+            raise UnsupportedOpError(self._name(node), "Conv", "dilated convolutions are not supported")
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             raise UnsupportedOpError(self._name(node), "Conv", "auto_pad (export with explicit pads)")
         x = self._act_input(node, 0, need_quantized=True)
         shp = x.value.info.shape
-        if len(shp) != 4:
-            raise UnsupportedOpError(self._name(node), "Conv", f"input {list(shp)} is not NCHW")
+        if x.channel_scale is not None:
+            w_state = self._fold_channel_scale(node, x, w_state, wshape, int(a.get("group", 1)))
+            x = Act(x.value, True, relu_applied=x.relu_applied)
+        if len(shp) != len(wshape):
+            raise UnsupportedOpError(self._name(node), "Conv", f"input {list(shp)} is not "
+                                     f"{'NCL' if one_d else 'NCHW'} for weights {list(wshape)}")
+        strides = [int(v) for v in a.get("strides", [1] * (len(wshape) - 2))]
+        pads = [int(v) for v in a.get("pads", [0] * 2 * (len(wshape) - 2))]
+        if one_d:  # as 2-D with height 1: [N, C, 1, L], kernel 1 x k
+            strides, pads = [1, strides[0]], [0, pads[0], 0, pads[1]]
+            x = Act(self._move("reshape", x.value, (shp[0], shp[1], 1, shp[2]),
+                               {"shape": [shp[0], shp[1], 1, shp[2]]}, node, node.output[0] + "_2d"), True)
+            w_state = _reshaped_weights(w_state, wshape[:2] + (1,) + wshape[2:])
+            wshape = wshape[:2] + (1,) + wshape[2:]
+            shp = x.value.info.shape
+        group = int(a.get("group", 1))
+        if group != 1:
+            if group < 1 or shp[1] % group or wshape[0] % group or wshape[1] * group != shp[1]:
+                raise UnsupportedOpError(self._name(node), "Conv", f"group={group} with {shp[1]} input and "
+                                         f"{wshape[0]} output channels, weights {list(wshape)}")
+            w_state = _block_diagonal(w_state, group, shp[1], self._name(node))
+            wshape = (wshape[0], shp[1]) + tuple(wshape[2:])
+        kh, kw = wshape[2], wshape[3]
         if strides != [kh, kw] or any(pads) or shp[2] % kh or shp[3] % kw:
-            return self._conv_im2col(node, x, w_state, (kh, kw), strides, pads)
+            self._conv_im2col(node, x, w_state, (kh, kw), strides, pads)
+        else:
+            self._conv_patches(node, x, w_state, wshape)
+        if one_d:
+            self._conv_to_1d(node)
+
+    def _fold_channel_scale(self, node: onnx.NodeProto, x: Act, w_state: Any, wshape: tuple[int, ...],
+                            group: int) -> Any:
+        """A depthwise convolution (every output channel reads one input channel) of a tensor with per-channel
+        activation scales: input channel c's ratio moves into the scale of the output channels that read it
+        (exact: the integer weights stay); any other convolution would mix channels of different scales."""
+        c = x.value.info.shape[1]
+        if group != c or wshape[1] != 1:
+            raise UnsupportedOpError(self._name(node), "Conv", f"its input has per-channel activation scales and "
+                                     f"group={group} mixes channels; only a depthwise convolution (group = {c}) "
+                                     "may read it (quantize that activation per tensor)")
+        per_out = np.repeat(np.asarray(x.channel_scale, dtype=np.float64), wshape[0] // c)
+        col = per_out.reshape((-1,) + (1,) * (len(wshape) - 1))
+        if isinstance(w_state, QConst):
+            return QConst(w_state.ints, np.asarray(w_state.scale, dtype=np.float64) * col, w_state.qtype)
+        return Const(np.asarray(w_state.array, dtype=np.float64) * col)
+
+    def _conv_to_1d(self, node: onnx.NodeProto) -> None:
+        """A 1-D convolution's result [N, M, 1, L] back to [N, M, L] (the conv's output, or its absorbed
+        BatchNormalization's)."""
+        last = next((u for u in self._consumers.get(node.output[0], []) if u.output[0] in self._absorbed), node)
+        act = self.env[node.output[0]]
+        n, m, _, length = act.value.info.shape
+        out = self._move("reshape", act.value, (n, m, length), {"shape": [n, m, length]}, node, node.output[0] + "_1d")
+        self._set_conv_out(node, last, Act(out, True, relu_applied=act.relu_applied, channel_scale=act.channel_scale))
+
+    def _conv_patches(self, node: onnx.NodeProto, x: Act, w_state: Any, wshape: tuple[int, ...]) -> None:
+        """Kernel = stride, no padding: the image cut into patches (reshape, transpose), one dense over them."""
+        shp = x.value.info.shape
+        kh, kw = wshape[2], wshape[3]
         c, h, w = shp[1], shp[2] // kh, shp[3] // kw
         d = wshape[0]
         ints, w_scale, qtype, wf = self._weight_matrix(node, w_state, lambda t: t.reshape(t.shape[0], -1), 1.0)
@@ -129,15 +211,7 @@ class MatrixOps:
         v = self._move("transpose", v, (1, h, w, c, kh, kw), {"perm": [0, 2, 4, 1, 3, 5]}, node, "patches_t")
         v = self._move("reshape", v, (1, h * w, c * kh * kw), {"shape": [1, h * w, c * kh * kw]}, node, "im2col")
         act = self._emit_dense(node, v, ints, w_scale, qtype, wf, node.output[0] + "_tokens")
-        if self._state(node, 2) is not None:
-            self._fold_bias(act.dense, self._state(node, 2), 1.0, node)
-        last = self._absorb_batchnorm(node, act)
-        # per-channel accumulators cannot be transposed: quantize per tensor (the next quantizer's or calibrated)
-        qt, scale, zp = self._output_quant(last, self._internal_bits(), signed=True, bipolar=True)
-        act = self._quantize_act(act, np.array([scale]), zp, qt, "HALF_EVEN", _renamed(node, node.output[0] + "_q"))
-        t = self._move("transpose", act.value, (1, d, h * w), {"perm": [0, 2, 1]}, node, "nchw")
-        out = self._move("reshape", t, (1, d, h, w), {"shape": [1, d, h, w]}, node, node.output[0])
-        self._set_conv_out(node, last, Act(out, True))
+        self._conv_epilogue(node, act, d, (h, w), "nchw")
 
     def _conv_im2col(self, node: onnx.NodeProto, x: Act, w_state: Any, kernel: tuple[int, int],
                      strides: list[int], pads: list[int]) -> None:
@@ -152,6 +226,12 @@ class MatrixOps:
         ints, w_scale, qtype, wf = self._weight_matrix(node, w_state, lambda t: t.reshape(t.shape[0], -1), 1.0)
         d = ints.shape[0]
         act = self._emit_dense(node, cols, ints, w_scale, qtype, wf, node.output[0] + "_rows")
+        self._conv_epilogue(node, act, d, (ho, wo), node.output[0] + "_nchw")
+
+    def _conv_epilogue(self, node: onnx.NodeProto, act: Act, d: int, hw: tuple[int, int], nchw_name: str) -> None:
+        """After a convolution's GEMM (rows [1, H*W, D]): its bias and a BatchNormalization that alone follows
+        folded in, a Relu that alone follows fused into the epilogue, the requantization to the next quantizer's
+        parameters (per-channel scales too) or calibrated ones, then the move back to NCHW."""
         if self._state(node, 2) is not None:
             self._fold_bias(act.dense, self._state(node, 2), 1.0, node)
         last = self._absorb_batchnorm(node, act)
@@ -159,13 +239,16 @@ class MatrixOps:
         relu = users[0] if len(users) == 1 and users[0].op_type == "Relu" else None
         if relu is not None:
             act.dense.attrs["relu"] = True
-            qt, scale, zp = self._output_quant(relu, self._act_bits(), bipolar=True)
+            qt, scale, zp = self._output_quant(relu, self._act_bits(), bipolar=True, per_channel=True)
         else:
-            qt, scale, zp = self._output_quant(last, self._internal_bits(), signed=True, bipolar=True)
-        act = self._quantize_act(act, np.array([scale]), zp, qt, "HALF_EVEN", _renamed(node, node.output[0] + "_q"))
-        t = self._move("transpose", act.value, (1, d, ho * wo), {"perm": [0, 2, 1]}, node, node.output[0] + "_nchw")
+            qt, scale, zp = self._output_quant(last, self._internal_bits(), signed=True, bipolar=True,
+                                               per_channel=True)
+        act = self._quantize_act(act, np.atleast_1d(scale), zp, qt, "HALF_EVEN",
+                                 _renamed(node, node.output[0] + "_q"))
+        ho, wo = hw
+        t = self._move("transpose", act.value, (1, d, ho * wo), {"perm": [0, 2, 1]}, node, nchw_name)
         out = self._move("reshape", t, (1, d, ho, wo), {"shape": [1, d, ho, wo]}, node, node.output[0])
-        self._set_conv_out(node, last, Act(out, True, relu_applied=relu is not None))
+        self._set_conv_out(node, last, Act(out, True, relu_applied=relu is not None, channel_scale=act.channel_scale))
 
     def _set_conv_out(self, node: onnx.NodeProto, last: onnx.NodeProto, act: Act) -> None:
         """The convolution's result is ``last``'s output (the conv's own, or its absorbed BatchNormalization's)."""
@@ -234,6 +317,37 @@ class MatrixOps:
         if not floor:
             self._fine_bias.add(dn.name)  # the requantization that follows takes the sub-step part
 
+    def _coarsen_rows(self, dn: Any, bias_acc: np.ndarray, over: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
+        """Output channels whose bias does not fit 32 bits at the accumulator's scale (a channel with tiny
+        weights and a real bias: its products are below 2**-30 of the bias). Post-training quantized weights:
+        those rows' weight scale is raised until the bias fits in 2**30 (their weights requantized from the float
+        weights, coarser), said in the log; the bias in the new accumulator units is returned. Weights quantized
+        in the model: refused, saying what to change."""
+        wf = next((w for d, w in self._dense_nodes if d is dn), None)
+        rows = np.flatnonzero(over)
+        where = f"node '{self._name(node)}'"
+        s_in = float(dn.inputs[0].info.scale[0])
+        w_scale = np.broadcast_to(np.asarray(dn.attrs["w_scale"], dtype=np.float64), over.shape).copy()
+        if wf is None or not isinstance(dn.attrs["w_type"], IntType):
+            raise VaqfError(f"{where}: the bias of output channel(s) {rows[:8].tolist()} does not fit 32 bits at the "
+                            f"accumulator's scale (input scale x weight scale, {float((s_in * w_scale[rows]).min()):.3g})"
+                            " and the weights are quantized in the model: quantize the bias at the accumulator's "
+                            "scale (e.g. Brevitas Int32Bias) or give those channels a larger weight scale")
+        factor = np.abs(bias_acc[rows]) / 2**30
+        qt = dn.attrs["w_type"]
+        weight = dn.attrs["weight"].astype(np.int64)
+        old = w_scale[rows].copy()
+        w_scale[rows] = f32(old * factor)
+        weight[rows] = np.clip(round_real(wf[rows] / w_scale[rows, None], Rounding.HALF_EVEN), qt.min, qt.max)
+        dn.attrs["w_scale"] = f32(w_scale)
+        dn.attrs["weight"] = weight.astype(dn.attrs["weight"].dtype)
+        bias_acc = bias_acc.copy()
+        bias_acc[rows] = bias_acc[rows] * (old / w_scale[rows])
+        log.warning("%s: the bias of %d output channel(s) did not fit 32 bits at the accumulator's scale: their "
+                    "weight scale is raised up to %.3gx (weights requantized coarser; the accumulator stays 32 "
+                    "bits)", where, rows.size, float(factor.max()))
+        return bias_acc
+
     def _retype_weights(self, dn: Any, weight: np.ndarray, node: onnx.NodeProto) -> None:
         """New integer weights for ``dn`` (rows negated or zeroed), the type widened if negation needs it."""
         wt = dn.attrs["w_type"]
@@ -250,7 +364,8 @@ class MatrixOps:
     def _op_BatchNormalization(self, node: onnx.NodeProto) -> None:
         """Folded into the dense layer or convolution it follows (float weights: into the weights before they
         are quantized; quantized weights: into the accumulator's scale and bias, rows negated where the scale is
-        negative); elsewhere refused with that reason."""
+        negative), on the input into the host's ops, or into the float Gemm/MatMul/unpadded Conv it alone feeds
+        (vaqf.frontend.patterns.fold_batchnorm_forward); elsewhere refused with that reason."""
         if node.output[0] in self._absorbed:
             return  # folded by the convolution before it
         st = self._state(node, 0)
@@ -258,8 +373,9 @@ class MatrixOps:
                 or len(st.value.info.shape) != 2:
             raise UnsupportedOpError(self._name(node), "BatchNormalization",
                                      "only a BatchNormalization right after a convolution or a dense layer (Gemm, "
-                                     "MatMul) that nothing else reads is supported (it is folded into that layer's "
-                                     "constants); fold it into a neighbouring layer before export")
+                                     "MatMul) that nothing else reads, on the model's input, or read only by a "
+                                     "Gemm, MatMul or unpadded Conv with float weights is supported (it is folded "
+                                     "into that layer's constants); fold it into a neighbouring layer before export")
         self._fold_batchnorm(st.dense, node)
         self._set(node, Act(st.value, False, dense=st.dense))
 
@@ -304,8 +420,10 @@ class MatrixOps:
     def _set_bias(self, dn: Any, bias_acc: np.ndarray, node: onnx.NodeProto, rounding: Rounding) -> None:
         """The dense's bias from its exact value in accumulator units (every fold adds to it; one rounding)."""
         ints = round_real(bias_acc, rounding)
-        if np.any(np.abs(ints) > 2**31 - 1):
-            raise VaqfError(f"node '{self._name(node)}': bias does not fit 32 bits at the accumulator's scale")
+        over = np.abs(ints) > 2**31 - 1
+        if np.any(over):
+            bias_acc = self._coarsen_rows(dn, np.asarray(bias_acc, dtype=np.float64), over, node)
+            ints = round_real(bias_acc, rounding)
         self._bias_real[dn.name] = np.asarray(bias_acc, dtype=np.float64)
         dn.attrs["bias"] = ints.astype(np.int64)
         finalize_dense_attrs(dn, dn.inputs[0].info)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 
@@ -10,7 +12,7 @@ from vaqf.errors import ModelError, UnsupportedOpError
 from vaqf.frontend.onnx_import.loading import (
     QONNX_DOMAINS,
 )
-from vaqf.frontend.onnx_import.states import Const, QConst, Raw, _per_axis
+from vaqf.frontend.onnx_import.states import Act, Const, QConst, Raw, _per_axis
 from vaqf.frontend.ptq import activation_quant, f32
 from vaqf.ir import BinaryType, IntType, int_type_for_range
 from vaqf.ir.qarith import Rounding, round_real
@@ -42,8 +44,10 @@ class QuantizerDecoding:
         if not np.all(np.isfinite(zeropt)):
             raise ModelError(f"node '{self._name(node)}' has a non-finite zero point")
         bits_a = np.asarray(self._const(node, 3, "bit width"), dtype=np.float64).reshape(-1)
-        if bits_a.size != 1 or bits_a[0] != np.floor(bits_a[0]) or not 2 <= bits_a[0] <= 16:
-            raise UnsupportedOpError(self._name(node), node.op_type, f"bit width {bits_a.tolist()} (need 2..16)")
+        st = self._state(node, 0)
+        top = 32 if isinstance(st, (Const, QConst)) else 16  # constants: 32-bit bias quantizers (Int32Bias)
+        if bits_a.size != 1 or bits_a[0] != np.floor(bits_a[0]) or not 2 <= bits_a[0] <= top:
+            raise UnsupportedOpError(self._name(node), node.op_type, f"bit width {bits_a.tolist()} (need 2..{top})")
         bits = int(bits_a[0])
         signed = bool(a.get("signed", 1))
         narrow = bool(a.get("narrow", 0))
@@ -57,7 +61,6 @@ class QuantizerDecoding:
             raise UnsupportedOpError(self._name(node), node.op_type, "zero point must be an integer")
         qt = IntType(bits, signed, narrow)  # QONNX narrow: unsigned drops the top value, signed the bottom
         lo, hi = qt.min, qt.max
-        st = self._state(node, 0)
         if st is None:
             raise ModelError(f"node '{self._name(node)}' ({node.op_type}) has no input to quantize (its first input "
                              "name is empty)")
@@ -73,6 +76,53 @@ class QuantizerDecoding:
         if zeropt.size != 1:
             raise UnsupportedOpError(self._name(node), node.op_type, "per-channel zero points on activations")
         self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), qt, rounding.value, node))
+
+    def _trunc(self, node: onnx.NodeProto) -> None:
+        """QONNX Trunc (version 2: input, scale, zero point, input bits, output scale, output bits) of an average
+        pooling that only it reads (Brevitas's TruncAvgPool2d): the window's integer sum truncated by the power
+        of two between the scales, rounded as the node says (FLOOR by default) into the output bits, done by the
+        pooling itself (exact)."""
+        from vaqf.ops import get_spec
+
+        where = self._name(node)
+        if len(node.input) != 6:
+            raise UnsupportedOpError(where, "Trunc", f"{len(node.input)} inputs: only Trunc version 2 (input, "
+                                     "scale, zero point, input bits, output scale, output bits) is supported")
+        st = self._state(node, 0)
+        pool = self.graph.producer(st.value) if isinstance(st, Act) else None
+        if (pool is None or pool.op != "pool" or pool.attrs["kind"] != "avg" or "qtype" in pool.attrs
+                or len(self._consumers.get(node.input[0], [])) != 1 or st.channel_scale is not None):
+            raise UnsupportedOpError(where, "Trunc", "only a Trunc right after a 2-D average pooling that nothing "
+                                     "else reads, on a per-tensor scale, is supported (TruncAvgPool2d)")
+        a = self._attrs(node)
+        scale = self._scale(node, 1).reshape(-1)
+        out_scale = self._scale(node, 4).reshape(-1)
+        zp = np.asarray(self._const(node, 2, "zero point"), dtype=np.float64).reshape(-1)
+        bits = np.asarray(self._const(node, 5, "output bit width"), dtype=np.float64).reshape(-1)
+        x = pool.inputs[0].info
+        if scale.size != 1 or out_scale.size != 1 or np.any(zp != 0) or x.zero_point != 0:
+            raise UnsupportedOpError(where, "Trunc", "per-tensor scales and zero points of 0 only")
+        if bits.size != 1 or bits[0] != np.floor(bits[0]) or not 2 <= bits[0] <= 16:
+            raise UnsupportedOpError(where, "Trunc", f"output bit width {bits.tolist()} (need 2..16)")
+        kh, kw = pool.attrs["kernel"]
+        # the Trunc's input integers, round(avg / scale) = sum * s_x / (K * scale): the sum itself times 2**k
+        ratio = float(x.scale[0]) / (kh * kw * float(scale[0]))
+        k = int(np.round(np.log2(ratio)))
+        t = int(np.round(np.log2(float(out_scale[0]) / float(scale[0]))))  # qonnx: the power of two truncated
+        if not np.isclose(ratio, 2.0**k, rtol=1e-6, atol=0) or k < 0 or t - k < 0:
+            raise UnsupportedOpError(where, "Trunc", f"its input scale {float(scale[0]):.6g} is not the pooling's "
+                                     f"sum scale (input scale / {kh * kw}) times a power of two, or it widens")
+        mode = a.get("rounding_mode", b"FLOOR")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        try:
+            rounding = Rounding.parse(mode)
+        except ValueError as e:
+            raise UnsupportedOpError(where, "Trunc", str(e)) from None
+        pool.attrs.update({"mantissa": 1, "shift": t - k, "rounding": rounding.value,
+                           "qtype": IntType(int(bits[0]), bool(a.get("signed", 1)), bool(a.get("narrow", 0))),
+                           "scale": np.asarray([float(f32(out_scale[0]))])})
+        pool.outputs[0].info = get_spec("pool").infer(pool, [x])[0]
+        self._set(node, Act(pool.outputs[0], True))
 
     def _bipolar(self, node: onnx.NodeProto) -> None:
         """Bipolar (+1/-1) constant weights (binary weights of the GEMM), or a bipolar activation: +1 where the
@@ -146,14 +196,14 @@ class QuantizerDecoding:
                                  "its input must be an integer initializer or a QuantizeLinear output")
 
     def _output_quant(self, node: onnx.NodeProto, bits: int, signed: bool | None = None,
-                      bipolar: bool = False) -> tuple[IntType | BinaryType, float, int]:
+                      bipolar: bool = False, per_channel: bool = False) -> tuple[IntType | BinaryType, Any, int]:
         """Type, scale and zero point for a new output: the following quantizer's if the output feeds exactly
-        one quantizer with constant parameters (with ``bipolar``, a BipolarQuant too: BinaryType), else
-        post-training quantization from calibration."""
+        one quantizer with constant parameters (with ``bipolar``, a BipolarQuant too: BinaryType; with
+        ``per_channel``, a per-channel scale too: an array), else post-training quantization from calibration."""
         users = self._consumers.get(node.output[0], [])
         if len(users) == 1:
             q = users[0]
-            params = self._quantizer_params(q)
+            params = self._quantizer_params(q, per_channel)
             if params is not None and (bipolar or not isinstance(params[0], BinaryType)):
                 return params
         lo, hi = self._calibrated_range(node.output[0], node)
@@ -162,7 +212,11 @@ class QuantizerDecoding:
         qt, scale = activation_quant(lo, hi, bits)
         return qt, scale, 0
 
-    def _quantizer_params(self, q: onnx.NodeProto) -> tuple[IntType | BinaryType, float, int] | None:
+    def _quantizer_params(self, q: onnx.NodeProto, per_channel: bool = False) \
+            -> tuple[IntType | BinaryType, float | np.ndarray, int] | None:
+        """The (type, scale, zero point) of quantizer ``q`` if its parameters are constants vaqf can place; a
+        per-channel scale (an array) only with ``per_channel`` (the caller requantizes channels on its last
+        axis)."""
         try:
             if q.domain in QONNX_DOMAINS and q.op_type == "BipolarQuant":
                 scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)
@@ -175,9 +229,11 @@ class QuantizerDecoding:
                 zp = np.asarray(self._const(q, 2, "zero point"), dtype=np.float64).reshape(-1)
                 bits = int(np.asarray(self._const(q, 3, "bit width")).reshape(-1)[0])
                 signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
-                if scale.size != 1 or zp.size != 1 or not 2 <= bits <= 16:
+                if zp.size != 1 or not 2 <= bits <= 16 or not np.all(scale > 0):
                     return None
                 qt = IntType(bits, signed, narrow)
+                if scale.size != 1 and np.any(scale != scale[0]):
+                    return (qt, f32(scale), int(zp[0])) if per_channel else None
                 return qt, float(f32(scale[0])), int(zp[0])
             if q.domain in ("", "ai.onnx") and q.op_type == "QuantizeLinear" and self._state(q, 2) is not None:
                 scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)

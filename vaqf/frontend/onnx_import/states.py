@@ -49,6 +49,9 @@ class Act:
     dense: Any = None               # the dense node whose raw accumulator this is: an Add folds into its bias, a
                                     # BatchNormalization into its constants
     relu_applied: bool = False      # a following Relu was already fused into the producer
+    channel_scale: np.ndarray | None = None  # per-channel activation scales (axis 1): the real scale of channel c
+                                    # is the value's scale times channel_scale[c] (<= 1); only depthwise
+                                    # convolutions, max pooling and Relu read such a tensor
 
 
 @dataclass

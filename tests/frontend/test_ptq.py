@@ -9,9 +9,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers import float_mlp_model, qonnx_model
 from vaqf.api import load_model
+from vaqf.errors import VaqfError
 from vaqf.frontend.onnx_import import ImportOptions, import_onnx
 from vaqf.frontend.ptq import activation_quant, quantize_weight
-from vaqf.errors import VaqfError
 from vaqf.ir import BinaryType, IntType
 from vaqf.sim.simulator import Simulator
 

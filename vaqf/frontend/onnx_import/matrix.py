@@ -329,8 +329,9 @@ class MatrixOps:
         s_in = float(dn.inputs[0].info.scale[0])
         w_scale = np.broadcast_to(np.asarray(dn.attrs["w_scale"], dtype=np.float64), over.shape).copy()
         if wf is None or not isinstance(dn.attrs["w_type"], IntType):
+            smallest = float((s_in * w_scale[rows]).min())
             raise VaqfError(f"{where}: the bias of output channel(s) {rows[:8].tolist()} does not fit 32 bits at the "
-                            f"accumulator's scale (input scale x weight scale, {float((s_in * w_scale[rows]).min()):.3g})"
+                            f"accumulator's scale (input scale x weight scale, {smallest:.3g})"
                             " and the weights are quantized in the model: quantize the bias at the accumulator's "
                             "scale (e.g. Brevitas Int32Bias) or give those channels a larger weight scale")
         factor = np.abs(bias_acc[rows]) / 2**30

@@ -1,9 +1,9 @@
 """Brevitas's quantized MobileNetV1 (``brevitas_examples.imagenet_classification``, 4-bit weights and
 activations) as ``export_qonnx`` writes it: per-channel activation scales ahead of every depthwise convolution
 (set from statistics by one training-mode pass, as training leaves them), BatchNormalization after every
-convolution, TruncAvgPool2d's ``Trunc`` and the classifier's 32-bit bias quantizer. Width 0.25 at the network's own 224 x 224 input. Every
-quantized activation of the simulator equals qonnx's reference executor exactly; the C-simulation is bit-exact
-and its cycle counters meet the estimate."""
+convolution, TruncAvgPool2d's ``Trunc`` and the classifier's 32-bit bias quantizer. Width 0.25 at the
+network's own 224 x 224 input. Every quantized activation of the simulator equals qonnx's reference executor
+exactly; the C-simulation is bit-exact and its cycle counters meet the estimate."""
 
 from __future__ import annotations
 

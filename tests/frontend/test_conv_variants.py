@@ -234,3 +234,42 @@ def test_flatten_axis_zero_on_a_batch_of_one() -> None:
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     want = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(24, 72)])
     _assert_follows(Simulator(graph).run([x[24:]]).dequantized[0], want, 0.05)
+
+
+def _keras_cnn() -> onnx.ModelProto:
+    """What tf2onnx writes for a Keras Conv2D/MaxPool/Dense/softmax classifier: an NHWC input transposed to
+    NCHW, the feature map transposed back to NHWC before the flattening Reshape, Dense as MatMul + Add."""
+    rng = np.random.default_rng(8)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "wc"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "bc"),
+             numpy_helper.from_array(rng.normal(0, 0.25, (128, 5)).astype(np.float32), "wd"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 5).astype(np.float32), "bd"),
+             numpy_helper.from_array(np.array([-1, 128], np.int64), "flat_shape")]
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2], name="to_nchw"),
+             helper.make_node("Conv", ["xt", "wc", "bc"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 2, 3, 1], name="to_nhwc"),
+             helper.make_node("Reshape", ["pt", "flat_shape"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "wd"], ["m"], name="dense"),
+             helper.make_node("Add", ["m", "bd"], ["logits"], name="dense_bias"),
+             helper.make_node("Softmax", ["logits"], ["y"], axis=-1, name="softmax")]
+    g = helper.make_graph(nodes, "keras_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@pytest.mark.cxx
+def test_keras_channels_last_cnn_with_a_softmax_head(tmp_path: Path) -> None:
+    path = tmp_path / "keras.onnx"
+    onnx.save(_keras_cnn(), str(path))
+    x = np.random.default_rng(9).normal(size=(200, 8, 8, 3)).astype(np.float32)
+    res = compile_model(path, tmp_path / "proj", weights="int8", calib=x[:64])
+    assert {"softmax", "transpose", "im2col", "pool"} <= _ops(res.graph)
+    want = _float(path, x[64:])
+    got = vaqf.load(res.project).predict(x[64:])
+    err = np.abs(got - want)  # probabilities (8-bit outputs) against the float model's
+    assert err.mean() <= 0.01 and err.max() <= 0.08, (err.mean(), err.max())
+    _assert_follows(got, want, 0.05)
+    out = vaqf.load(res.project).csim(x[:2])
+    assert out.inputs == 2 and out.bit_exact == 2

@@ -273,3 +273,24 @@ def test_keras_channels_last_cnn_with_a_softmax_head(tmp_path: Path) -> None:
     _assert_follows(got, want, 0.05)
     out = vaqf.load(res.project).csim(x[:2])
     assert out.inputs == 2 and out.bit_exact == 2
+
+
+@pytest.mark.cxx
+def test_keras_channels_last_cnn_streams_on_the_dataflow_pipeline(tmp_path: Path) -> None:
+    """The same network without its softmax on the dataflow architecture: the NHWC input streams as it lies
+    (its order pulled back through the transpose to NCHW), bit-exact, cycles as estimated, and the same
+    outputs as the engine's."""
+    from tests.helpers import assert_cycles_match
+
+    model = _keras_cnn()
+    del model.graph.node[-1]
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5]))
+    path = tmp_path / "keras_logits.onnx"
+    onnx.save(model, str(path))
+    x = np.random.default_rng(9).normal(size=(64, 8, 8, 3)).astype(np.float32)
+    flow = compile_model(path, tmp_path / "flow", weights="int8", calib=x, arch="dataflow")
+    assert flow.design.arch == "dataflow"
+    assert_cycles_match(flow.project, inputs=2)
+    engine = compile_model(path, tmp_path / "engine", weights="int8", calib=x, arch="engine")
+    np.testing.assert_array_equal(vaqf.load(flow.project).predict(x[:8]), vaqf.load(engine.project).predict(x[:8]))

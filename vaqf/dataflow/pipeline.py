@@ -146,11 +146,7 @@ def build_pipeline(graph: Graph) -> Pipeline:
     pending_im2col: dict[str, Node] = {}
     layers: list[Layer] = []
     ident = np.arange(x.info.size, dtype=np.int64)
-    shape = x.info.shape
-    if len(shape) == 4:
-        orders[x.name] = _nchw_order(shape[1], shape[2], shape[3])  # channels-last stream of an image
-    else:
-        orders[x.name] = ident
+    orders[x.name] = _input_order(graph, x)
     for node in graph.topo():
         if len(node.inputs) != 1 or len(node.outputs) != 1:
             raise DataflowUnsupported(f"{node.name}: {node.op} with {len(node.inputs)} inputs is not a chain layer")
@@ -182,6 +178,30 @@ def build_pipeline(graph: Graph) -> Pipeline:
     out = graph.outputs[0]
     _elem(out)
     return Pipeline(graph, layers, x, out, orders[x.name], orders[out.name])
+
+
+def _input_order(graph: Graph, x: Value) -> np.ndarray:
+    """The graph input's stream order (the host permutes into it): the order its first window generator or
+    pooling needs, pulled back through the transposes and reshapes before it (a channels-last NHWC input
+    transposed to NCHW, as Keras exports, streams as it lies in memory); else an image's (h, w, c) order, or
+    the logical order."""
+    where = np.arange(x.info.size, dtype=np.int64)  # x's logical index -> the current value's
+    v = x
+    while True:
+        users = graph.consumers(v)
+        if len(users) != 1 or users[0].op not in ("reshape", "transpose"):
+            break
+        where = _apply(users[0], where)
+        v = users[0].outputs[0]
+    if len(users) == 1 and users[0].op in ("im2col", "pool") and len(v.info.shape) == 4:
+        _, c, h, w = v.info.shape
+        back = np.empty_like(where)
+        back[where] = np.arange(where.size, dtype=np.int64)  # the value's logical index -> x's
+        return back[_nchw_order(c, h, w)]
+    shape = x.info.shape
+    if len(shape) == 4:
+        return _nchw_order(shape[1], shape[2], shape[3])  # channels-last stream of an image
+    return np.arange(x.info.size, dtype=np.int64)
 
 
 def _im2col_check(node: Node, order: np.ndarray) -> np.ndarray:

@@ -145,7 +145,6 @@ def build_pipeline(graph: Graph) -> Pipeline:
     orders: dict[str, np.ndarray] = {}
     pending_im2col: dict[str, Node] = {}
     layers: list[Layer] = []
-    ident = np.arange(x.info.size, dtype=np.int64)
     orders[x.name] = _input_order(graph, x)
     for node in graph.topo():
         if len(node.inputs) != 1 or len(node.outputs) != 1:

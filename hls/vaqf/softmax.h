@@ -16,7 +16,7 @@ namespace vaqf {
 
 struct softmax_desc {
     int rows, n, words;            // rows, elements per row, words per row
-    int table_offset, table_size;  // DDR word offset of the exponential table, its entries
+    int table_offset, table_size;  // exponential table: DDR word offset (ROM: first entry there), entries
     int mant, shift, out_bits;     // table index multiplier mant / 2^shift; output bits
 };
 
@@ -59,31 +59,14 @@ struct softmax_lanes {
     ap_uint<SOFTMAX_EXP_BITS> v[CFG::LANES];
 };
 
-// Stage 1: the table fill (one entry per cycle from the reader stage), then per row the maximum and the
-// exponentials with their sum, one word per cycle in both passes. Padding lanes give exponential 0.
-template <class CFG, int WB, class in_t>
-void softmax_exp(int rows, int n, int words, int table_size, int mant, int shift, hls::stream<ap_uint<WB> >& tw,
-                 in_t in[][CFG::LANES], hls::stream<softmax_lanes<CFG> >& es,
-                 hls::stream<ap_uint<CFG::SUM_BITS> >& totals) {
-    const int P = WB / 32;  // table entries per DDR word
-    ap_uint<SOFTMAX_EXP_BITS> table[CFG::LANES][CFG::MAX_TABLE];  // a copy per lane: one read per bank per cycle
-#pragma HLS ARRAY_PARTITION variable=table complete dim=1
-    ap_uint<WB> word = 0;
-    int j = 0;
-fill:
-    for (int i = 0; i < table_size; i++) {
-#pragma HLS PIPELINE II=1
-#pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_TABLE
-        if (j == 0) word = tw.read();
-        ap_uint<SOFTMAX_EXP_BITS> t = word(SOFTMAX_EXP_BITS - 1, 0);
-        word = word >> 32;  // a constant shift: the next entry is always the low lane
-        for (int l = 0; l < CFG::LANES; l++) {
-#pragma HLS UNROLL
-            table[l][i] = t;
-        }
-        j = j == P - 1 ? 0 : j + 1;
-    }
-    VAQF_ROW(0, VAQF_DDR_LATENCY + table_size + CFG::DEPTH_FILL);  // the lead "row": the fill precedes row 0
+// Stage 1, per row: the maximum and the exponentials with their sum, one word per cycle in both passes.
+// Padding lanes give exponential 0. The table holds a copy per lane (lane l reads copy l, one read per bank per
+// cycle), the layer's entries from `first` on: a filled array (first 0) or the unit's ROM of every layer's table.
+template <class CFG, int N, class in_t>
+void softmax_rows(int rows, int n, int words, int first, int table_size, int mant, int shift,
+                  const ap_uint<SOFTMAX_EXP_BITS> table[][N], in_t in[][CFG::LANES],
+                  hls::stream<softmax_lanes<CFG> >& es, hls::stream<ap_uint<CFG::SUM_BITS> >& totals) {
+#pragma HLS INLINE
     typedef ap_int<CFG::IN_BITS> x_t;
     typedef ap_uint<CFG::IN_BITS + CFG::MANT_BITS> p_t;
     const ap_uint<CFG::MANT_BITS> m = mant;
@@ -117,7 +100,7 @@ rows:
                 ap_uint<CFG::IN_BITS> diff = ap_int<CFG::IN_BITS + 1>(xmax) - ap_int<CFG::IN_BITS + 1>(x_t(in[base + w][l]));
                 p_t idx = urshift_half_even<CFG::IN_BITS + CFG::MANT_BITS>(p_t(diff) * m, shift);
                 if (idx > last) idx = last;
-                ap_uint<SOFTMAX_EXP_BITS> ev = table[l][(int)idx];
+                ap_uint<SOFTMAX_EXP_BITS> ev = table[l][first + (int)idx];
                 e.v[l] = k0 + l < n ? ev : ap_uint<SOFTMAX_EXP_BITS>(0);
                 part += e.v[l];
             }
@@ -128,6 +111,44 @@ rows:
         VAQF_ROW(0, 2 * words + CFG::DEPTH_MAX + CFG::DEPTH_EXP);
         base += words;
     }
+}
+
+// Stage 1 with the table from DDR: the fill (one entry per cycle from the reader stage, into every lane's
+// copy), the lead "row" of the counters, then the rows.
+template <class CFG, int WB, class in_t>
+void softmax_exp(int rows, int n, int words, int table_size, int mant, int shift, hls::stream<ap_uint<WB> >& tw,
+                 in_t in[][CFG::LANES], hls::stream<softmax_lanes<CFG> >& es,
+                 hls::stream<ap_uint<CFG::SUM_BITS> >& totals) {
+    const int P = WB / 32;  // table entries per DDR word
+    ap_uint<SOFTMAX_EXP_BITS> table[CFG::LANES][CFG::MAX_TABLE];  // a copy per lane: one read per bank per cycle
+#pragma HLS ARRAY_PARTITION variable=table complete dim=1
+    ap_uint<WB> word = 0;
+    int j = 0;
+fill:
+    for (int i = 0; i < table_size; i++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT max=CFG::MAX_TABLE
+        if (j == 0) word = tw.read();
+        ap_uint<SOFTMAX_EXP_BITS> t = word(SOFTMAX_EXP_BITS - 1, 0);
+        word = word >> 32;  // a constant shift: the next entry is always the low lane
+        for (int l = 0; l < CFG::LANES; l++) {
+#pragma HLS UNROLL
+            table[l][i] = t;
+        }
+        j = j == P - 1 ? 0 : j + 1;
+    }
+    VAQF_ROW(0, VAQF_DDR_LATENCY + table_size + CFG::DEPTH_FILL);  // the lead "row": the fill precedes row 0
+    softmax_rows<CFG, CFG::MAX_TABLE, in_t>(rows, n, words, 0, table_size, mant, shift, table, in, es, totals);
+}
+
+// Stage 1 with the table in the unit's ROM (the generated project's constants, every layer's table from its
+// `first` entry): nothing to fill, a lead row of 0 cycles.
+template <class CFG, int R, class in_t>
+void softmax_exp_rom(int rows, int n, int words, int first, int table_size, int mant, int shift,
+                     const ap_uint<SOFTMAX_EXP_BITS> rom[][R], in_t in[][CFG::LANES],
+                     hls::stream<softmax_lanes<CFG> >& es, hls::stream<ap_uint<CFG::SUM_BITS> >& totals) {
+    VAQF_ROW(0, 0);
+    softmax_rows<CFG, R, in_t>(rows, n, words, first, table_size, mant, shift, rom, in, es, totals);
 }
 
 // Stage 2, per row: R = floor(2^32 / sum) by a restoring divider, one quotient bit per cycle. The quotient has
@@ -203,6 +224,24 @@ void softmax(const ap_uint<WB>* ddr, int rows, int n, int words, int table_offse
 #pragma HLS STREAM variable=recips depth=2
     ddr_read<WB, (CFG::MAX_TABLE + WB / 32 - 1) / (WB / 32)>(ddr, table_offset, table_words, tw);
     softmax_exp<CFG, WB, in_t>(rows, n, words, table_size, mant, shift, tw, in, es, totals);
+    softmax_recip<CFG>(rows, totals, recips);
+    softmax_norm<CFG, out_t>(rows, words, out_bits, es, recips, out);
+}
+
+// The same row pipeline with the exponential tables in a ROM of R entries per lane copy (`rom[l]`, one copy
+// per lane, partitioned by the caller): the layer's table starts at entry `first`; no DDR read, no fill.
+template <class CFG, int R, class in_t, class out_t>
+void softmax_rom(const ap_uint<SOFTMAX_EXP_BITS> rom[][R], int rows, int n, int words, int first, int table_size,
+                 int mant, int shift, int out_bits, in_t in[][CFG::LANES], out_t out[][CFG::LANES]) {
+#pragma HLS INLINE off
+#pragma HLS DATAFLOW
+    hls::stream<softmax_lanes<CFG> > es("softmax_exponentials");
+#pragma HLS STREAM variable=es depth=2*CFG::MAX_WORDS
+    hls::stream<ap_uint<CFG::SUM_BITS> > totals("softmax_totals");
+    hls::stream<ap_uint<SOFTMAX_RECIP_BITS> > recips("softmax_reciprocals");
+#pragma HLS STREAM variable=totals depth=2
+#pragma HLS STREAM variable=recips depth=2
+    softmax_exp_rom<CFG, R, in_t>(rows, n, words, first, table_size, mant, shift, rom, in, es, totals);
     softmax_recip<CFG>(rows, totals, recips);
     softmax_norm<CFG, out_t>(rows, words, out_bits, es, recips, out);
 }

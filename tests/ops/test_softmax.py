@@ -130,3 +130,74 @@ def test_reference_by_hand() -> None:
 @pytest.mark.parametrize("bits", [4, 8, 16])
 def test_fast_path_equals_reference(rng, scale, bits):
     assert_fast_equals_reference(_graph(scale, bits, n=33, in_bits=8), rng, count=20)
+
+
+# ---- the ROM (knob rom = 1) ---------------------------------------------------------------------------------
+
+def _three_softmaxes():
+    """Softmax at input scale 0.3 (a 41-entry table), then two at the 2**-8 scale of a softmax's output (equal
+    1024-entry tables): two distinct tables for the unit's ROM."""
+    from vaqf.ir import Graph
+
+    g = Graph("three_softmaxes")
+    v = g.add_input("x", TensorInfo((1, 3, 17), IntType(8, True), np.array([0.3])))
+    for i in range(3):
+        attrs = softmax_attrs(float(v.info.scale[0]), 8)
+        out = g.new_value(f"p{i}", TensorInfo(v.info.shape, IntType(8, False), np.array([2.0**-8])))
+        g.add_node("softmax", [v], [out], attrs, name=f"softmax{i}")
+        v = out
+    g.outputs.append(v)
+    g.verify()
+    return g
+
+
+def test_rom_layout_shares_equal_tables():
+    from vaqf.units.softmax import rom_layout
+
+    g = _three_softmaxes()
+    nodes = [n for n in g.topo()]
+    tables, size, first = rom_layout(nodes)
+    assert [t.size for t in tables] == [41, 1024] and size == 1065
+    assert first == {"softmax0": 0, "softmax1": 41, "softmax2": 41}
+    unit = get_unit("softmax")
+    board = get_board("zcu102")
+    shared = unit.shared_cost(nodes, {"lanes": 4, "rom": 1})
+    assert shared.bram18 == 4 * 2 and shared.lut == 4 * 11  # 1065 x 17 bits: two BRAM18 a lane copy
+    assert unit.shared_cost(nodes, {"lanes": 4, "rom": 0}) is None
+    fill = unit.cost(nodes[1], {"lanes": 4, "rom": 0}, board)
+    rom = unit.cost(nodes[1], {"lanes": 4, "rom": 1}, board)
+    assert fill.cycles - rom.cycles >= 1024 and rom.ddr_bytes == 0 and fill.ddr_bytes == 4 * 1024
+
+
+@pytest.mark.cxx
+def test_softmax_rom_cxx_bit_exact_and_cycles(tmp_path):
+    """Three layers on one instance reading two tables from the ROM: bit-exact, counters = the estimate
+    (no fill), and no table in the DDR image."""
+    g = _three_softmaxes()
+    design = design_for_knobs(g, get_board("zcu102"), {"softmax": {"lanes": 4, "rom": 1}})
+    folder = write_project(g, design, tmp_path / "p", force=True)
+    res = assert_cycles_match(folder, inputs=6)
+    board = get_board("zcu102")
+    for node in g.topo():
+        layer = next(c for c in res.cycles if c.layer == node.name)
+        assert layer.measured == get_unit("softmax").cost(node, {"lanes": 4, "rom": 1}, board).cycles
+    params = (folder / "src" / "vaqf_params.h").read_text()
+    assert "vaqf::softmax_rom<" in params and params.count("65536, ") >= 2 * 4  # each table's E[0], every lane
+    assert not any(blob == "table" for _, blob in design_offsets(g, design))
+
+
+def design_offsets(graph, design):
+    """The (node, blob) keys of the design's DDR image."""
+    from vaqf.backend.emit import build_ddr_image
+
+    return build_ddr_image(graph, design.word_bits, design.knobs, get_board("zcu102")).offsets
+
+
+def test_the_search_takes_the_rom_for_one_softmax():
+    """A classifier head (one table): the ROM costs the same BRAM and saves the fill, so the fastest design
+    takes it."""
+    from vaqf.dse.search import search
+
+    g = _graph(0.05, 8, n=10, rows=1)
+    design = search(g, get_board("zcu102"))
+    assert design.knobs["softmax"]["rom"] == 1

@@ -143,10 +143,9 @@ def render_sources(graph: Graph, design: Design) -> tuple[dict[str, str], DdrIma
     ident = {n.name: f"l{i}_{names(n.name)}" for i, n in enumerate(graph.topo())}
     buffers = {v: plan.name(v) for v in plan.kind_of}
     modes = design.modes() if design.estimate.get("layers") else design_modes(graph, design.knobs, board)
-    ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board,
-                      lanes, word_bits, modes)
-
     units = units_of(graph)
+    ctx = EmitContext(buffers, image.offsets, ident, {"act": "act_dummy", "acc": "acc_dummy"}, design.knobs, board,
+                      lanes, word_bits, modes, units)
     layers = []
     descs: dict[str, list] = {u: [] for u in units}  # unit -> every call's descriptor, its ROM in call order
     for node in graph.topo():

@@ -98,7 +98,13 @@ def unit_cost(nodes: list[Node], knobs: dict[str, int], board: Board) -> tuple[i
         hw = hw.max(c.hardware_only())
         cycles += c.cycles
         layers.append(LayerEstimate(n.name, n.op, unit.instance(n), c.cycles, c.ddr_bytes, unit.mode(n, knobs, board)))
-    return cycles, hw, layers
+    return cycles, _with_shared(hw, nodes, knobs), layers
+
+
+def _with_shared(hw: Cost, nodes: list[Node], knobs: dict[str, int]) -> Cost:
+    """A unit's hardware (the max over its layers) plus what it holds for all of them (Unit.shared_cost)."""
+    shared = unit_of(nodes[0]).shared_cost(nodes, knobs) if nodes else None
+    return hw if shared is None else hw + shared.hardware_only()
 
 
 def _attr_key(name: str, value: Any) -> Hashable:
@@ -166,7 +172,7 @@ def unit_options(nodes: list[Node], combos: Sequence[dict[str, int]], board: Boa
             cyc += count * c.cycles
             dd += count * c.ddr_bytes
         cycles.append(cyc)
-        hws.append(hw)
+        hws.append(_with_shared(hw, nodes, kn))
         ddr.append(dd)
     return cycles, hws, ddr
 

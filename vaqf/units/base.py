@@ -75,6 +75,7 @@ class EmitContext:
     lanes: int = 1                     # lanes of every activation word (vaqf.hw.layout), the design's
     word_bits: int = 128               # bits of one DDR word, the design's
     modes: dict[str, Any] = field(default_factory=dict)  # node name -> the unit's per-layer mode, the design's
+    units: dict[str, list[Node]] = field(default_factory=dict)  # unit instance -> the nodes it runs, in order
 
     def buffer(self, value_name: str) -> str:
         return self.buffers[value_name]
@@ -132,6 +133,11 @@ class Unit:
         """Whether the node's recorded dense blocks (passes.sparsity.FindDenseBlocks) can make it faster on
         this unit; units without a block form say no."""
         return False
+
+    def shared_cost(self, nodes: list[Node], knobs: dict[str, int]) -> Cost | None:
+        """Hardware the instance holds for all its nodes together, on top of the largest node's (a ROM of
+        every layer's constants); None when there is none."""
+        return None
 
     def ddr_blobs(self, node: Node, word_bits: int, knobs: dict[str, int],
                   board: Board | None) -> dict[str, np.ndarray]:

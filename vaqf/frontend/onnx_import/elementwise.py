@@ -104,8 +104,11 @@ class ElementwiseOps:
         if not (c.size == 1 or (c.size == n_out and c.shape[-1] == n_out)):
             return False
         c = c.reshape(-1)
-        mul, add = {"add": (1.0, c), "sub": (1.0, -c), "rsub": (-1.0, c), "mul": (c, 0.0),
-                    "div": (1.0 / c, 0.0)}[kind]
+        if kind == "div":
+            with np.errstate(divide="ignore"):  # a zero divisor gives inf, which _fold_affine refuses by name
+                mul, add = 1.0 / c, 0.0
+        else:
+            mul, add = {"add": (1.0, c), "sub": (1.0, -c), "rsub": (-1.0, c), "mul": (c, 0.0)}[kind]
         self._fold_affine(st.dense, mul, add, node)
         self._set(node, Act(st.dense.outputs[0], False, dense=st.dense))
         return True

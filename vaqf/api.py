@@ -265,14 +265,14 @@ def _export_module(model: Any, example_input: Any, folder: Path) -> Path:
 def _measure_output_error(graph: Graph, model: ModelLike, calib: np.ndarray | str | Path) -> OutputError | None:
     """The compiled graph's outputs against onnxruntime's on the original model, on the first calibration
     inputs; None (with a warning) when onnxruntime cannot run the model: the figure is extra information."""
-    from vaqf.frontend.calibrate import float_session, ort_compatible
+    from vaqf.frontend.calibrate import OWN_QUANTIZERS, float_session, ort_compatible
     from vaqf.frontend.onnx_import import load_model as load_onnx
 
     data = load_calibration(calib) if isinstance(calib, (str, Path)) else np.asarray(calib)
     x = data[:OUTPUT_ERROR_INPUTS].astype(np.float32)
     try:
         proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
-        sess = float_session(ort_compatible(proto))
+        sess = float_session(ort_compatible(proto, OWN_QUANTIZERS))
         name = sess.get_inputs()[0].name
         ref = np.concatenate([np.asarray(sess.run(None, {name: x[i:i + 1]})[0], np.float64)
                               for i in range(x.shape[0])])

@@ -99,11 +99,14 @@ def test_mobilenet_v1_simulator_equals_qonnx_executor(mobilenet):
 
 @pytest.mark.slow
 @pytest.mark.cxx
-def test_mobilenet_v1_csim_is_bit_exact_and_meets_its_cycles(mobilenet, tmp_path):
+def test_mobilenet_v1_csim_is_bit_exact_and_meets_its_cycles(mobilenet, tmp_path, caplog):
     from tests.helpers import assert_cycles_match
     from vaqf.api import compile_model
 
-    res = compile_model(mobilenet, tmp_path / "proj", calib=_inputs(2))
+    with caplog.at_level("WARNING"):
+        res = compile_model(mobilenet, tmp_path / "proj", calib=_inputs(2))
+    # the calibration data was needed (the float input's quantizer): no advice to leave it out
+    assert "leave out --calib" not in caplog.text and "model's own quantizers" in caplog.text
     ops = {n.op for n in res.graph.topo()}
     assert {"dense", "im2col", "pool"} <= ops and "requant" not in ops  # every requantization in an epilogue
     assert_cycles_match(res.project, inputs=1)

@@ -37,14 +37,20 @@ def float_session(model: onnx.ModelProto):  # noqa: ANN201 - an onnxruntime.Infe
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def ort_compatible(model: onnx.ModelProto) -> onnx.ModelProto:
+#: what ort_compatible's error advises: calibration of a QONNX model's tensors is not needed
+LEAVE_OUT_CALIB = "a QONNX model sets its own quantization (leave out --calib)"
+#: what a comparison's warning says instead: the calibration data may be needed (a float input's quantizer)
+OWN_QUANTIZERS = "the design follows the model's own quantizers (calibration sets only those it lacks)"
+
+
+def ort_compatible(model: onnx.ModelProto, advice: str = LEAVE_OUT_CALIB) -> onnx.ModelProto:
     """A copy of ``model`` with an IR version onnxruntime accepts; a VaqfError if it has ops onnxruntime cannot
-    run (QONNX's Quant, custom domains), instead of onnxruntime's internal message."""
+    run (QONNX's Quant, custom domains), instead of onnxruntime's internal message, ending with ``advice``."""
     custom = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ORT_DOMAINS})
     if custom:
         shown = ", ".join(custom[:3]) + (f" and {len(custom) - 3} more" if len(custom) > 3 else "")
         raise VaqfError(f"onnxruntime cannot run this model's {shown} nodes, so vaqf cannot compare it with a float "
-                        "run on calibration data; a QONNX model sets its own quantization (leave out --calib)")
+                        f"run on calibration data; {advice}")
     m = onnx.ModelProto()
     m.CopyFrom(model)
     if m.ir_version > ORT_MAX_IR_VERSION:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from vaqf.frontend.calibrate import float_session, ort_compatible
+from vaqf.frontend.calibrate import OWN_QUANTIZERS, float_session, ort_compatible
 from vaqf.ir import Graph
 from vaqf.sim.simulator import Simulator
 
@@ -61,7 +61,7 @@ def layer_errors(graph: Graph, model: onnx.ModelProto, x: np.ndarray) -> list[Te
     """Compare every IR value that has an ONNX tensor of the same name and shape with onnxruntime's value
     at the same point (after any epilogue the IR fused into the value's producer: ``float_counterparts``)."""
     res = Simulator(graph).run([x], trace=True)
-    m = ort_compatible(model)
+    m = ort_compatible(model, OWN_QUANTIZERS)
     produced = {o for n in m.graph.node for o in n.output}
     names = [v.name for v in graph.values() if v.name in produced and v.name in res.trace]
     refs = float_counterparts(graph, m)

@@ -150,3 +150,16 @@ def test_tensornorm_tail_folds_into_the_last_dense():
     step = np.asarray(g.outputs[0].info.scale, dtype=np.float64)
     err = np.abs(_sim(m, x).reshape(-1, n) - _qonnx(m, x).reshape(-1, n))
     assert np.all(err <= 0.5 * step + 1e-6), err.max(axis=0) / step
+
+
+def test_a_per_channel_activation_scale_off_the_channel_axis_is_refused_by_name():
+    """A Quant after a convolution whose scale varies along the last axis (a 1-D scale broadcasts there), not
+    the channels: refused naming the quantizer and the shape, before anything is calibrated."""
+    w = np.random.default_rng(0).integers(-3, 4, size=(4, 2, 1, 1)).astype(np.float32)
+    nodes = [_quant("x", "xq", "s", "bits"), _quant("w", "wq", "ws", "bits"),
+             helper.make_node("Conv", ["xq", "wq"], ["c"], name="conv"),
+             _quant("c", "y", "cs", "bits", signed=1)]
+    inits = {"s": 0.1, "zero": 0.0, "bits": 4.0, "w": w, "ws": 1.0, "cs": np.array([0.1, 0.2, 0.3, 0.4])}
+    m = _model(nodes, inits, (1, 2, 4, 4), "y", (1, 4, 4, 4))
+    with pytest.raises(UnsupportedOpError, match=r"q_y.*shape \[4\] on a rank-4 activation.*channel axis"):
+        import_onnx(m)

@@ -237,12 +237,14 @@ class MatrixOps:
         last = self._absorb_batchnorm(node, act)
         users = self._consumers.get(last.output[0], [])
         relu = users[0] if len(users) == 1 and users[0].op_type == "Relu" else None
+        w = self._state(node, 1)
+        rank = (w.ints if isinstance(w, QConst) else w.array).ndim  # the ONNX output's: 4, or 3 for Conv1d
         if relu is not None:
             act.dense.attrs["relu"] = True
-            qt, scale, zp = self._output_quant(relu, self._act_bits(), bipolar=True, per_channel=True)
+            qt, scale, zp = self._output_quant(relu, self._act_bits(), bipolar=True, channel_rank=rank)
         else:
             qt, scale, zp = self._output_quant(last, self._internal_bits(), signed=True, bipolar=True,
-                                               per_channel=True)
+                                               channel_rank=rank)
         act = self._quantize_act(act, np.atleast_1d(scale), zp, qt, "HALF_EVEN",
                                  _renamed(node, node.output[0] + "_q"))
         ho, wo = hw

@@ -26,6 +26,15 @@ _ONNX_INT_TYPES = {
 }
 
 
+def check_channel_axis(shape: tuple[int, ...], rank: int, where: str, op_type: str) -> None:
+    """A per-channel activation scale of ``shape`` must vary along axis 1 (the channels) of a rank-``rank``
+    tensor only, as ONNX broadcasting aligns it (a 1-D scale lines up with the last axis)."""
+    s = (1,) * max(0, rank - len(shape)) + tuple(int(d) for d in shape)
+    if len(s) != rank or [i for i, d in enumerate(s) if d != 1] != [1]:
+        raise UnsupportedOpError(where, op_type, f"a scale of shape {list(shape)} on a rank-{rank} activation: "
+                                 "per-channel activation scales must vary along the channel axis (1) only")
+
+
 class QuantizerDecoding:
     """Importer handlers for quantizer decoding; mixed into :class:`Importer`, whose state they use."""
 
@@ -75,6 +84,8 @@ class QuantizerDecoding:
             return
         if zeropt.size != 1:
             raise UnsupportedOpError(self._name(node), node.op_type, "per-channel zero points on activations")
+        if scale.size != 1 and np.any(scale != scale.reshape(-1)[0]) and isinstance(st, Act):
+            check_channel_axis(scale.shape, len(st.value.info.shape), self._name(node), node.op_type)
         self._set(node, self._quantize_act(st, scale, int(zeropt.reshape(-1)[0]), qt, rounding.value, node))
 
     def _trunc(self, node: onnx.NodeProto) -> None:
@@ -196,14 +207,17 @@ class QuantizerDecoding:
                                  "its input must be an integer initializer or a QuantizeLinear output")
 
     def _output_quant(self, node: onnx.NodeProto, bits: int, signed: bool | None = None,
-                      bipolar: bool = False, per_channel: bool = False) -> tuple[IntType | BinaryType, Any, int]:
+                      bipolar: bool = False, channel_rank: int = 0) -> tuple[IntType | BinaryType, Any, int]:
         """Type, scale and zero point for a new output: the following quantizer's if the output feeds exactly
         one quantizer with constant parameters (with ``bipolar``, a BipolarQuant too: BinaryType; with
-        ``per_channel``, a per-channel scale too: an array), else post-training quantization from calibration."""
+        ``channel_rank``, the output's ONNX rank, a scale per channel (axis 1) too: an array), else
+        post-training quantization from calibration."""
         users = self._consumers.get(node.output[0], [])
         if len(users) == 1:
             q = users[0]
-            params = self._quantizer_params(q, per_channel)
+            params = self._quantizer_params(q, per_channel=channel_rank > 0)
+            if params is not None and isinstance(params[1], np.ndarray):
+                check_channel_axis(params[1].shape, channel_rank, self._name(q), q.op_type)
             if params is not None and (bipolar or not isinstance(params[0], BinaryType)):
                 return params
         lo, hi = self._calibrated_range(node.output[0], node)
@@ -233,7 +247,8 @@ class QuantizerDecoding:
                     return None
                 qt = IntType(bits, signed, narrow)
                 if scale.size != 1 and np.any(scale != scale[0]):
-                    return (qt, f32(scale), int(zp[0])) if per_channel else None
+                    full = f32(np.asarray(self._const(q, 1, "scale"), dtype=np.float64))  # with its axes
+                    return (qt, full, int(zp[0])) if per_channel else None
                 return qt, float(f32(scale[0])), int(zp[0])
             if q.domain in ("", "ai.onnx") and q.op_type == "QuantizeLinear" and self._state(q, 2) is not None:
                 scale = np.asarray(self._const(q, 1, "scale"), dtype=np.float64).reshape(-1)

@@ -62,9 +62,9 @@ struct softmax_lanes {
 // Stage 1, per row: the maximum and the exponentials with their sum, one word per cycle in both passes.
 // Padding lanes give exponential 0. The table holds a copy per lane (lane l reads copy l, one read per bank per
 // cycle), the layer's entries from `first` on: a filled array (first 0) or the unit's ROM of every layer's table.
-template <class CFG, int N, class in_t>
+template <class CFG, int N, class entry_t, class in_t>
 void softmax_rows(int rows, int n, int words, int first, int table_size, int mant, int shift,
-                  const ap_uint<SOFTMAX_EXP_BITS> table[][N], in_t in[][CFG::LANES],
+                  const entry_t table[][N], in_t in[][CFG::LANES],
                   hls::stream<softmax_lanes<CFG> >& es, hls::stream<ap_uint<CFG::SUM_BITS> >& totals) {
 #pragma HLS INLINE
     typedef ap_int<CFG::IN_BITS> x_t;
@@ -100,7 +100,7 @@ rows:
                 ap_uint<CFG::IN_BITS> diff = ap_int<CFG::IN_BITS + 1>(xmax) - ap_int<CFG::IN_BITS + 1>(x_t(in[base + w][l]));
                 p_t idx = urshift_half_even<CFG::IN_BITS + CFG::MANT_BITS>(p_t(diff) * m, shift);
                 if (idx > last) idx = last;
-                ap_uint<SOFTMAX_EXP_BITS> ev = table[l][first + (int)idx];
+                ap_uint<SOFTMAX_EXP_BITS> ev = ap_uint<SOFTMAX_EXP_BITS>(table[l][first + (int)idx]);
                 e.v[l] = k0 + l < n ? ev : ap_uint<SOFTMAX_EXP_BITS>(0);
                 part += e.v[l];
             }
@@ -138,17 +138,19 @@ fill:
         j = j == P - 1 ? 0 : j + 1;
     }
     VAQF_ROW(0, VAQF_DDR_LATENCY + table_size + CFG::DEPTH_FILL);  // the lead "row": the fill precedes row 0
-    softmax_rows<CFG, CFG::MAX_TABLE, in_t>(rows, n, words, 0, table_size, mant, shift, table, in, es, totals);
+    softmax_rows<CFG, CFG::MAX_TABLE, ap_uint<SOFTMAX_EXP_BITS>, in_t>(rows, n, words, 0, table_size, mant, shift, table,
+                                                                   in, es, totals);
 }
 
 // Stage 1 with the table in the unit's ROM (the generated project's constants, every layer's table from its
-// `first` entry): nothing to fill, a lead row of 0 cycles.
-template <class CFG, int R, class in_t>
+// `first` entry): nothing to fill, a lead row of 0 cycles. rom_t is ap_uint<17> under synthesis and a plain
+// unsigned in the C-simulation (the generated code's choice: g++ would build a constructor per entry).
+template <class CFG, int R, class rom_t, class in_t>
 void softmax_exp_rom(int rows, int n, int words, int first, int table_size, int mant, int shift,
-                     const ap_uint<SOFTMAX_EXP_BITS> rom[][R], in_t in[][CFG::LANES],
+                     const rom_t rom[][R], in_t in[][CFG::LANES],
                      hls::stream<softmax_lanes<CFG> >& es, hls::stream<ap_uint<CFG::SUM_BITS> >& totals) {
     VAQF_ROW(0, 0);
-    softmax_rows<CFG, R, in_t>(rows, n, words, first, table_size, mant, shift, rom, in, es, totals);
+    softmax_rows<CFG, R, rom_t, in_t>(rows, n, words, first, table_size, mant, shift, rom, in, es, totals);
 }
 
 // Stage 2, per row: R = floor(2^32 / sum) by a restoring divider, one quotient bit per cycle. The quotient has
@@ -230,8 +232,8 @@ void softmax(const ap_uint<WB>* ddr, int rows, int n, int words, int table_offse
 
 // The same row pipeline with the exponential tables in a ROM of R entries per lane copy (`rom[l]`, one copy
 // per lane, partitioned by the caller): the layer's table starts at entry `first`; no DDR read, no fill.
-template <class CFG, int R, class in_t, class out_t>
-void softmax_rom(const ap_uint<SOFTMAX_EXP_BITS> rom[][R], int rows, int n, int words, int first, int table_size,
+template <class CFG, int R, class rom_t, class in_t, class out_t>
+void softmax_rom(const rom_t rom[][R], int rows, int n, int words, int first, int table_size,
                  int mant, int shift, int out_bits, in_t in[][CFG::LANES], out_t out[][CFG::LANES]) {
 #pragma HLS INLINE off
 #pragma HLS DATAFLOW
@@ -241,7 +243,7 @@ void softmax_rom(const ap_uint<SOFTMAX_EXP_BITS> rom[][R], int rows, int n, int 
     hls::stream<ap_uint<SOFTMAX_RECIP_BITS> > recips("softmax_reciprocals");
 #pragma HLS STREAM variable=totals depth=2
 #pragma HLS STREAM variable=recips depth=2
-    softmax_exp_rom<CFG, R, in_t>(rows, n, words, first, table_size, mant, shift, rom, in, es, totals);
+    softmax_exp_rom<CFG, R, rom_t, in_t>(rows, n, words, first, table_size, mant, shift, rom, in, es, totals);
     softmax_recip<CFG>(rows, totals, recips);
     softmax_norm<CFG, out_t>(rows, words, out_bits, es, recips, out);
 }
